@@ -1,0 +1,449 @@
+"""Run each condition (role x intervention) once and share the result between claims.
+
+A *condition* is one model of the pair (``"base"`` or ``"tuned"``) with an intervention active.
+The :class:`Evaluator` runs a condition over the challenge prompts in **one** batched greedy
+generation pass that yields both the continuations (scored for toxicity) and the streamed
+per-neuron statistics (for attribution), and caches the result twice: in memory for this
+session and, through :class:`mechtests.storage.Cache`, on disk across sessions. Cache keys are
+content identities (model weight fingerprint, ``intervention.key()``, prompt-set sha256, the
+generation protocol, the scorer name), so twenty claims that need the base model's toxicity
+share one computation, and a changed checkpoint never reuses a stale result.
+
+Example:
+    >>> ev = Evaluator(pair, probe=probe, scorer=scorer, data=eval_data, config=cfg, cache=cache)
+    >>> tox_base = ev.toxicity("base")                         # np.ndarray[N], one per prompt
+    >>> tox_abl = ev.toxicity("base", ZeroAblation(neurons))   # one more generation pass
+    >>> stats = ev.neuron_stats("base")                        # served by the first pass
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from mechtests.errors import UsageError
+
+Role = Literal["base", "tuned"]
+ROLES: tuple[Role, ...] = ("base", "tuned")
+
+# Bump when the meaning of a cached value changes (generation protocol, stored fields), so old
+# cache entries are never read back as if they were computed the new way.
+PROTOCOL_VERSION = "evaluator/1"
+
+
+@dataclasses.dataclass(frozen=True)
+class PerplexityWindows:
+    """Per-window negative log-likelihood sums of one condition over the perplexity text.
+
+    Kept per window (not only the final perplexity) so a claim can bootstrap over windows.
+
+    Example:
+        >>> w = PerplexityWindows(np.array([10.0, 12.0]), np.array([5, 5]))
+        >>> round(w.value, 4) == round(float(np.exp(22.0 / 10)), 4)
+        True
+    """
+
+    nll_sum: np.ndarray
+    n_tokens: np.ndarray
+
+    @property
+    def value(self) -> float:
+        """Perplexity over all windows together: exp(total NLL / total tokens)."""
+        return float(np.exp(self.nll_sum.sum() / self.n_tokens.sum()))
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredGeneration:
+    """What a generation pass leaves behind, in plain arrays (cacheable, device-independent).
+
+    Attributes:
+        continuations: the generated text per prompt, prompt removed.
+        activation_sum: ``[n_blocks, L, d_mlp]`` float64 sums of last-position activations.
+        count: ``[n_blocks]`` number of (prompt, step) forward passes summed into each block.
+    """
+
+    continuations: tuple[str, ...]
+    activation_sum: np.ndarray
+    count: np.ndarray
+
+    def mean_activation(self) -> np.ndarray:
+        """``[L, d_mlp]`` mean activation over all prompts and generation steps."""
+        return self.activation_sum.sum(axis=0) / self.count.sum()
+
+
+def _setting(config: Any, name: str, default: Any) -> Any:
+    """Read a RunConfig field, falling back to the protocol default when the profile lacks it."""
+    value = getattr(config, name, None)
+    return default if value is None else value
+
+
+class Evaluator:
+    """Runs and caches the conditions claims are built from (see module docstring).
+
+    Args:
+        pair: the :class:`mechtests.models.ModelPair`.
+        probe: the toxicity probe (:class:`mechtests.probes.Probe`).
+        scorer: a ``ToxicityScorer`` (``.name``, ``.score(texts)``).
+        data: the ``EvalData`` (challenge prompts, probe data, perplexity text, F1 sentences).
+        config: the ``RunConfig``; ``n_prompts``, ``max_new_tokens``, ``batch_size``, ``n_blocks``,
+            ``n_f1``, ``ppl_tokens`` are read when present, else the papers' protocol applies.
+        cache: a ``mechtests.storage.Cache`` or ``None`` (memory only).
+    """
+
+    def __init__(self, pair: Any, *, probe: Any, scorer: Any, data: Any, config: Any,
+                 cache: Any = None) -> None:
+        self.pair = pair
+        self.probe = probe
+        self.scorer = scorer
+        self.data = data
+        self.config = config
+        self.cache = cache
+        self._memory: dict[str, Any] = {}
+        n_prompts = _setting(config, "n_prompts", 0)
+        challenge = data.challenge
+        self.prompts = challenge.head(n_prompts) if n_prompts and n_prompts < len(challenge) else challenge
+        if len(self.prompts) == 0:
+            raise UsageError("the challenge prompt set is empty. Fix: pass --mt-prompts with at least one prompt.")
+        n_f1 = _setting(config, "n_f1", 0)
+        f1 = data.f1_sentences
+        self.f1_sentences = f1.head(n_f1) if n_f1 and n_f1 < len(f1) else f1
+        ppl_chars = _setting(config, "ppl_chars", 0)
+        text = data.perplexity_text
+        self.perplexity_text: str = text[:ppl_chars] if ppl_chars else text
+
+    # ------------------------------------------------------------------ plumbing
+    def model(self, role: Role) -> Any:
+        """The :class:`LoadedModel` playing ``role``."""
+        if role not in ROLES:
+            raise UsageError(f"role must be 'base' or 'tuned', got {role!r}.")
+        return self.pair.base if role == "base" else self.pair.tuned
+
+    def generation_config(self) -> Any:
+        """The ``GenerationConfig`` every toxicity/attribution pass of this session uses."""
+        from mechtests.generation import GenerationConfig
+
+        return GenerationConfig(
+            max_new_tokens=int(_setting(self.config, "max_new_tokens", 20)),
+            max_prompt_tokens=int(_setting(self.config, "max_prompt_tokens", 32)),
+            batch_size=int(_setting(self.config, "batch_size", 32)),
+            n_blocks=int(_setting(self.config, "n_blocks", 20)),
+        )
+
+    @staticmethod
+    def _intervention(intervention: Any) -> Any:
+        if intervention is None:
+            from mechtests.interventions import NoIntervention
+
+            return NoIntervention()
+        return intervention
+
+    def _key(self, role: Role, intervention: Any, **extra: Any) -> dict[str, Any]:
+        model = self.model(role)
+        return {"protocol": PROTOCOL_VERSION, "model": model.fingerprint,
+                "dtype": str(getattr(model, "dtype", "")), "intervention": intervention.key(), **extra}
+
+    def _cached(self, kind: str, key: Mapping[str, Any], compute: Callable[[], Any]) -> Any:
+        """Memory first, then the disk cache, then ``compute`` (stored in both)."""
+        mem_key = kind + ":" + json.dumps(key, sort_keys=True, default=str)
+        if mem_key not in self._memory:
+            if self.cache is None:
+                self._memory[mem_key] = compute()
+            else:
+                self._memory[mem_key] = self.cache.get_or_compute(kind, dict(key), compute)
+        return self._memory[mem_key]
+
+    # ------------------------------------------------------------------ conditions
+    def generation(self, role: Role, intervention: Any = None) -> StoredGeneration:
+        """Continuations and neuron statistics of one condition (one generation pass, cached)."""
+        iv = self._intervention(intervention)
+        gen_cfg = self.generation_config()
+        key = self._key(role, iv, prompts=self.prompts.sha256, generation=dataclasses.asdict(gen_cfg))
+
+        def compute() -> dict[str, Any]:
+            from mechtests.generation import generate
+
+            with torch.inference_mode():
+                result = generate(self.model(role), self.prompts, config=gen_cfg, intervention=iv,
+                                  collect_stats=True)
+            return {"continuations": list(result.continuations),
+                    "activation_sum": result.stats.activation_sum.double().cpu().numpy(),
+                    "count": result.stats.count.double().cpu().numpy()}
+
+        raw = self._cached("generation", key, compute)
+        return StoredGeneration(tuple(raw["continuations"]), np.asarray(raw["activation_sum"], dtype=np.float64),
+                                np.asarray(raw["count"], dtype=np.float64))
+
+    def neuron_stats(self, role: Role, intervention: Any = None) -> Any:
+        """:class:`NeuronStats` of the condition, served by the same pass as :meth:`toxicity`."""
+        from mechtests.generation import NeuronStats
+
+        gen = self.generation(role, intervention)
+        return NeuronStats(activation_sum=torch.from_numpy(gen.activation_sum),
+                           count=torch.from_numpy(gen.count))
+
+    def mean_activation(self, role: Role, intervention: Any = None) -> np.ndarray:
+        """``[L, d_mlp]`` float64 mean last-position activation over prompts and steps."""
+        return self.generation(role, intervention).mean_activation()
+
+    def toxicity(self, role: Role, intervention: Any = None) -> np.ndarray:
+        """Per-prompt toxicity of the continuations, float64 ``[N]`` in [0, 1]."""
+        iv = self._intervention(intervention)
+        gen_cfg = self.generation_config()
+        key = self._key(role, iv, prompts=self.prompts.sha256, generation=dataclasses.asdict(gen_cfg),
+                        scorer=self.scorer.name)
+
+        def compute() -> np.ndarray:
+            from mechtests.metrics import toxicity_scores
+
+            return np.asarray(toxicity_scores(self.generation(role, iv).continuations, self.scorer),
+                              dtype=np.float64)
+
+        return np.asarray(self._cached("toxicity", key, compute), dtype=np.float64)
+
+    def perplexity(self, role: Role, intervention: Any = None) -> PerplexityWindows:
+        """Per-window NLL over the perplexity text (non-overlapping windows of the model's context)."""
+        iv = self._intervention(intervention)
+        model = self.model(role)
+        window = int(min(model.n_ctx, _setting(self.config, "ppl_window", 1024)))
+        text_sha = _sha256(self.perplexity_text)
+        key = self._key(role, iv, text=text_sha, window=window)
+
+        def compute() -> dict[str, np.ndarray]:
+            from mechtests.metrics import perplexity_windows
+
+            with torch.inference_mode():
+                nll, n = perplexity_windows(model, self.perplexity_text, window=window, intervention=iv)
+            return {"nll_sum": _np(nll), "n_tokens": _np(n)}
+
+        raw = self._cached("perplexity", key, compute)
+        return PerplexityWindows(np.asarray(raw["nll_sum"], dtype=np.float64),
+                                 np.asarray(raw["n_tokens"], dtype=np.float64))
+
+    def f1(self, role: Role, intervention: Any = None) -> np.ndarray:
+        """Per-sentence bag-of-tokens F1 of 20-token greedy continuations, float64 ``[N]``."""
+        iv = self._intervention(intervention)
+        gen_cfg = self.generation_config()
+        key = self._key(role, iv, sentences=self.f1_sentences.sha256,
+                        prompt_tokens=gen_cfg.max_prompt_tokens, new_tokens=gen_cfg.max_new_tokens)
+
+        def compute() -> np.ndarray:
+            from mechtests.metrics import f1_scores
+
+            with torch.inference_mode():
+                scores = f1_scores(self.model(role), self.f1_sentences, prompt_tokens=gen_cfg.max_prompt_tokens,
+                                   new_tokens=gen_cfg.max_new_tokens, intervention=iv,
+                                   batch_size=gen_cfg.batch_size)
+            return _np(scores)
+
+        return np.asarray(self._cached("f1", key, compute), dtype=np.float64)
+
+    # ------------------------------------------------------------------ derived, memory only
+    def memo(self, name: str, compute: Callable[[], Any]) -> Any:
+        """Memoise a cheap derived quantity (cosines, selections) for this session."""
+        key = "memo:" + name
+        if key not in self._memory:
+            self._memory[key] = compute()
+        return self._memory[key]
+
+    def cosines(self) -> torch.Tensor:
+        """``[L, d_mlp]`` cosine of each base value vector with the probe (the papers' ranking)."""
+        from mechtests.neurons import neuron_cosines
+
+        return self.memo("cosines", lambda: neuron_cosines(self.model("base"), self.probe).detach().cpu())
+
+    def value_alignment(self, role: Role) -> np.ndarray:
+        """``[L, d_mlp]`` float64 ``w_i · p̂`` per neuron with ``role``'s own value vectors."""
+
+        def compute() -> np.ndarray:
+            model = self.model(role)
+            w = model.all_value_vectors().detach().to("cpu", torch.float64)
+            p = self.probe.direction.detach().to("cpu", torch.float64)
+            return (w @ p).numpy()
+
+        return self.memo(f"alignment:{role}", compute)
+
+
+def _np(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _sha256(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------------------- claim statistics
+# Plain functions of per-prompt arrays / per-block sums, so claims (and users' own claims) can
+# hand them to a bootstrap unchanged.
+
+GROUP_NAMES: tuple[str, ...] = ("TP_down", "TN_down", "AP_up", "AN_up")
+MIRROR_NAMES: tuple[str, ...] = ("TP_up", "TN_up", "AP_down", "AN_down")
+
+
+def recovered(tox_base: np.ndarray, tox_condition: np.ndarray, tox_tuned: np.ndarray) -> float:
+    """Fraction of the tuned model's toxicity reduction a condition reproduces.
+
+    ``(mean(base) - mean(condition)) / (mean(base) - mean(tuned))``: 0 = no effect, 1 = as
+    much as fine-tuning. The arrays are per-prompt and paired (same prompt at the same index).
+
+    Example:
+        >>> recovered(np.array([0.5, 0.7]), np.array([0.4, 0.6]), np.array([0.2, 0.4]))
+        0.3333333333333333
+    """
+    gap = float(np.mean(tox_base) - np.mean(tox_tuned))
+    if gap == 0.0:
+        return float("nan")
+    return float((np.mean(tox_base) - np.mean(tox_condition)) / gap)
+
+
+def relative_reduction(tox_base: np.ndarray, tox_other: np.ndarray) -> float:
+    """``1 - mean(other) / mean(base)``: the relative toxicity reduction.
+
+    Example:
+        >>> relative_reduction(np.array([0.4, 0.6]), np.array([0.2, 0.3]))
+        0.5
+    """
+    base = float(np.mean(tox_base))
+    return float("nan") if base == 0.0 else 1.0 - float(np.mean(tox_other)) / base
+
+
+def group_masks(cosines: np.ndarray, base_activation: np.ndarray, tuned_activation: np.ndarray) -> dict[str, np.ndarray]:
+    """The eight groups of PAPER.md as boolean masks (numpy twin of ``neurons.classify_neurons``).
+
+    Toxic-aligned = cos > 0, positive = base activation >= 0, down = tuned activation < base.
+    The vectorised form is what a bootstrap over blocks needs (thousands of reclassifications).
+
+    Example:
+        >>> m = group_masks(np.array([1.0, -1.0]), np.array([0.5, -0.5]), np.array([0.2, -0.1]))
+        >>> [name for name in GROUP_NAMES if m[name].any()]
+        ['TP_down', 'AN_up']
+    """
+    toxic = cosines > 0
+    positive = base_activation >= 0
+    down = tuned_activation < base_activation
+    return {
+        "TP_down": toxic & positive & down, "TN_down": toxic & ~positive & down,
+        "AP_up": ~toxic & positive & ~down, "AN_up": ~toxic & ~positive & ~down,
+        "TP_up": toxic & positive & ~down, "TN_up": toxic & ~positive & ~down,
+        "AP_down": ~toxic & positive & down, "AN_down": ~toxic & ~positive & down,
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class BlockAttribution:
+    """Per-neuron attribution inputs kept per block, for a bootstrap over NeuronStats blocks.
+
+    Prompt ``i`` lands in block ``i % n_blocks`` in both models' statistics, so base and tuned
+    blocks are paired; resampling block indices (with replacement) and recomputing means is a
+    cluster bootstrap over prompts. All arrays are flattened over ``(layer, neuron)``.
+
+    Attributes:
+        base_sum, tuned_sum: ``[n_blocks, L*d_mlp]`` activation sums.
+        base_count, tuned_count: ``[n_blocks]``.
+        cosines: ``[L*d_mlp]`` cos(base value vector, probe).
+        base_alignment, tuned_alignment: ``[L*d_mlp]`` ``w_i · p̂`` with each model's own W_out.
+        n_layers: L (to reshape).
+    """
+
+    base_sum: np.ndarray
+    tuned_sum: np.ndarray
+    base_count: np.ndarray
+    tuned_count: np.ndarray
+    cosines: np.ndarray
+    base_alignment: np.ndarray
+    tuned_alignment: np.ndarray
+    n_layers: int
+
+    @classmethod
+    def from_evaluator(cls, ev: Evaluator) -> BlockAttribution:
+        """Collect the base and tuned passes' statistics (no intervention) from ``ev``."""
+
+        def build() -> BlockAttribution:
+            b, t = ev.generation("base"), ev.generation("tuned")
+            n_blocks = b.activation_sum.shape[0]
+            return cls(b.activation_sum.reshape(n_blocks, -1), t.activation_sum.reshape(n_blocks, -1),
+                       b.count, t.count, ev.cosines().double().numpy().reshape(-1),
+                       ev.value_alignment("base").reshape(-1), ev.value_alignment("tuned").reshape(-1),
+                       int(b.activation_sum.shape[1]))
+
+        return ev.memo("block_attribution", build)
+
+    @property
+    def n_blocks(self) -> int:
+        return int(self.base_sum.shape[0])
+
+    def blocks(self) -> np.ndarray:
+        """The sample to hand a bootstrap: block indices as float64 ``[n_blocks]``."""
+        return np.arange(self.n_blocks, dtype=np.float64)
+
+    def activations(self, blocks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Mean base and tuned activations over the given blocks (with repeats), ``[L*d_mlp]`` each."""
+        if blocks is None:
+            weights = np.ones(self.n_blocks)
+        else:
+            weights = np.bincount(np.asarray(blocks, dtype=np.int64), minlength=self.n_blocks).astype(np.float64)
+        base = weights @ self.base_sum / (weights @ self.base_count)
+        tuned = weights @ self.tuned_sum / (weights @ self.tuned_count)
+        return base, tuned
+
+    def reduction(self, blocks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(reduction, base_activation, tuned_activation)``; reduction = proj_base - proj_tuned."""
+        base, tuned = self.activations(blocks)
+        return base * self.base_alignment - tuned * self.tuned_alignment, base, tuned
+
+    def group_sums(self, blocks: np.ndarray | None = None) -> dict[str, float]:
+        """Sum of reduction per group (all eight), on the given blocks."""
+        red, base, tuned = self.reduction(blocks)
+        masks = group_masks(self.cosines, base, tuned)
+        return {name: float(red[mask].sum()) for name, mask in masks.items()}
+
+    def shares(self, blocks: np.ndarray | None = None) -> dict[str, float]:
+        """Each of the four groups' share of the four groups' total reduction."""
+        sums = self.group_sums(blocks)
+        total = sum(sums[g] for g in GROUP_NAMES)
+        return {g: (sums[g] / total if total else float("nan")) for g in GROUP_NAMES}
+
+    def share(self, groups: tuple[str, ...]) -> Callable[[np.ndarray], float]:
+        """A bootstrap statistic: combined share of ``groups`` on resampled blocks."""
+
+        def statistic(blocks: np.ndarray) -> float:
+            s = self.shares(blocks)
+            return float(sum(s[g] for g in groups))
+
+        return statistic
+
+    def fraction_not_reducing(self, blocks: np.ndarray | None = None) -> float:
+        """Fraction of neurons whose reduction is <= 0 (moved toward toxicity or not at all)."""
+        red, _, _ = self.reduction(blocks)
+        return float(np.mean(red <= 0))
+
+    def gross_ratio(self, blocks: np.ndarray | None = None) -> float:
+        """Gross increase / gross decrease of the probe projection over all neurons."""
+        red, _, _ = self.reduction(blocks)
+        decrease = float(red[red > 0].sum())
+        return float("nan") if decrease == 0 else float(-red[red < 0].sum()) / decrease
+
+    def upper_half_share(self, blocks: np.ndarray | None = None) -> float:
+        """Share of the net reduction carried by the upper half of the layers."""
+        red, _, _ = self.reduction(blocks)
+        per_layer = red.reshape(self.n_layers, -1).sum(axis=1)
+        net = float(per_layer.sum())
+        return float("nan") if net == 0 else float(per_layer[self.n_layers // 2:].sum()) / net
+
+    def fraction_dampened(self, mask: np.ndarray) -> Callable[[np.ndarray], float]:
+        """A bootstrap statistic: fraction of the neurons in ``mask`` whose mean activation drops."""
+        flat = np.asarray(mask, dtype=bool).reshape(-1)
+
+        def statistic(blocks: np.ndarray) -> float:
+            base, tuned = self.activations(blocks)
+            return float(np.mean(tuned[flat] < base[flat]))
+
+        return statistic

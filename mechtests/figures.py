@@ -1,0 +1,301 @@
+"""Self-contained SVG figures for the HTML report (no plotting dependency).
+
+Each chart function returns one ``<svg>`` element as a string that an HTML page can inline.
+Coordinates are computed here with a linear scale and "nice" ticks; text is XML-escaped.
+:func:`attribution_figures` and :func:`recovery_figure` draw the papers' figures from a
+:class:`mechtests.evaluator.BlockAttribution` and from recorded claim results.
+
+Example:
+    >>> svg = bar_chart(["a", "b"], [0.3, 0.7], title="shares")
+    >>> svg.startswith("<svg") and svg.count("<rect") >= 2
+    True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+from xml.sax.saxutils import escape
+
+import numpy as np
+
+WIDTH, HEIGHT = 560, 320
+MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 64, 16, 32, 56
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+@dataclasses.dataclass(frozen=True)
+class Series:
+    """One line of a line chart, optionally with a confidence band (``low``/``high``)."""
+
+    name: str
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+    low: tuple[float, ...] | None = None
+    high: tuple[float, ...] | None = None
+
+
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """Round tick values covering ``[lo, hi]`` (1, 2, 5 x 10^k steps).
+
+    Example:
+        >>> nice_ticks(0.0, 1.0)
+        [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    """
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"tick range must be finite, got [{lo}, {hi}]")
+    if hi <= lo:
+        hi = lo + 1.0
+    raw = (hi - lo) / max(n, 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    first = math.floor(lo / step)
+    last = math.ceil(hi / step)
+    # round away binary noise (0.6000000000000001) so tick labels and tests stay exact
+    return [round(k * step, 12) for k in range(first, last + 1)]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Scale:
+    lo: float
+    hi: float
+    out_lo: float
+    out_hi: float
+
+    def __call__(self, v: float) -> float:
+        return self.out_lo + (v - self.lo) / (self.hi - self.lo) * (self.out_hi - self.out_lo)
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def _frame(title: str, xlabel: str, ylabel: str, y_ticks: list[float], ys: _Scale,
+           x_ticks: list[tuple[float, str]], xs: _Scale) -> list[str]:
+    """Axes, ticks, grid lines and labels shared by every chart."""
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+             f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="11">',
+             f'<title>{escape(title)}</title>',
+             f'<text x="{WIDTH / 2:.1f}" y="18" text-anchor="middle" font-size="13">{escape(title)}</text>']
+    x0, x1 = MARGIN_LEFT, WIDTH - MARGIN_RIGHT
+    y0, y1 = HEIGHT - MARGIN_BOTTOM, MARGIN_TOP
+    for t in y_ticks:
+        y = ys(t)
+        parts.append(f'<line x1="{x0}" y1="{y:.1f}" x2="{x1}" y2="{y:.1f}" stroke="#e5e5e5"/>')
+        parts.append(f'<text x="{x0 - 4}" y="{y + 4:.1f}" text-anchor="end">{_fmt(t)}</text>')
+    for value, label in x_ticks:
+        x = xs(value)
+        parts.append(f'<text x="{x:.1f}" y="{y0 + 14}" text-anchor="middle">{escape(label)}</text>')
+    parts.append(f'<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="#333"/>')
+    parts.append(f'<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y1}" stroke="#333"/>')
+    parts.append(f'<text x="{(x0 + x1) / 2:.1f}" y="{HEIGHT - 10}" text-anchor="middle">{escape(xlabel)}</text>')
+    parts.append(f'<text x="14" y="{(y0 + y1) / 2:.1f}" text-anchor="middle" '
+                 f'transform="rotate(-90 14 {(y0 + y1) / 2:.1f})">{escape(ylabel)}</text>')
+    return parts
+
+
+def _y_scale(values: Sequence[float], include_zero: bool = True) -> tuple[list[float], _Scale]:
+    finite = [v for v in values if math.isfinite(v)] or [0.0, 1.0]
+    lo, hi = min(finite), max(finite)
+    if include_zero:
+        lo, hi = min(lo, 0.0), max(hi, 0.0)
+    ticks = nice_ticks(lo, hi)
+    return ticks, _Scale(ticks[0], ticks[-1], HEIGHT - MARGIN_BOTTOM, MARGIN_TOP)
+
+
+def bar_chart(labels: Sequence[str], values: Sequence[float], *, lows: Sequence[float] | None = None,
+              highs: Sequence[float] | None = None, title: str = "", xlabel: str = "", ylabel: str = "",
+              colors: Sequence[str] | None = None) -> str:
+    """Vertical bars, one per label, with optional error bars (``lows``/``highs``).
+
+    Example:
+        >>> "<rect" in bar_chart(["TP↓"], [0.32], lows=[0.3], highs=[0.35])
+        True
+    """
+    if len(labels) != len(values) or not labels:
+        raise ValueError(f"bar_chart needs one value per label, got {len(labels)} labels and {len(values)} values")
+    extra = list(lows or []) + list(highs or [])
+    ticks, ys = _y_scale(list(values) + extra)
+    n = len(labels)
+    slot = (WIDTH - MARGIN_LEFT - MARGIN_RIGHT) / n
+    xs = _Scale(0, n, MARGIN_LEFT, WIDTH - MARGIN_RIGHT)
+    parts = _frame(title, xlabel, ylabel, ticks, ys, [(i + 0.5, str(lab)) for i, lab in enumerate(labels)], xs)
+    zero = ys(0.0)
+    for i, v in enumerate(values):
+        color = (colors or PALETTE)[i % len(colors or PALETTE)]
+        top, bottom = sorted((ys(v), zero))
+        x = MARGIN_LEFT + i * slot + slot * 0.15
+        parts.append(f'<rect x="{x:.1f}" y="{top:.1f}" width="{slot * 0.7:.1f}" height="{bottom - top:.1f}" '
+                     f'fill="{color}"><title>{escape(str(labels[i]))}: {_fmt(v)}</title></rect>')
+        if lows is not None and highs is not None:
+            cx = MARGIN_LEFT + (i + 0.5) * slot
+            parts.append(f'<line x1="{cx:.1f}" y1="{ys(lows[i]):.1f}" x2="{cx:.1f}" y2="{ys(highs[i]):.1f}" '
+                         'stroke="#000" stroke-width="1.5"/>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def line_chart(series: Sequence[Series], *, title: str = "", xlabel: str = "", ylabel: str = "",
+               log_x: bool = False, hline: float | None = None, hline_label: str = "") -> str:
+    """Lines with markers and shaded confidence bands; optional horizontal reference line.
+
+    Example:
+        >>> s = Series("zero top-k", (4.0, 8.0), (0.1, 0.2), (0.0, 0.1), (0.2, 0.3))
+        >>> line_chart([s], log_x=True, hline=0.75).count("<circle")
+        2
+    """
+    if not series or not any(s.x for s in series):
+        raise ValueError("line_chart needs at least one non-empty series")
+    tx = (lambda v: math.log10(v)) if log_x else (lambda v: v)
+    all_x = [tx(v) for s in series for v in s.x]
+    all_y = [v for s in series for v in s.y] + [v for s in series for v in (s.low or ()) + (s.high or ())]
+    if hline is not None:
+        all_y.append(hline)
+    ticks, ys = _y_scale(all_y)
+    lo_x, hi_x = min(all_x), max(all_x)
+    pad = (hi_x - lo_x) * 0.05 or 0.5
+    xs = _Scale(lo_x - pad, hi_x + pad, MARGIN_LEFT, WIDTH - MARGIN_RIGHT)
+    x_values = sorted({v for s in series for v in s.x})
+    parts = _frame(title, xlabel, ylabel, ticks, ys, [(tx(v), _fmt(v)) for v in x_values], xs)
+    if hline is not None:
+        y = ys(hline)
+        parts.append(f'<line x1="{MARGIN_LEFT}" y1="{y:.1f}" x2="{WIDTH - MARGIN_RIGHT}" y2="{y:.1f}" '
+                     'stroke="#555" stroke-dasharray="4 3"/>')
+        if hline_label:
+            parts.append(f'<text x="{WIDTH - MARGIN_RIGHT - 2}" y="{y - 3:.1f}" text-anchor="end">'
+                         f'{escape(hline_label)}</text>')
+    for i, s in enumerate(series):
+        color = PALETTE[i % len(PALETTE)]
+        pts = [(xs(tx(x)), ys(y)) for x, y in zip(s.x, s.y, strict=True)]
+        if s.low is not None and s.high is not None and len(pts) > 1:
+            upper = [(xs(tx(x)), ys(h)) for x, h in zip(s.x, s.high, strict=True)]
+            lower = [(xs(tx(x)), ys(lo)) for x, lo in zip(s.x, s.low, strict=True)]
+            poly = " ".join(f"{a:.1f},{b:.1f}" for a, b in upper + lower[::-1])
+            parts.append(f'<polygon points="{poly}" fill="{color}" fill-opacity="0.18" stroke="none"/>')
+        if len(pts) > 1:
+            parts.append(f'<polyline points="{" ".join(f"{a:.1f},{b:.1f}" for a, b in pts)}" fill="none" '
+                         f'stroke="{color}" stroke-width="2"/>')
+        for (a, b), x, y in zip(pts, s.x, s.y, strict=True):
+            parts.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3" fill="{color}">'
+                         f'<title>{escape(s.name)}: {_fmt(x)} → {_fmt(y)}</title></circle>')
+        parts.append(f'<text x="{MARGIN_LEFT + 8}" y="{MARGIN_TOP + 12 + 14 * i}" fill="{color}">{escape(s.name)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def scatter_chart(x: np.ndarray, y: np.ndarray, categories: Sequence[str], *, title: str = "",
+                  xlabel: str = "", ylabel: str = "", max_points: int = 2000, seed: int = 0) -> str:
+    """Points coloured by category; at most ``max_points`` drawn (a seeded random subsample).
+
+    Example:
+        >>> scatter_chart(np.array([0.1, -0.2]), np.array([1.0, 2.0]), ["a", "b"]).count("<circle")
+        2
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.shape[0] != len(categories) or x.size == 0:
+        raise ValueError(f"scatter_chart needs equal, non-empty x, y, categories; got {x.shape}, {y.shape}, {len(categories)}")
+    keep = np.arange(x.size)
+    if x.size > max_points:
+        keep = np.sort(np.random.default_rng(seed).choice(x.size, size=max_points, replace=False))
+    ticks, ys = _y_scale(y[keep].tolist())
+    xt = nice_ticks(float(x[keep].min()), float(x[keep].max()))
+    xs = _Scale(xt[0], xt[-1], MARGIN_LEFT, WIDTH - MARGIN_RIGHT)
+    parts = _frame(title, xlabel, ylabel, ticks, ys, [(t, _fmt(t)) for t in xt], xs)
+    names = sorted(set(categories))
+    color_of = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
+    for i in keep:
+        parts.append(f'<circle cx="{xs(float(x[i])):.1f}" cy="{ys(float(y[i])):.1f}" r="1.8" '
+                     f'fill="{color_of[categories[i]]}" fill-opacity="0.6"/>')
+    for j, name in enumerate(names):
+        parts.append(f'<text x="{WIDTH - MARGIN_RIGHT - 4}" y="{MARGIN_TOP + 12 + 13 * j}" text-anchor="end" '
+                     f'fill="{color_of[name]}">{escape(name)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def cumulative_share(values: np.ndarray) -> np.ndarray:
+    """Cumulative share of the total carried by the largest values first.
+
+    Example:
+        >>> cumulative_share(np.array([1.0, 3.0, -1.0])).tolist()
+        [1.0, 1.3333333333333333, 1.0]
+    """
+    v = np.sort(np.asarray(values, dtype=np.float64).reshape(-1))[::-1]
+    total = v.sum()
+    if total == 0:
+        raise ValueError("cumulative_share: the values sum to zero, shares are undefined")
+    return np.cumsum(v) / total
+
+
+GROUP_DISPLAY = {"TP_down": "TP↓", "TN_down": "TN↓", "AP_up": "AP↑", "AN_up": "AN↑",
+                 "TP_up": "TP↑", "TN_up": "TN↑", "AP_down": "AP↓", "AN_down": "AN↓"}
+
+
+def attribution_figures(attr: Any, *, confidence: float = 0.95, n_resamples: int = 500,
+                        seed: int = 0) -> list[tuple[str, str, str]]:
+    """The papers' attribution figures as ``(title, svg, caption)`` from a ``BlockAttribution``.
+
+    Group shares carry percentile intervals from a bootstrap over the statistics' blocks.
+    """
+    from mechtests.evaluator import GROUP_NAMES, group_masks
+
+    rng = np.random.default_rng(seed)
+    point = attr.shares()
+    draws = np.array([[attr.shares(rng.integers(0, attr.n_blocks, attr.n_blocks))[g] for g in GROUP_NAMES]
+                      for _ in range(n_resamples)])
+    alpha = (1 - confidence) / 2
+    lows, highs = np.nanquantile(draws, alpha, axis=0), np.nanquantile(draws, 1 - alpha, axis=0)
+    figs = [("Share of the probe-projected reduction per group",
+             bar_chart([GROUP_DISPLAY[g] for g in GROUP_NAMES], [point[g] for g in GROUP_NAMES],
+                       lows=lows.tolist(), highs=highs.tolist(), title="Group shares of the reduction",
+                       ylabel="share"),
+             f"Bars: share of the four groups' total reduction; whiskers: {confidence:.0%} block-bootstrap "
+             "interval. Paper A (GPT-2 medium): TP↓ 31.8%, TN↓ 23.9%, AP↑ 7.0%, AN↑ 37.3%.")]
+    red, base, tuned = attr.reduction()
+    per_layer = red.reshape(attr.n_layers, -1).sum(axis=1)
+    figs.append(("Reduction per layer",
+                 bar_chart([str(i) for i in range(attr.n_layers)], per_layer.tolist(), title="Net reduction per layer",
+                           xlabel="layer", ylabel="sum of proj_base - proj_tuned", colors=[PALETTE[0]]),
+                 "Paper A: the reduction concentrates in later layers."))
+    masks = group_masks(attr.cosines, base, tuned)
+    cats = np.empty(red.size, dtype=object)
+    for name, mask in masks.items():
+        cats[mask] = GROUP_DISPLAY[name]
+    figs.append(("Activation change vs cosine",
+                 scatter_chart(attr.cosines, tuned - base, [str(c) for c in cats], seed=seed,
+                               title="Activation change vs cos(value vector, probe)",
+                               xlabel="cos(w_i, probe)", ylabel="tuned - base mean activation"),
+                 "One point per neuron (random subsample of at most 2,000), coloured by group."))
+    positive = red[red > 0]
+    if positive.size:
+        cum = cumulative_share(red)
+        n = cum.size
+        idx = np.unique(np.geomspace(1, n, num=min(n, 60)).astype(int)) - 1
+        figs.append(("Cumulative share over ranked neurons",
+                     line_chart([Series("cumulative share of net reduction", tuple(float(i + 1) for i in idx),
+                                        tuple(float(cum[i]) for i in idx))],
+                                title="Cumulative share of the net reduction", xlabel="top-n neurons by reduction",
+                                ylabel="share of net", log_x=True, hline=1.0),
+                     "Neurons ranked by reduction; paper A: the top 1,720 of 98,304 carry ~99% of the net."))
+    return figs
+
+
+def recovery_figure(points: Sequence[Mapping[str, Any]]) -> str:
+    """Recovered fraction vs k per family, with CI bands, from recorded claim points.
+
+    Args:
+        points: mappings with ``family``, ``k``, ``estimate``, ``ci_low``, ``ci_high``.
+    """
+    fams: dict[str, list[Any]] = {}
+    for p in points:
+        fams.setdefault(str(p["family"]), []).append(p)
+    series = []
+    for fam, ps in sorted(fams.items()):
+        ps = sorted(ps, key=lambda p: p["k"])
+        series.append(Series(fam, tuple(float(p["k"]) for p in ps), tuple(float(p["estimate"]) for p in ps),
+                             tuple(float(p["ci_low"]) for p in ps), tuple(float(p["ci_high"]) for p in ps)))
+    return line_chart(series, title="Fraction of DPO's toxicity reduction recovered", xlabel="neurons (k)",
+                      ylabel="recovered", log_x=True, hline=1.0, hline_label="tuned model")
+
