@@ -1,0 +1,113 @@
+"""SVG figures: valid XML, known coordinates, edge cases and a property over random data."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mechtests import figures
+from mechtests.evaluator import BlockAttribution
+
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def parse(svg: str) -> ET.Element:
+    root = ET.fromstring(svg)
+    assert root.tag == SVG + "svg"
+    return root
+
+
+def test_nice_ticks_known_answers() -> None:
+    assert figures.nice_ticks(0.0, 1.0) == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert figures.nice_ticks(0.0, 37.0) == [0.0, 10.0, 20.0, 30.0, 40.0]
+    assert figures.nice_ticks(-1.0, 1.0) == [-1.0, -0.5, 0.0, 0.5, 1.0]
+    with pytest.raises(ValueError, match="finite"):
+        figures.nice_ticks(0.0, float("nan"))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(-1e6, 1e6), st.floats(1e-6, 1e6))
+def test_nice_ticks_cover_the_range(lo: float, width: float) -> None:
+    ticks = figures.nice_ticks(lo, lo + width)
+    assert ticks[0] <= lo + 1e-9 * max(1.0, abs(lo)) and ticks[-1] >= lo + width - 1e-9 * max(1.0, abs(lo + width))
+    assert ticks == sorted(ticks) and 2 <= len(ticks) <= 12
+
+
+def test_bar_chart_heights_are_proportional() -> None:
+    root = parse(figures.bar_chart(["a", "b"], [0.2, 0.8], title="t & <x>"))
+    rects = root.findall(f"{SVG}rect")
+    assert len(rects) == 2
+    heights = [float(r.get("height")) for r in rects]
+    assert heights[1] == pytest.approx(4 * heights[0], rel=1e-2)
+    assert root.find(f"{SVG}title").text == "t & <x>"  # escaped in the SVG, intact when parsed
+
+
+def test_bar_chart_negative_bar_hangs_below_zero_and_error_bars_drawn() -> None:
+    root = parse(figures.bar_chart(["up", "down"], [0.5, -0.5], lows=[0.4, -0.6], highs=[0.6, -0.4]))
+    up, down = root.findall(f"{SVG}rect")
+    assert float(up.get("y")) + float(up.get("height")) == pytest.approx(float(down.get("y")), abs=0.2)
+    whiskers = [ln for ln in root.findall(f"{SVG}line") if ln.get("stroke") == "#000"]
+    assert len(whiskers) == 2
+
+
+def test_bar_chart_rejects_mismatched_input() -> None:
+    with pytest.raises(ValueError, match="one value per label"):
+        figures.bar_chart(["a"], [1.0, 2.0])
+
+
+def test_line_chart_band_and_reference_line() -> None:
+    s = figures.Series("zero", (4.0, 8.0, 42.0), (0.1, 0.2, 0.3), (0.0, 0.1, 0.2), (0.2, 0.3, 0.4))
+    root = parse(figures.line_chart([s], log_x=True, hline=0.75, hline_label="threshold"))
+    assert len(root.findall(f"{SVG}circle")) == 3
+    assert len(root.findall(f"{SVG}polygon")) == 1
+    xs = [float(c.get("cx")) for c in root.findall(f"{SVG}circle")]
+    # log scale: 4 -> 8 is one doubling, 8 -> 42 is log2(5.25) doublings
+    assert (xs[2] - xs[1]) / (xs[1] - xs[0]) == pytest.approx(np.log(42 / 8) / np.log(2), rel=1e-2)
+    with pytest.raises(ValueError):
+        figures.line_chart([])
+
+
+def test_scatter_subsamples_reproducibly() -> None:
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=5000), rng.normal(size=5000)
+    cats = ["a" if v > 0 else "b" for v in x]
+    a = figures.scatter_chart(x, y, cats, max_points=300, seed=3)
+    assert a == figures.scatter_chart(x, y, cats, max_points=300, seed=3)
+    assert len(parse(a).findall(f"{SVG}circle")) == 300
+    with pytest.raises(ValueError):
+        figures.scatter_chart(x[:3], y[:2], cats[:3])
+
+
+def test_cumulative_share_known_answer() -> None:
+    assert figures.cumulative_share(np.array([1.0, 3.0, -1.0])).tolist() == pytest.approx([1.0, 4 / 3, 1.0])
+    with pytest.raises(ValueError, match="sum to zero"):
+        figures.cumulative_share(np.array([1.0, -1.0]))
+
+
+def test_attribution_figures_from_block_statistics() -> None:
+    rng = np.random.default_rng(1)
+    n_blocks, L, d = 6, 2, 8
+    attr = BlockAttribution(
+        base_sum=rng.normal(size=(n_blocks, L * d)), tuned_sum=rng.normal(size=(n_blocks, L * d)),
+        base_count=np.full(n_blocks, 10.0), tuned_count=np.full(n_blocks, 10.0),
+        cosines=rng.normal(size=L * d), base_alignment=rng.normal(size=L * d),
+        tuned_alignment=rng.normal(size=L * d), n_layers=L)
+    figs = figures.attribution_figures(attr, n_resamples=50)
+    titles = [t for t, _, _ in figs]
+    assert titles[:3] == ["Share of the probe-projected reduction per group", "Reduction per layer",
+                          "Activation change vs cosine"]
+    for _, svg, caption in figs:
+        parse(svg)
+        assert caption
+    assert len(parse(figs[2][1]).findall(f"{SVG}circle")) == L * d
+
+
+def test_recovery_figure_one_series_per_family() -> None:
+    pts = [{"family": f, "k": k, "estimate": 0.1 * k, "ci_low": 0.0, "ci_high": 0.5}
+           for f in ("zero top-k", "zero top-k positive") for k in (4, 8)]
+    root = parse(figures.recovery_figure(pts))
+    assert len(root.findall(f"{SVG}polyline")) == 2

@@ -1,0 +1,76 @@
+"""The README results table is rendered from a JSON report, never typed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mechtests import results
+from mechtests.errors import DataError, UsageError
+
+
+def report(**over: object) -> dict:
+    claim = {"nodeid": "hypotheses/test_claims_toxicity.py::test_x[default]", "claim": "dpo_reduces_toxicity",
+             "pair": "default", "params": {}, "metric": "1 - tox_tuned / tox_base", "direction": ">",
+             "threshold": 0.3, "estimate": 0.61234, "ci_low": 0.5, "ci_high": 0.7, "confidence": 0.95, "n": 100,
+             "p_value": 0.001, "p_adjusted": 0.002, "verdict": "pass", "outcome": "passed",
+             "reference": {"source": "PAPER.md table 1", "value": 0.54}, "seconds": 1.0}
+    claim.update(over)
+    return {"schema": "mechtests-report/1", "created": "2026-11-26T18:00:00Z", "environment": {},
+            "config": {"profile": "ci", "seed": 0, "confidence": 0.95, "n_resamples": 999},
+            "pairs": {"default": {"base": {"source": "b", "sha256": "a" * 64}, "tuned": {"source": "t", "sha256": "b" * 64}}},
+            "claims": [claim]}
+
+
+def test_table_row_known_answer() -> None:
+    table = results.render_table(report(params={"k": "frac100", "neurons": 4}))
+    assert table.splitlines()[2] == ("| dpo_reduces_toxicity | k=frac100, neurons=4 | default | 1 - tox_tuned / tox_base "
+                                     "| 0.612 | [0.500, 0.700] | > 0.300 | pass | 0.540 (PAPER.md table 1) |")
+
+
+def test_fail_is_bold_missing_reference_and_within_threshold() -> None:
+    row = results.render_table(report(verdict="fail", reference=None, direction="within",
+                                      threshold=[0.1, 0.2], estimate=None)).splitlines()[2]
+    assert "**FAIL**" in row and "within [0.100, 0.200]" in row and row.endswith("|  |")
+    assert "| – |" in row
+
+
+def test_small_numbers_use_scientific_notation() -> None:
+    assert "3.00e-06" in results.render_table(report(estimate=3e-6))
+
+
+def test_cli_writes_between_markers_and_is_idempotent(tmp_path: Path) -> None:
+    (tmp_path / "r.json").write_text(json.dumps(report()))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n{results.START}\nstale\n{results.END}\nafter\n")
+    assert results.main(["--json", str(tmp_path / "r.json"), "--readme", str(readme)]) == 0
+    once = readme.read_text()
+    assert "stale" not in once and once.startswith("# x\n\nbefore\n") and once.endswith(f"{results.END}\nafter\n")
+    assert "1 pass, 0 fail, 0 inconclusive" in once and "dpo_reduces_toxicity" in once
+    assert results.main(["--json", str(tmp_path / "r.json"), "--readme", str(readme)]) == 0
+    assert readme.read_text() == once
+
+
+def test_cli_prints_without_readme(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "r.json").write_text(json.dumps(report()))
+    assert results.main(["--json", str(tmp_path / "r.json")]) == 0
+    assert "| dpo_reduces_toxicity |" in capsys.readouterr().out
+
+
+def test_bad_inputs_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(UsageError, match="does not exist"):
+        results.load_report(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(DataError, match="not valid JSON"):
+        results.load_report(tmp_path / "bad.json")
+    (tmp_path / "old.json").write_text(json.dumps({"schema": "mechtests-report/0", "claims": []}))
+    with pytest.raises(DataError, match="expected 'mechtests-report/1'"):
+        results.load_report(tmp_path / "old.json")
+    with pytest.raises(UsageError, match="exactly one"):
+        results.replace_between_markers("no markers", "x")
+    (tmp_path / "r.json").write_text(json.dumps(report()))
+    (tmp_path / "README.md").write_text("no markers\n")
+    assert results.main(["--json", str(tmp_path / "r.json"), "--readme", str(tmp_path / "README.md")]) == 2
+    assert "results:start" in capsys.readouterr().err
