@@ -1,0 +1,215 @@
+"""Batched greedy generation with an intervention active and streamed per-neuron statistics.
+
+Protocol (PAPER.md): prompts truncated to their last ``max_prompt_tokens`` tokens, left padding
+with the attention mask honoured and positions derived from it, greedy decoding for exactly
+``max_new_tokens`` steps (no early stop at EOS, so every prompt contributes the same number of
+steps), KV cache, prompt removed from the returned text.
+
+Statistics: at each of the T forward passes (the prompt pass and T-1 cached steps) the neuron
+activations at the last position are added into float64 accumulators ``[n_blocks, L, d_mlp]``;
+prompt ``i`` goes to block ``i % n_blocks``. Memory does not grow with the number of prompts.
+
+Example:
+    >>> result = generate(model, prompts, config=GenerationConfig(max_new_tokens=20), collect_stats=True)  # doctest: +SKIP
+    >>> result.stats.mean_activation().shape  # doctest: +SKIP
+    torch.Size([24, 4096])
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+
+from mechtests.data import TextSet, left_padded_batch
+from mechtests.errors import NumericalError, UsageError
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from mechtests.models import LoadedModel
+
+
+class SupportsApplied(Protocol):
+    """What generation needs from an intervention (see ``interventions.py``)."""
+
+    def applied(self, model: LoadedModel) -> AbstractContextManager[object]: ...
+
+    def key(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Sizes of one generation pass.
+
+    Attributes:
+        max_new_tokens: greedy steps per prompt (all prompts get exactly this many).
+        max_prompt_tokens: each prompt keeps its last this-many tokens.
+        batch_size: prompts per forward pass.
+        n_blocks: number of statistic blocks (prompt ``i`` -> block ``i % n_blocks``).
+    """
+
+    max_new_tokens: int = 20
+    max_prompt_tokens: int = 32
+    batch_size: int = 32
+    n_blocks: int = 20
+
+    def __post_init__(self) -> None:
+        for field in ("max_new_tokens", "max_prompt_tokens", "batch_size", "n_blocks"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or value < 1:
+                raise UsageError(f"GenerationConfig.{field} must be a positive int, got {value!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class NeuronStats:
+    """Streamed sums of last-position neuron activations, in blocks of prompts.
+
+    Attributes:
+        activation_sum: ``[n_blocks, L, d_mlp]`` float64 (cpu) sums over (prompt, step).
+        count: ``[n_blocks]`` float64 number of (prompt, step) terms in each block.
+    """
+
+    activation_sum: torch.Tensor
+    count: torch.Tensor
+
+    def mean_activation(self) -> torch.Tensor:
+        """``[L, d_mlp]`` mean activation over every prompt and step."""
+        total = self.count.sum()
+        if float(total) == 0:
+            raise NumericalError("NeuronStats has no observations; generate over at least one prompt")
+        return self.activation_sum.sum(dim=0) / total
+
+    def block_means(self) -> torch.Tensor:
+        """``[n_blocks, L, d_mlp]`` per-block means (blocks with no prompts are NaN)."""
+        return self.activation_sum / self.count.view(-1, 1, 1)
+
+    @property
+    def n_blocks(self) -> int:
+        return int(self.count.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class GenerationResult:
+    """Greedy continuations (prompt removed), their token ids ``[N, T]`` (cpu) and optional stats."""
+
+    continuations: tuple[str, ...]
+    new_tokens: torch.Tensor
+    stats: NeuronStats | None
+
+
+class _StatsCollector:
+    """Hooks that add the last-position activations of every layer into the accumulators."""
+
+    def __init__(self, model: LoadedModel, n_blocks: int) -> None:
+        self.model = model
+        self.sums = [torch.zeros(n_blocks, model.d_mlp, dtype=torch.float64, device=model.device)
+                     for _ in range(model.n_layers)]
+        self.count = torch.zeros(n_blocks, dtype=torch.float64, device=model.device)
+        self.block_ids = torch.zeros(0, dtype=torch.long)
+
+    def hook(self, layer: int) -> Callable[[torch.Tensor], None]:
+        def add(activations: torch.Tensor) -> None:
+            self.sums[layer].index_add_(0, self.block_ids, activations[:, -1, :].to(torch.float64))
+
+        return add
+
+    def step(self) -> None:
+        self.count.index_add_(0, self.block_ids, torch.ones_like(self.block_ids, dtype=torch.float64))
+
+    def result(self) -> NeuronStats:
+        activation_sum = torch.stack(self.sums, dim=1).cpu()
+        if not bool(torch.isfinite(activation_sum).all()):
+            bad = (~torch.isfinite(activation_sum)).nonzero()[0].tolist()
+            raise NumericalError(
+                f"{self.model.source}: non-finite neuron activation (block {bad[0]}, layer {bad[1]}, neuron {bad[2]}); "
+                "the weights or an intervention produce NaN/inf. Fix: check the checkpoint and intervention values"
+            )
+        return NeuronStats(activation_sum, self.count.cpu())
+
+
+def check_fits_context(model: LoadedModel, config: GenerationConfig) -> None:
+    """Raise :class:`UsageError` when prompt + continuation cannot fit the model's context."""
+    needed = config.max_prompt_tokens + config.max_new_tokens
+    if needed > model.n_ctx:
+        raise UsageError(
+            f"{model.source}: max_prompt_tokens ({config.max_prompt_tokens}) + max_new_tokens "
+            f"({config.max_new_tokens}) = {needed} exceeds the context length n_ctx={model.n_ctx}. "
+            "Fix: lower max_prompt_tokens or max_new_tokens"
+        )
+
+
+def generate(model: LoadedModel, prompts: TextSet, *, config: GenerationConfig | None = None,
+             intervention: SupportsApplied | None = None, collect_stats: bool = False) -> GenerationResult:
+    """Greedy continuations of ``prompts`` (in input order), with ``intervention`` active at every step.
+
+    A prompt's continuation does not depend on its batch-mates: the mask hides padding and
+    positions restart at 0 at each prompt's first real token.
+
+    Raises:
+        UsageError: no prompts, or prompt + continuation longer than the model's context.
+        DataError: an empty prompt.
+        NumericalError: NaN/inf logits or activations.
+
+    Example:
+        >>> out = generate(model, TextSet("p", ("Hello",)), config=GenerationConfig(max_new_tokens=5))  # doctest: +SKIP
+        >>> len(out.continuations), out.new_tokens.shape  # doctest: +SKIP
+        (1, torch.Size([1, 5]))
+    """
+    config = config or GenerationConfig()
+    if len(prompts) == 0:
+        raise UsageError(f"prompt set {prompts.name!r} is empty; give at least one prompt")
+    check_fits_context(model, config)
+    n = len(prompts)
+    steps = config.max_new_tokens
+    # Sorting by length puts similar prompts together (less padding); batch independence
+    # makes this invisible in the results, which are scattered back to input order.
+    lengths = [len(ids[-config.max_prompt_tokens:]) for ids in
+               model.tokenizer(list(prompts.texts), add_special_tokens=False)["input_ids"]]
+    order = sorted(range(n), key=lambda i: lengths[i])
+    new_tokens = torch.zeros((n, steps), dtype=torch.long)
+    collector = _StatsCollector(model, config.n_blocks) if collect_stats else None
+    with contextlib.ExitStack() as stack, torch.inference_mode():
+        if intervention is not None:
+            stack.enter_context(intervention.applied(model))
+        if collector is not None:
+            stack.enter_context(model.hooks([(model.neuron_hook(layer), collector.hook(layer))
+                                             for layer in range(model.n_layers)]))
+        for start in range(0, n, config.batch_size):
+            index = order[start : start + config.batch_size]
+            texts = [prompts.texts[i] for i in index]
+            ids, mask = left_padded_batch(model.tokenizer, texts, max_tokens=config.max_prompt_tokens,
+                                          device=model.device)
+            if collector is not None:
+                collector.block_ids = torch.tensor([i % config.n_blocks for i in index], device=model.device)
+            tokens = _greedy(model, ids, mask, steps, collector)
+            new_tokens[torch.tensor(index)] = tokens.cpu()
+    texts_out = tuple(model.tokenizer.decode(row.tolist(), skip_special_tokens=True) for row in new_tokens)
+    return GenerationResult(texts_out, new_tokens, collector.result() if collector is not None else None)
+
+
+def _greedy(model: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, steps: int,
+            collector: _StatsCollector | None) -> torch.Tensor:
+    """``steps`` greedy tokens for one left-padded batch, with a KV cache."""
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model.forward(ids, mask, position_ids=positions, use_cache=True, last_only=True)
+    chosen: list[torch.Tensor] = []
+    for step in range(steps):
+        logits = out.logits[:, -1, :]
+        if not bool(torch.isfinite(logits).all()):
+            raise NumericalError(f"{model.source}: non-finite logits at generation step {step}; "
+                                 "the weights or an intervention produce NaN/inf")
+        if collector is not None:
+            collector.step()
+        token = logits.argmax(dim=-1)
+        chosen.append(token)
+        if step == steps - 1:
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        positions = positions[:, -1:] + 1
+        out = model.forward(token[:, None], mask, position_ids=positions, past=out.past, use_cache=True,
+                            last_only=True)
+    return torch.stack(chosen, dim=1)

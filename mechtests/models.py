@@ -1,0 +1,434 @@
+"""Loading a (base, tuned) model pair through TransformerLens 4's ``TransformerBridge``.
+
+This is the only module that knows about TransformerLens and Hugging Face model internals. Other
+modules talk to a :class:`LoadedModel` through hook *names* it hands out, :meth:`LoadedModel.hooks`
+(temporary forward hooks), :meth:`LoadedModel.observe_inputs` (see every forward call's tokens)
+and :meth:`LoadedModel.forward` (one batched forward step with an optional KV cache). A second
+backend (plain Hugging Face hooks, nnsight) would re-implement exactly this surface.
+
+Why the Hugging Face model is driven directly: ``TransformerBridge.boot_transformers`` wraps the
+Hugging Face modules *in place*, so calling the Hugging Face model runs every bridge hook point,
+while its own ``past_key_values`` / ``attention_mask`` / ``position_ids`` handling gives an exact,
+fast, batch-independent KV-cached greedy loop (see ``generation.py``).
+
+Example:
+    >>> pair = load_pair("ckpt/base", "ckpt/tuned", name="demo")  # doctest: +SKIP
+    >>> pair.base.neuron_hook(0)  # doctest: +SKIP
+    'blocks.0.mlp.hook_post'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from mechtests.errors import CheckpointError, IncompatiblePairError, UsageError
+
+MlpKind = Literal["standard", "gated"]
+HookFn = Callable[[torch.Tensor], "torch.Tensor | None"]
+"""A forward hook: receives the hook point's tensor, returns a replacement or ``None``."""
+
+
+@dataclass(frozen=True)
+class ForwardInputs:
+    """What one forward call of a model received (for interventions that follow the tokens).
+
+    Attributes:
+        input_ids: ``[batch, new_pos]`` token ids of this call (only the new tokens when a KV
+            cache is continued).
+        attention_mask: ``[batch, past + new_pos]`` 0/1 mask, or ``None``.
+        position_ids: ``[batch, new_pos]`` positions, or ``None``.
+        continues_cache: True when this call extends a KV cache of earlier tokens.
+        uses_cache: True when this call builds or extends a KV cache (more calls may follow).
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor | None
+    position_ids: torch.Tensor | None
+    continues_cache: bool
+    uses_cache: bool
+
+
+@dataclass(frozen=True)
+class ForwardOutput:
+    """Result of :meth:`LoadedModel.forward`: logits ``[batch, pos, vocab]`` and the KV cache."""
+
+    logits: torch.Tensor
+    past: Any
+
+
+class LoadedModel:
+    """One model behind a ``TransformerBridge``, with the facts the engine needs.
+
+    Attributes:
+        bridge: the ``TransformerBridge`` (hooks live here).
+        tokenizer: the model's tokenizer, left padding, with a pad token.
+        source: where it came from (a path, hub name or ``"config:<hash>"``).
+        fingerprint: sha256 over every weight tensor (names, dtypes, shapes and bytes).
+    """
+
+    def __init__(self, bridge: Any, hf_model: Any, tokenizer: Any, source: str, fingerprint: str) -> None:
+        self.bridge = bridge
+        self._hf = hf_model
+        self.tokenizer = tokenizer
+        self.source = source
+        self.fingerprint = fingerprint
+        cfg = bridge.cfg
+        self.n_layers: int = int(cfg.n_layers)
+        self.d_model: int = int(cfg.d_model)
+        self.d_mlp: int = int(cfg.d_mlp)
+        self.d_vocab: int = int(cfg.d_vocab)
+        self.n_ctx: int = int(cfg.n_ctx)
+        self.mlp_kind: MlpKind = "gated" if bool(getattr(cfg, "gated_mlp", False)) else "standard"
+        self.architecture: str = str(getattr(cfg, "architecture", None) or type(hf_model).__name__)
+        first = next(hf_model.parameters())
+        self.device: torch.device = first.device
+        self.dtype: torch.dtype = first.dtype
+        self._value_vectors: torch.Tensor | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"LoadedModel({self.source!r}, {self.architecture}, layers={self.n_layers}, "
+            f"d_model={self.d_model}, d_mlp={self.d_mlp}, mlp={self.mlp_kind}, sha256={self.fingerprint[:12]})"
+        )
+
+    # ---- hook names -------------------------------------------------------------------------
+    def _check_layer(self, layer: int) -> None:
+        if not 0 <= layer < self.n_layers:
+            raise UsageError(f"layer {layer} is out of range: {self.source} has layers 0..{self.n_layers - 1}")
+
+    def neuron_hook(self, layer: int) -> str:
+        """Hook whose tensor is the neuron activations ``a`` (``[batch, pos, d_mlp]``).
+
+        Standard MLPs: ``act(x W_in + b_in)``; gated MLPs: ``act(x W_gate) * (x W_up)`` (the input
+        of ``W_down``). Both are the input of the output projection, TransformerLens' ``hook_post``.
+        """
+        self._check_layer(layer)
+        return f"blocks.{layer}.mlp.hook_post"
+
+    def pre_activation_hook(self, layer: int) -> str:
+        """Hook whose tensor is ``x W_in + b_in`` — the product with the key vectors.
+
+        For gated MLPs this is the *up* projection (``hook_pre_linear``), on which the neuron's
+        activation depends linearly, so scaling it scales the neuron like scaling its key vector.
+        """
+        self._check_layer(layer)
+        return f"blocks.{layer}.mlp.hook_pre_linear" if self.mlp_kind == "gated" else f"blocks.{layer}.mlp.hook_pre"
+
+    def mlp_out_hook(self, layer: int) -> str:
+        """Hook of an MLP's output (what it adds to the residual stream)."""
+        self._check_layer(layer)
+        return f"blocks.{layer}.hook_mlp_out"
+
+    def attn_out_hook(self, layer: int) -> str:
+        """Hook of an attention block's output (what it adds to the residual stream)."""
+        self._check_layer(layer)
+        return f"blocks.{layer}.hook_attn_out"
+
+    def resid_post_hook(self, layer: int) -> str:
+        """Hook of the residual stream after block ``layer``."""
+        self._check_layer(layer)
+        return f"blocks.{layer}.hook_resid_post"
+
+    @property
+    def final_resid_hook(self) -> str:
+        """The last block's ``hook_resid_post`` (before the final LayerNorm)."""
+        return f"blocks.{self.n_layers - 1}.hook_resid_post"
+
+    @property
+    def embed_hooks(self) -> tuple[str, ...]:
+        """Hooks whose outputs are summed into the residual stream before block 0.
+
+        Learned position embeddings (GPT-2) add a second one; rotary models (Llama) have none.
+        """
+        if "pos_embed.hook_out" in self.bridge.hook_dict:
+            return ("hook_embed", "hook_pos_embed")
+        return ("hook_embed",)
+
+    # ---- weights ----------------------------------------------------------------------------
+    def _mlp(self, layer: int) -> Any:
+        self._check_layer(layer)
+        return self.bridge.blocks[layer].mlp
+
+    def value_vectors(self, layer: int) -> torch.Tensor:
+        """Rows of ``W_out`` (``W_down`` for gated MLPs): ``[d_mlp, d_model]``, detached."""
+        return self._mlp(layer).W_out.detach()
+
+    def all_value_vectors(self) -> torch.Tensor:
+        """``[n_layers, d_mlp, d_model]`` value vectors of every layer (cached; weights never change)."""
+        if self._value_vectors is None:
+            self._value_vectors = torch.stack([self.value_vectors(layer) for layer in range(self.n_layers)])
+        return self._value_vectors
+
+    def key_vectors(self, layer: int) -> torch.Tensor:
+        """Columns of ``W_in`` (``W_up`` for gated MLPs): ``[d_model, d_mlp]``, detached."""
+        return self._mlp(layer).W_in.detach()
+
+    def mlp_in_bias(self, layer: int) -> torch.Tensor:
+        """``b_in`` (zeros where the architecture has none): ``[d_mlp]``."""
+        bias = self._mlp(layer).b_in
+        return torch.zeros(self.d_mlp, device=self.device, dtype=self.dtype) if bias is None else bias.detach()
+
+    def mlp_out_bias(self, layer: int) -> torch.Tensor:
+        """``b_out`` (zeros where the architecture has none): ``[d_model]``."""
+        bias = self._mlp(layer).b_out
+        return torch.zeros(self.d_model, device=self.device, dtype=self.dtype) if bias is None else bias.detach()
+
+    # ---- running ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def hooks(self, fwd_hooks: Sequence[tuple[str, HookFn]]) -> Iterator[LoadedModel]:
+        """Install forward hooks for the duration of the block; always removed, also on error.
+
+        Example:
+            >>> with model.hooks([(model.neuron_hook(0), lambda a: a * 0)]):  # doctest: +SKIP
+            ...     logits = model.forward(ids, mask).logits
+        """
+        wrapped = [(name, _adapt(fn)) for name, fn in fwd_hooks]
+        with self.bridge.hooks(fwd_hooks=wrapped):
+            yield self
+
+    @contextlib.contextmanager
+    def observe_inputs(self, fn: Callable[[ForwardInputs], None]) -> Iterator[LoadedModel]:
+        """Call ``fn`` with the inputs of every forward call (before the model runs)."""
+
+        def pre_hook(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            if ids is None:
+                raise UsageError("interventions that follow the tokens need input_ids, not inputs_embeds")
+            past = kwargs.get("past_key_values")
+            continues = past is not None and int(past.get_seq_length()) > 0
+            uses = past is not None or bool(kwargs.get("use_cache"))
+            fn(ForwardInputs(ids, kwargs.get("attention_mask"), kwargs.get("position_ids"), continues, uses))
+
+        handle = self._hf.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        try:
+            yield self
+        finally:
+            handle.remove()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        position_ids: torch.Tensor | None = None,
+        past: Any = None,
+        use_cache: bool = False,
+        last_only: bool = False,
+    ) -> ForwardOutput:
+        """One forward pass; positions follow the mask (left padding) when not given.
+
+        Args:
+            input_ids: ``[batch, pos]`` new tokens.
+            attention_mask: ``[batch, past + pos]`` 0/1 mask (``None``: all real).
+            position_ids: ``[batch, pos]``; derived from the mask when ``None``.
+            past: a KV cache from an earlier call's ``ForwardOutput.past``.
+            use_cache: return a KV cache to continue from.
+            last_only: compute logits for the last position only (saves the unembedding).
+        """
+        if attention_mask is not None and position_ids is None:
+            full = attention_mask.long().cumsum(-1) - 1
+            position_ids = full.clamp(min=0)[:, -input_ids.shape[1] :]
+        kwargs: dict[str, Any] = {"attention_mask": attention_mask, "position_ids": position_ids}
+        if past is not None or use_cache:
+            kwargs["past_key_values"] = past
+            kwargs["use_cache"] = True
+        else:
+            kwargs["use_cache"] = False
+        if last_only:
+            kwargs["logits_to_keep"] = 1
+        out = self._hf(input_ids=input_ids, **kwargs)
+        return ForwardOutput(out.logits, out.past_key_values if kwargs["use_cache"] else None)
+
+
+def _adapt(fn: HookFn) -> Callable[..., torch.Tensor | None]:
+    """TransformerLens calls ``fn(tensor, hook=...)``; our hooks only take the tensor."""
+
+    def hook(tensor: torch.Tensor, hook: Any = None) -> torch.Tensor | None:
+        return fn(tensor)
+
+    return hook
+
+
+@dataclass(frozen=True)
+class ModelPair:
+    """A base model and its fine-tuned twin, loaded with identical flags and checked compatible."""
+
+    name: str
+    base: LoadedModel
+    tuned: LoadedModel
+
+    def role(self, role: Literal["base", "tuned"]) -> LoadedModel:
+        """The model playing ``role``."""
+        if role == "base":
+            return self.base
+        if role == "tuned":
+            return self.tuned
+        raise UsageError(f"role must be 'base' or 'tuned', got {role!r}")
+
+
+# ---- loading ---------------------------------------------------------------------------------
+def _looks_like_path(source: str) -> bool:
+    """Local path unless it reads like a hub name (``gpt2``, ``owner/name``) and does not exist."""
+    return Path(source).expanduser().exists() or source.startswith((".", "/", "~")) or source.count("/") > 1
+
+
+def weights_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of every tensor, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def _load_hf(source: str, dtype: torch.dtype) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    is_path = _looks_like_path(source)
+    if is_path:
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise CheckpointError(path, "no such directory")
+        if not path.is_dir():
+            raise CheckpointError(path, "is a file, not a checkpoint directory")
+        if not (path / "config.json").exists():
+            raise CheckpointError(path, "has no config.json, so it is not a Hugging Face checkpoint")
+        source = str(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except Exception as exc:  # noqa: BLE001 - any loader failure is a checkpoint problem
+        raise CheckpointError(source, f"cannot load the tokenizer ({type(exc).__name__}: {exc})",
+                              "save the tokenizer next to the weights (tokenizer.save_pretrained(DIR))") from exc
+    try:
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(source, f"cannot load the weights ({type(exc).__name__}: {exc})",
+                              "re-save the checkpoint with model.save_pretrained(DIR); the files may be truncated or corrupt") from exc
+    return model, tokenizer
+
+
+def _hf_from_config(cfg: Any, dtype: torch.dtype) -> tuple[Any, Any]:
+    """Random-init Hugging Face model mirroring a ``TransformerBridgeConfig`` (same code path as a checkpoint)."""
+    from mechtests.testing import byte_tokenizer, hf_config_for
+
+    d_vocab = int(cfg.d_vocab) if int(cfg.d_vocab) > 0 else 257
+    if d_vocab != 257:
+        raise UsageError(
+            f"TransformerBridgeConfig source has d_vocab={d_vocab}; random-init models use the built-in "
+            "byte-level tokenizer, which needs d_vocab=257 (or -1). Fix: set d_vocab=257 or save a checkpoint"
+        )
+    gated = bool(getattr(cfg, "gated_mlp", False))
+    d_mlp = int(cfg.d_mlp) if cfg.d_mlp and int(cfg.d_mlp) > 0 else 4 * int(cfg.d_model)
+    hf_config = hf_config_for(
+        "llama" if gated else "gpt2", n_layers=int(cfg.n_layers), d_model=int(cfg.d_model), d_mlp=d_mlp,
+        n_heads=int(cfg.n_heads), n_ctx=int(cfg.n_ctx), d_vocab=257,
+    )
+    from transformers import AutoModelForCausalLM
+
+    seed = int(cfg.seed) if getattr(cfg, "seed", None) is not None else 0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype)
+    model.eval()
+    return model, byte_tokenizer()
+
+
+def load_model(source: str | os.PathLike[str] | Any, *, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Load one model: a local HF checkpoint dir, a hub name, or a ``TransformerBridgeConfig``.
+
+    Every source goes through the same path: a Hugging Face causal-LM booted into a
+    ``TransformerBridge`` (no compatibility mode, so the numerics are the checkpoint's own).
+
+    Raises:
+        CheckpointError: the directory is missing, or its weights/tokenizer cannot be read.
+
+    Example:
+        >>> m = load_model("runs/base")  # doctest: +SKIP
+        >>> m.n_layers, m.d_mlp  # doctest: +SKIP
+        (2, 64)
+    """
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformers import AutoTokenizer
+
+    if isinstance(source, TransformerBridgeConfig):
+        hf, tokenizer = _hf_from_config(source, dtype)
+        digest = weights_fingerprint(hf.state_dict())
+        # The bridge re-reads the tokenizer from its name_or_path, so it must exist on disk
+        # while booting.
+        with tempfile.TemporaryDirectory(prefix="mechtests-tok-") as tmp:
+            tokenizer.save_pretrained(tmp)
+            tokenizer = AutoTokenizer.from_pretrained(tmp)
+            return _boot(hf, tokenizer, f"config:{digest[:12]}", digest, device, dtype)
+    if isinstance(source, (str, os.PathLike)):
+        label = os.fspath(source)
+        hf, tokenizer = _load_hf(label, dtype)
+        if _looks_like_path(label):
+            label = str(Path(label).expanduser().resolve())
+        return _boot(hf, tokenizer, label, weights_fingerprint(hf.state_dict()), device, dtype)
+    raise UsageError(f"model source must be a path, a hub name or a TransformerBridgeConfig, got {type(source).__name__}")
+
+
+def _boot(hf: Any, tokenizer: Any, label: str, digest: str, device: str | torch.device, dtype: torch.dtype) -> LoadedModel:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if tokenizer.pad_token_id is None:
+        # GPT-2 style tokenizers have no pad token; padding is masked, so any id works.
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    hf.eval()
+    for param in hf.parameters():
+        param.requires_grad_(False)
+    hf.to(device)
+    bridge = TransformerBridge.boot_transformers(label, hf_model=hf, tokenizer=tokenizer, device=device, dtype=dtype)
+    bridge.eval()
+    return LoadedModel(bridge, hf, tokenizer, label, digest)
+
+
+def _tokenizer_signature(tokenizer: Any) -> str:
+    vocab = tokenizer.get_vocab()
+    digest = hashlib.sha256()
+    for token, index in sorted(vocab.items(), key=lambda kv: kv[1]):
+        digest.update(f"{index}\t{token}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def check_compatible(base: LoadedModel, tuned: LoadedModel, *, where: str = "") -> None:
+    """Raise :class:`IncompatiblePairError` naming the first field in which the two models differ.
+
+    Checked: architecture, MLP kind, n_layers, d_model, d_mlp, d_vocab, n_ctx, tokenizer vocabulary.
+    """
+    where = where or f"{base.source} vs {tuned.source}"
+    for field in ("architecture", "mlp_kind", "n_layers", "d_model", "d_mlp", "d_vocab", "n_ctx"):
+        b, t = getattr(base, field), getattr(tuned, field)
+        if b != t:
+            raise IncompatiblePairError(field, b, t, where)
+    b_tok, t_tok = len(base.tokenizer), len(tuned.tokenizer)
+    if b_tok != t_tok:
+        raise IncompatiblePairError("tokenizer vocabulary size", b_tok, t_tok, where)
+    b_sig, t_sig = _tokenizer_signature(base.tokenizer), _tokenizer_signature(tuned.tokenizer)
+    if b_sig != t_sig:
+        raise IncompatiblePairError("tokenizer vocabulary (sha256 prefix)", b_sig, t_sig, where)
+
+
+def load_pair(base_source: str | os.PathLike[str] | Any, tuned_source: str | os.PathLike[str] | Any, *,
+              name: str = "pair", device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> ModelPair:
+    """Load base and tuned with identical flags and check they are comparable neuron by neuron.
+
+    Example:
+        >>> pair = load_pair("runs/base", "runs/dpo", name="toy")  # doctest: +SKIP
+    """
+    base = load_model(base_source, device=device, dtype=dtype)
+    tuned = load_model(tuned_source, device=device, dtype=dtype)
+    check_compatible(base, tuned, where=f"base={base.source}, tuned={tuned.source}")
+    return ModelPair(name, base, tuned)

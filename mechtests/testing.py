@@ -1,0 +1,162 @@
+"""Helpers for tests: tiny, real Hugging Face checkpoints built on the spot.
+
+No model hub is needed: :func:`make_tiny_checkpoint` saves a random-init GPT-2 or Llama model
+(config.json + model.safetensors) with a byte-level BPE tokenizer (256 byte tokens plus
+``<|endoftext|>``, which doubles as BOS/EOS/pad), so it loads with
+``AutoModelForCausalLM.from_pretrained(dir)`` / ``AutoTokenizer.from_pretrained(dir)`` exactly like
+a user's checkpoint. :func:`perturbed_copy` makes a "fine-tuned twin" (same weights plus small
+seeded noise).
+
+Example:
+    >>> from mechtests.testing import make_tiny_checkpoint, perturbed_copy
+    >>> base = make_tiny_checkpoint(tmp_path / "base")  # doctest: +SKIP
+    >>> tuned = perturbed_copy(base, tmp_path / "tuned", scale=1e-2)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+Arch = Literal["gpt2", "llama"]
+EOT = "<|endoftext|>"
+BYTE_VOCAB_SIZE = 257
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable-character map (byte-level BPE alphabet)."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    chars = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, map(chr, chars)))
+
+
+def byte_tokenizer() -> Any:
+    """A byte-level ``GPT2TokenizerFast``: token id = byte value, 256 = ``<|endoftext|>`` (also pad).
+
+    Example:
+        >>> byte_tokenizer()("hi").input_ids
+        [104, 105]
+    """
+    from transformers import GPT2TokenizerFast
+
+    mapping = _bytes_to_unicode()
+    vocab = {mapping[b]: b for b in range(256)}
+    vocab[EOT] = 256
+    tokenizer = GPT2TokenizerFast(vocab=vocab, merges=[], unk_token=EOT, bos_token=EOT, eos_token=EOT, pad_token=EOT)
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def hf_config_for(arch: Arch, *, n_layers: int, d_model: int, d_mlp: int, n_heads: int, n_ctx: int,
+                  d_vocab: int = BYTE_VOCAB_SIZE, initializer_range: float = 0.1) -> Any:
+    """A Hugging Face config of the given architecture and sizes (dropout off).
+
+    ``initializer_range`` is larger than GPT-2's 0.02 so random models have clearly separated
+    logits (greedy decoding is then stable against float rounding).
+    """
+    if arch == "gpt2":
+        from transformers import GPT2Config
+
+        return GPT2Config(
+            vocab_size=d_vocab, n_positions=n_ctx, n_embd=d_model, n_layer=n_layers, n_head=n_heads,
+            n_inner=d_mlp, activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+            bos_token_id=d_vocab - 1, eos_token_id=d_vocab - 1, pad_token_id=d_vocab - 1,
+            initializer_range=initializer_range,
+        )
+    if arch == "llama":
+        from transformers import LlamaConfig
+
+        return LlamaConfig(
+            vocab_size=d_vocab, max_position_embeddings=n_ctx, hidden_size=d_model, num_hidden_layers=n_layers,
+            num_attention_heads=n_heads, num_key_value_heads=n_heads, intermediate_size=d_mlp, hidden_act="silu",
+            bos_token_id=d_vocab - 1, eos_token_id=d_vocab - 1, pad_token_id=d_vocab - 1,
+            initializer_range=initializer_range, tie_word_embeddings=False,
+        )
+    raise ValueError(f"arch must be 'gpt2' or 'llama', got {arch!r}")
+
+
+def make_tiny_checkpoint(directory: str | os.PathLike[str], *, arch: Arch = "gpt2", n_layers: int = 2,
+                         d_model: int = 32, d_mlp: int = 64, n_heads: int = 2, n_ctx: int = 64, seed: int = 0,
+                         initializer_range: float = 0.1) -> Path:
+    """Save a random-init Hugging Face checkpoint (weights + byte-level tokenizer) and return its path.
+
+    Example:
+        >>> path = make_tiny_checkpoint(tmp_path / "tiny", arch="llama")  # doctest: +SKIP
+    """
+    from transformers import AutoModelForCausalLM
+
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    config = hf_config_for(arch, n_layers=n_layers, d_model=d_model, d_mlp=d_mlp, n_heads=n_heads, n_ctx=n_ctx,
+                           initializer_range=initializer_range)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(path)
+    byte_tokenizer().save_pretrained(path)
+    return path
+
+
+def perturbed_copy(src_dir: str | os.PathLike[str], dst_dir: str | os.PathLike[str], *, scale: float = 1e-3,
+                   seed: int = 1) -> Path:
+    """Copy a checkpoint, adding ``scale * std(W) * N(0, 1)`` noise to every floating tensor.
+
+    A stand-in for a fine-tuned twin: same architecture and tokenizer, slightly different weights.
+
+    Example:
+        >>> tuned = perturbed_copy(base, tmp_path / "tuned", scale=0.05)  # doctest: +SKIP
+    """
+    from safetensors.torch import load_file, save_file
+
+    src, dst = Path(src_dir), Path(dst_dir)
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    weights = dst / "model.safetensors"
+    state = load_file(str(weights))
+    generator = torch.Generator().manual_seed(seed)
+    noisy: dict[str, torch.Tensor] = {}
+    for name in sorted(state):
+        tensor = state[name]
+        if tensor.is_floating_point() and tensor.numel() > 1:
+            noise = torch.randn(tensor.shape, generator=generator, dtype=torch.float32)
+            tensor = (tensor.float() + scale * tensor.float().std() * noise).to(tensor.dtype)
+        noisy[name] = tensor.contiguous()
+    save_file(noisy, str(weights), metadata={"format": "pt"})
+    return dst
+
+
+def set_weights(directory: str | os.PathLike[str], updates: dict[str, torch.Tensor]) -> None:
+    """Overwrite named tensors of a saved checkpoint (for hand-set known-answer models).
+
+    Names are the Hugging Face state-dict names (e.g. ``transformer.h.0.mlp.c_proj.weight``).
+    """
+    from safetensors.torch import load_file, save_file
+
+    weights = Path(directory) / "model.safetensors"
+    state = load_file(str(weights))
+    for name, value in updates.items():
+        if name not in state:
+            raise KeyError(f"{name} not in {weights}; names: {sorted(state)[:8]}...")
+        if tuple(value.shape) != tuple(state[name].shape):
+            raise ValueError(f"{name}: shape {tuple(value.shape)} != stored {tuple(state[name].shape)}")
+        state[name] = value.to(state[name].dtype).contiguous()
+    save_file(state, str(weights), metadata={"format": "pt"})
+
+
+def checkpoint_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The saved ``config.json`` as a dict."""
+    return json.loads((Path(directory) / "config.json").read_text())
