@@ -1,0 +1,289 @@
+"""Claims: a metric, a direction and a threshold held against an `Estimate` -> a verdict.
+
+`evaluate_claim` is a pure function (no pytest): the plugin's ``claim`` fixture calls it with
+the run's confidence, resamples and seed, then records and enforces the verdict. Verdict rules
+(DESIGN.md "Verdicts"): **pass** when the whole confidence interval lies on the claimed side of
+the threshold, **fail** when it lies wholly on the other side, **inconclusive** when it contains
+the threshold; an inconclusive result says which n would likely decide it.
+
+Example:
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(0.5, 0.1, size=64)
+    >>> r = evaluate_claim("mean_above", metric="mean score", direction=">", threshold=0.3,
+    ...                    samples=(x,), n_resamples=999, seed=0)
+    >>> r.verdict
+    'pass'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from mechtests.errors import UsageError
+from mechtests.stats import (
+    DIRECTIONS,
+    Direction,
+    Estimate,
+    Statistic,
+    Threshold,
+    bootstrap_estimate,
+    n_to_decide,
+    validate_confidence,
+)
+
+Verdict = Literal["pass", "fail", "inconclusive"]
+_CLAIM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Where a claim's reference value comes from (e.g. ``Reference("A, Table 2", 0.54)``)."""
+
+    source: str
+    value: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "value": self.value}
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """The outcome of one claim: its estimate, the verdict, and what would decide it."""
+
+    name: str
+    metric: str
+    direction: Direction
+    threshold: Threshold
+    estimate: Estimate
+    verdict: Verdict
+    decisive_n: int | None = None
+    pair: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+    reference: Reference | None = None
+
+    def summary(self) -> str:
+        """One line: ``name [pair]: metric = v (95% CI lo to hi, n=N) > t -> verdict``."""
+        e = self.estimate
+        where = f" [{self.pair}]" if self.pair else ""
+        ci = (f"{e.confidence:.0%} CI {e.ci_low:.4g} to {e.ci_high:.4g}" if e.method != "exact" else "exact")
+        n = f", n={e.n}" if e.n is not None else ""
+        p = f", p={e.p_value:.3g}" if e.p_value is not None else ""
+        return (f"{self.name}{where}: {self.metric} = {e.value:.4g} ({ci}{n}{p}) "
+                f"{format_threshold(self.direction, self.threshold)} -> {self.verdict}")
+
+    def explanation(self) -> str:
+        """The summary plus why: which side of the threshold the interval lies on."""
+        lines = [self.summary()]
+        if self.verdict == "fail":
+            lines.append("the whole interval lies on the other side of the threshold: the claim is refuted.")
+        elif self.verdict == "inconclusive":
+            lines.append("the interval contains the threshold: the data cannot decide the claim.")
+            if self.decisive_n is not None:
+                lines.append(f"about n={self.decisive_n} would likely decide it at the observed spread "
+                             f"(now n={self.estimate.n}).")
+            else:
+                lines.append("no sample size decides it at the observed spread (the estimate sits on the threshold).")
+        if self.reference is not None:
+            lines.append(f"reference: {self.reference.source}"
+                         + (f" = {self.reference.value:.4g}" if self.reference.value is not None else ""))
+        return "\n".join(lines)
+
+    def to_record(self, *, nodeid: str, outcome: str | None = None, p_adjusted: float | None = None,
+                  seconds: float | None = None) -> dict[str, Any]:
+        """The claim's entry of the ``mechtests-report/1`` JSON report (every key present)."""
+        e = self.estimate
+        return {
+            "nodeid": nodeid,
+            "claim": self.name,
+            "pair": self.pair,
+            "params": dict(self.params),
+            "metric": self.metric,
+            "direction": self.direction,
+            "threshold": list(self.threshold) if isinstance(self.threshold, tuple) else self.threshold,
+            "estimate": e.value,
+            "ci_low": e.ci_low,
+            "ci_high": e.ci_high,
+            "confidence": e.confidence,
+            "n": e.n,
+            "p_value": e.p_value,
+            "p_adjusted": p_adjusted,
+            "verdict": self.verdict,
+            "outcome": outcome,
+            "reference": self.reference.to_dict() if self.reference is not None else None,
+            "seconds": seconds,
+        }
+
+
+def format_threshold(direction: str, threshold: Threshold) -> str:
+    if direction == "within":
+        lo, hi = threshold  # type: ignore[misc]
+        return f"within ({lo:.4g}, {hi:.4g})"
+    return f"{direction} {threshold:.4g}"
+
+
+def validate_threshold(direction: str, threshold: Any, *, where: str = "claim") -> Threshold:
+    """Check a direction/threshold pair; an impossible threshold is a `UsageError`.
+
+    Example:
+        >>> validate_threshold("within", [0.1, 0.2])
+        (0.1, 0.2)
+    """
+    if direction not in DIRECTIONS:
+        raise UsageError(f"{where}: direction {direction!r} is not one of {DIRECTIONS}.")
+    if direction == "within":
+        if not isinstance(threshold, (tuple, list)) or len(threshold) != 2:
+            raise UsageError(f"{where}: direction 'within' needs threshold=(low, high), got {threshold!r}.")
+        lo, hi = (_finite(v, where) for v in threshold)
+        if not lo < hi:
+            raise UsageError(f"{where}: impossible threshold: low {lo} is not below high {hi}. "
+                             "Fix: give (low, high) with low < high.")
+        return (lo, hi)
+    if isinstance(threshold, (tuple, list)):
+        raise UsageError(f"{where}: direction {direction!r} needs one number, got {threshold!r} "
+                         "(an interval needs direction='within').")
+    return _finite(threshold, where)
+
+
+def _finite(v: Any, where: str) -> float:
+    if isinstance(v, bool):
+        raise UsageError(f"{where}: threshold {v!r} is not a number.")
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}: threshold {v!r} is not a number.") from None
+    if not math.isfinite(f):
+        raise UsageError(f"{where}: threshold {v!r} is not finite. Fix: give a finite number.")
+    return f
+
+
+def verdict_for(est: Estimate, threshold: Threshold, direction: Direction) -> Verdict:
+    """Apply the verdict rules to an interval.
+
+    Example:
+        >>> verdict_for(Estimate(0.5, 0.4, 0.6, 0.95, 10), 0.45, ">")
+        'inconclusive'
+    """
+    lo, hi = est.ci_low, est.ci_high
+    if direction == ">":
+        t = float(threshold)  # type: ignore[arg-type]
+        return "pass" if lo > t else "fail" if hi <= t else "inconclusive"
+    if direction == "<":
+        t = float(threshold)  # type: ignore[arg-type]
+        return "pass" if hi < t else "fail" if lo >= t else "inconclusive"
+    a, b = threshold  # type: ignore[misc]
+    if a < lo and hi < b:
+        return "pass"
+    if hi <= a or lo >= b:
+        return "fail"
+    return "inconclusive"
+
+
+def canonical_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Params as JSON data (they go into the report and into seeds)."""
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise UsageError(f"params must be a mapping, got {type(params).__name__}.")
+    try:
+        return json.loads(json.dumps(dict(params), sort_keys=True, default=_jsonable, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"params must be JSON data (numbers, strings, lists, dicts): {exc}.") from exc
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, (np.integer, np.floating, np.bool_)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if hasattr(obj, "key") and callable(obj.key):
+        return obj.key()
+    raise TypeError(f"{type(obj).__name__} is not JSON data")
+
+
+def claim_seed(seed: int, name: str, pair: str | None, params: Mapping[str, Any]) -> int:
+    """A per-claim seed: independent resampling per claim, identical in serial and xdist runs.
+
+    Example:
+        >>> claim_seed(0, "a", None, {}) == claim_seed(0, "a", None, {})
+        True
+    """
+    text = json.dumps([int(seed), name, pair, dict(params)], sort_keys=True)
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+
+def _as_reference(reference: Any) -> Reference | None:
+    if reference is None or isinstance(reference, Reference):
+        return reference
+    if isinstance(reference, Mapping):
+        return Reference(str(reference["source"]), reference.get("value"))
+    if isinstance(reference, tuple) and len(reference) == 2:
+        return Reference(str(reference[0]), None if reference[1] is None else float(reference[1]))
+    raise UsageError(f"reference must be Reference(source, value), got {reference!r}.")
+
+
+def evaluate_claim(
+    name: str,
+    *,
+    metric: str,
+    direction: Direction,
+    threshold: Threshold,
+    samples: tuple[np.ndarray, ...] | np.ndarray | None = None,
+    statistic: Statistic | None = None,
+    estimate: Estimate | float | None = None,
+    reference: Reference | tuple[str, float] | None = None,
+    params: Mapping[str, Any] | None = None,
+    pair: str | None = None,
+    paired: bool = True,
+    confidence: float = 0.95,
+    n_resamples: int = 9999,
+    seed: int = 0,
+) -> ClaimResult:
+    """Compute a claim's estimate and verdict (usable outside pytest).
+
+    Give either per-prompt ``samples`` (with ``statistic``; default ``np.mean`` for one sample)
+    or a precomputed ``estimate`` (an `Estimate`, or a number for an exact quantity).
+
+    Raises:
+        UsageError: bad name/direction/threshold, both or neither of samples/estimate.
+        NumericalError: NaN/inf in the samples or the statistic.
+
+    Example:
+        >>> evaluate_claim("identity", metric="residual", direction="<", threshold=1e-4,
+        ...                estimate=2e-7).verdict
+        'pass'
+    """
+    if not isinstance(name, str) or not _CLAIM_NAME.match(name):
+        raise UsageError(f"claim name {name!r} must be an identifier-like string (letters, digits, _ . -).")
+    where = f"claim {name!r}"
+    threshold = validate_threshold(direction, threshold, where=where)
+    confidence = validate_confidence(confidence)
+    params_c = canonical_params(params)
+    if (samples is None) == (estimate is None):
+        raise UsageError(f"{where}: give exactly one of samples=... or estimate=....")
+    if samples is not None:
+        if isinstance(samples, np.ndarray) or (isinstance(samples, list) and samples
+                                               and np.isscalar(samples[0])):
+            samples = (np.asarray(samples),)
+        if statistic is None:
+            if len(samples) != 1:
+                raise UsageError(f"{where}: {len(samples)} samples need an explicit statistic=f(*samples).")
+            statistic = np.mean
+        est = bootstrap_estimate(tuple(samples), statistic, paired=paired, confidence=confidence,
+                                 n_resamples=n_resamples, seed=claim_seed(seed, name, pair, params_c),
+                                 threshold=threshold, direction=direction)
+    elif isinstance(estimate, Estimate):
+        est = estimate
+    else:
+        est = Estimate.exact(estimate, confidence=confidence)  # type: ignore[arg-type]
+    verdict = verdict_for(est, threshold, direction)
+    decisive = n_to_decide(est, threshold, direction) if verdict == "inconclusive" else None
+    return ClaimResult(name, str(metric), direction, threshold, est, verdict, decisive, pair, params_c,
+                       _as_reference(reference))

@@ -1,0 +1,441 @@
+"""Run configuration: the frozen `RunConfig`, its profiles, and the plugin's resolved `Settings`.
+
+Every option has three spellings with one precedence: command line (``--mt-profile ci``) >
+pytest ini key (``mt_profile = ci`` in ``[tool.pytest.ini_options]``/pytest.ini) >
+``[tool.mechtests]`` in pyproject.toml (``profile = "ci"``) > the profile's default.
+`resolve_settings` validates all of it up front and raises `UsageError` with the option, the
+bad value and the fix, so a typo never surfaces as a traceback mid-run.
+
+Example:
+    >>> cfg = run_config("smoke", seed=3)
+    >>> (cfg.profile, cfg.seed, cfg.max_new_tokens)
+    ('smoke', 3, 20)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from mechtests.errors import UsageError
+
+Profile = Literal["smoke", "ci", "full"]
+Inconclusive = Literal["fail", "skip", "pass"]
+ScorerName = Literal["offline", "perspective", "detoxify"]
+Threshold = float | tuple[float, float]
+
+PROFILES: tuple[str, ...] = ("smoke", "ci", "full")
+DTYPES: tuple[str, ...] = ("float32", "float64", "float16", "bfloat16")
+SCORERS: tuple[str, ...] = ("offline", "perspective", "detoxify")
+INCONCLUSIVE: tuple[str, ...] = ("fail", "skip", "pass")
+DEFAULT_PAIR = "default"
+CUSTOM_PAIR = "custom"
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides a run's numbers; part of every cache key and of the report.
+
+    ``None`` sizes mean "all" (the papers' protocol). ``dtype`` is a string so that this
+    module never imports torch; `torch_dtype` converts it.
+    """
+
+    profile: Profile = "smoke"
+    device: str = "cpu"
+    dtype: str = "float32"
+    seed: int = 0
+    confidence: float = 0.95
+    n_resamples: int = 1000
+    n_prompts: int | None = 64
+    max_new_tokens: int = 20
+    max_prompt_tokens: int = 32
+    batch_size: int = 32
+    n_blocks: int = 20
+    n_perplexity_windows: int | None = 4
+    n_f1: int | None = 64
+    n_probe_eval: int | None = 256
+    scorer: ScorerName = "offline"
+    inconclusive: Inconclusive = "skip"
+
+    def torch_dtype(self) -> Any:
+        """The ``torch.dtype`` named by ``dtype`` (imports torch lazily)."""
+        import torch
+
+        return getattr(torch, self.dtype)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready mapping (the report's ``config`` section)."""
+        return asdict(self)
+
+
+# Sizes per profile. smoke: the whole reference suite on the default pair in about a minute on
+# a laptop CPU; ci: tighter intervals for a gate; full: the papers' protocol (all prompts,
+# 20 new tokens, 9999 resamples).
+_PROFILE_SIZES: dict[str, dict[str, Any]] = {
+    "smoke": dict(n_resamples=1000, n_prompts=64, n_perplexity_windows=4, n_f1=64, n_probe_eval=256),
+    "ci": dict(n_resamples=2000, n_prompts=256, n_perplexity_windows=16, n_f1=256, n_probe_eval=1000),
+    "full": dict(n_resamples=9999, n_prompts=None, n_perplexity_windows=None, n_f1=None, n_probe_eval=None),
+}
+
+
+def run_config(profile: str = "smoke", **overrides: Any) -> RunConfig:
+    """The `RunConfig` of a profile, with overrides; ``inconclusive`` defaults per profile.
+
+    Example:
+        >>> run_config("full").n_resamples, run_config("ci").inconclusive
+        (9999, 'fail')
+    """
+    if profile not in PROFILES:
+        raise UsageError(f"unknown profile {profile!r} (--mt-profile). Fix: one of {', '.join(PROFILES)}.")
+    values: dict[str, Any] = dict(_PROFILE_SIZES[profile])
+    # DESIGN.md: inconclusive claims fail the build in CI profiles, are skipped otherwise.
+    values["inconclusive"] = "fail" if profile in ("ci", "full") else "skip"
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return RunConfig(profile=profile, **values)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """One configured model pair. ``base``/``tuned`` None means the embedded zoo pair."""
+
+    name: str
+    base: str | None = None
+    tuned: str | None = None
+    probe: Path | None = None
+    prompts: Path | None = None
+    thresholds: Mapping[str, Threshold] = field(default_factory=dict)
+
+    @property
+    def is_default(self) -> bool:
+        return self.base is None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the plugin resolved from options, ini keys and pyproject.toml."""
+
+    run: RunConfig
+    pairs: tuple[PairSpec, ...]
+    thresholds: Mapping[str, Mapping[str, Threshold]]
+    rootdir: Path
+    json_path: Path | None = None
+    html_path: Path | None = None
+    save: str | None = None
+    compare: Path | None = None
+    compare_fail: str | None = None
+    cache_dir: Path | None = None
+    probe: Path | None = None
+    prompts: Path | None = None
+
+    def pair(self, name: str) -> PairSpec:
+        for spec in self.pairs:
+            if spec.name == name:
+                return spec
+        raise UsageError(f"no configured pair named {name!r}; configured: {[p.name for p in self.pairs]}.")
+
+    def threshold_for(self, claim: str, pair: str | None) -> Threshold | None:
+        """The configured override of ``claim``'s threshold on ``pair``, or None.
+
+        Precedence: ``[tool.mechtests.pairs.PAIR.thresholds]`` > ``[tool.mechtests.thresholds.CLAIM]``
+        table entry for PAIR > its ``"*"`` entry > a plain ``CLAIM = value``.
+        """
+        if pair is not None:
+            for spec in self.pairs:
+                if spec.name == pair and claim in spec.thresholds:
+                    return spec.thresholds[claim]
+        table = self.thresholds.get(claim)
+        if table is None:
+            return None
+        if pair is not None and pair in table:
+            return table[pair]
+        return table.get("*")
+
+
+# Option keys: CLI dest is "mt_" + key, the ini key is "mt_" + key, [tool.mechtests] uses key.
+OPTION_KEYS: tuple[str, ...] = (
+    "base", "tuned", "pair", "profile", "device", "dtype", "seed", "json", "html", "save", "compare",
+    "compare_fail", "inconclusive", "cache_dir", "no_cache", "probe", "prompts", "scorer",
+    "confidence", "resamples",
+)
+TOOL_TABLES: tuple[str, ...] = ("pairs", "thresholds")
+
+
+def read_tool_table(pyproject: Path | None) -> dict[str, Any]:
+    """``[tool.mechtests]`` of a pyproject.toml (empty when absent); unknown keys are errors."""
+    if pyproject is None or not pyproject.is_file():
+        return {}
+    try:
+        with pyproject.open("rb") as fh:
+            doc = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{pyproject} is not valid TOML: {exc}. Fix the file.") from exc
+    table = doc.get("tool", {}).get("mechtests", {})
+    if not isinstance(table, dict):
+        raise UsageError(f"[tool.mechtests] in {pyproject} must be a table.")
+    unknown = sorted(set(table) - set(OPTION_KEYS) - set(TOOL_TABLES))
+    if unknown:
+        raise UsageError(
+            f"unknown key(s) {unknown} in [tool.mechtests] of {pyproject}. "
+            f"Fix: known keys are {sorted(OPTION_KEYS + TOOL_TABLES)}."
+        )
+    return table
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Raw option values by origin, with the directory relative paths resolve against."""
+
+    cli: Mapping[str, Any]
+    cli_dir: Path
+    ini: Mapping[str, Any]
+    ini_dir: Path
+    tool: Mapping[str, Any]
+    tool_dir: Path
+
+    def get(self, key: str) -> tuple[Any, str, Path]:
+        """(value, where-it-came-from, base dir) of the highest-precedence source that sets ``key``."""
+        for src, where, base in ((self.cli, f"--mt-{key.replace('_', '-')}", self.cli_dir),
+                                 (self.ini, f"ini key mt_{key}", self.ini_dir),
+                                 (self.tool, f"[tool.mechtests] {key}", self.tool_dir)):
+            value = src.get(key)
+            if value not in (None, "", []):
+                return value, where, base
+        return None, f"--mt-{key.replace('_', '-')}", self.cli_dir
+
+
+def _path(value: Any, where: str, base: Path, *, must_exist: bool = True) -> Path:
+    p = Path(os.path.expanduser(str(value)))
+    p = p if p.is_absolute() else base / p
+    if must_exist and not p.exists():
+        raise UsageError(f"{where}: path {str(p)!r} does not exist. Fix: point it at an existing file or directory.")
+    return p
+
+
+_HUB = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def _model_source(value: Any, where: str, base: Path) -> str:
+    """A checkpoint directory (must exist) or a hub name such as ``gpt2-medium`` or ``org/name``."""
+    text = str(value)
+    candidate = Path(os.path.expanduser(text))
+    candidate = candidate if candidate.is_absolute() else base / candidate
+    if candidate.exists():
+        return str(candidate)
+    if not _HUB.match(text):
+        raise UsageError(
+            f"{where}: {text!r} is neither an existing checkpoint directory nor a hub name "
+            "(name or org/name). Fix: pass the directory holding config.json and the weights."
+        )
+    return text
+
+
+def _output(value: Any, where: str, base: Path) -> Path:
+    p = _path(value, where, base, must_exist=False)
+    if not p.parent.is_dir():
+        raise UsageError(f"{where}: directory {str(p.parent)!r} does not exist. Fix: create it or pick another path.")
+    return p
+
+
+def _number(value: Any, where: str, kind: type, *, low: float | None = None, high: float | None = None,
+            open_interval: bool = False) -> Any:
+    try:
+        out = kind(value)
+        if kind is int and float(value) != out:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise UsageError(f"{where}: {value!r} is not a valid {kind.__name__}.") from None
+    if isinstance(out, float) and not math.isfinite(out):
+        raise UsageError(f"{where}: {value!r} must be finite.")
+    bad_low = low is not None and (out <= low if open_interval else out < low)
+    bad_high = high is not None and (out >= high if open_interval else out > high)
+    if bad_low or bad_high:
+        rng = f"({low}, {high})" if open_interval else f"[{low}, {high if high is not None else 'inf'}]"
+        raise UsageError(f"{where}: {value!r} is outside {rng}.")
+    return out
+
+
+def _choice(value: Any, where: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise UsageError(f"{where}: {value!r} is not one of {', '.join(choices)}.")
+    return str(value)
+
+
+def _name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise UsageError(f"{where}: {value!r} is not a valid name. Fix: use letters, digits, '_', '.', '-'.")
+    return value
+
+
+def parse_threshold(value: Any, where: str) -> Threshold:
+    """A number, or ``[low, high]`` with finite ``low < high`` (for ``within`` claims)."""
+    if isinstance(value, bool):
+        raise UsageError(f"{where}: {value!r} is not a threshold. Fix: a number or [low, high].")
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise UsageError(f"{where}: a 'within' threshold is [low, high], got {value!r}.")
+        lo, hi = (_number(v, where, float) for v in value)
+        if not lo < hi:
+            raise UsageError(f"{where}: impossible interval [{lo}, {hi}]: low must be < high.")
+        return (lo, hi)
+    return _number(value, where, float)
+
+
+def _thresholds(table: Any, where: str) -> dict[str, dict[str, Threshold]]:
+    if not isinstance(table, dict):
+        raise UsageError(f"{where} must be a table of CLAIM = threshold.")
+    out: dict[str, dict[str, Threshold]] = {}
+    for claim, value in table.items():
+        if isinstance(value, dict):
+            out[claim] = {pair: parse_threshold(v, f"{where}.{claim}.{pair}") for pair, v in value.items()}
+        else:
+            out[claim] = {"*": parse_threshold(value, f"{where}.{claim}")}
+    return out
+
+
+def _named_pairs(table: Any, base: Path, where: str) -> dict[str, PairSpec]:
+    if not isinstance(table, dict):
+        raise UsageError(f"{where} must be a table of [tool.mechtests.pairs.NAME] tables.")
+    pairs: dict[str, PairSpec] = {}
+    for name, spec in table.items():
+        at = f"{where}.{name}"
+        _name(name, at)
+        if name in (DEFAULT_PAIR, CUSTOM_PAIR):
+            raise UsageError(f"{at}: the names {DEFAULT_PAIR!r} and {CUSTOM_PAIR!r} are reserved; rename the pair.")
+        if not isinstance(spec, dict):
+            raise UsageError(f"{at} must be a table with base = ..., tuned = ....")
+        unknown = sorted(set(spec) - {"base", "tuned", "probe", "prompts", "thresholds"})
+        if unknown:
+            raise UsageError(f"{at}: unknown key(s) {unknown}; known: base, tuned, probe, prompts, thresholds.")
+        for key in ("base", "tuned"):
+            if key not in spec:
+                raise UsageError(f"{at}: missing {key} = PATH_OR_HUB_NAME.")
+        pairs[name] = PairSpec(
+            name=name,
+            base=_model_source(spec["base"], f"{at}.base", base),
+            tuned=_model_source(spec["tuned"], f"{at}.tuned", base),
+            probe=_path(spec["probe"], f"{at}.probe", base) if "probe" in spec else None,
+            prompts=_path(spec["prompts"], f"{at}.prompts", base) if "prompts" in spec else None,
+            thresholds={c: t["*"] for c, t in _thresholds(spec.get("thresholds", {}), f"{at}.thresholds").items()},
+        )
+    return pairs
+
+
+def _pair_names(value: Any) -> list[str]:
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [n.strip() for item in items for n in str(item).split(",") if n.strip()]
+
+
+def resolve_settings(src: Sources, *, rootdir: Path) -> Settings:
+    """Validate every option and build `Settings`; raise `UsageError` on the first bad value.
+
+    Example:
+        >>> s = resolve_settings(Sources({"profile": "ci"}, Path("."), {}, Path("."), {}, Path(".")),
+        ...                      rootdir=Path("."))
+        >>> s.run.profile, [p.name for p in s.pairs]
+        ('ci', ['default'])
+    """
+    def get(key: str) -> tuple[Any, str, Path]:
+        return src.get(key)
+
+    profile_v, where, _ = get("profile")
+    profile = _choice(profile_v or "smoke", where, PROFILES)
+    overrides: dict[str, Any] = {}
+    v, where, _ = get("device")
+    if v is not None:
+        if not _DEVICE.match(str(v)):
+            raise UsageError(f"{where}: {v!r} is not a device. Fix: cpu, cuda, cuda:N or mps.")
+        overrides["device"] = str(v)
+    v, where, _ = get("dtype")
+    if v is not None:
+        overrides["dtype"] = _choice(v, where, DTYPES)
+    v, where, _ = get("seed")
+    if v is not None:
+        overrides["seed"] = _number(v, where, int, low=0)
+    v, where, _ = get("confidence")
+    if v is not None:
+        overrides["confidence"] = _number(v, where, float, low=0.0, high=1.0, open_interval=True)
+    v, where, _ = get("resamples")
+    if v is not None:
+        overrides["n_resamples"] = _number(v, where, int, low=1)
+    v, where, _ = get("scorer")
+    if v is not None:
+        overrides["scorer"] = _choice(v, where, SCORERS)
+    v, where, _ = get("inconclusive")
+    if v is not None:
+        overrides["inconclusive"] = _choice(v, where, INCONCLUSIVE)
+    run = run_config(profile, **overrides)
+
+    base_v, base_where, base_dir = get("base")
+    tuned_v, tuned_where, tuned_dir = get("tuned")
+    if (base_v is None) != (tuned_v is None):
+        missing = "--mt-tuned" if tuned_v is None else "--mt-base"
+        raise UsageError(f"{missing} is required together with {base_where if base_v is not None else tuned_where}: "
+                         "a pair needs both the base and the tuned model.")
+    probe_v, where, b = get("probe")
+    probe = _path(probe_v, where, b) if probe_v is not None else None
+    prompts_v, where, b = get("prompts")
+    prompts = _path(prompts_v, where, b) if prompts_v is not None else None
+
+    available: dict[str, PairSpec] = {DEFAULT_PAIR: PairSpec(DEFAULT_PAIR)}
+    available.update(_named_pairs(src.tool.get("pairs", {}), src.tool_dir, "[tool.mechtests.pairs]"))
+    if base_v is not None:
+        available[CUSTOM_PAIR] = PairSpec(CUSTOM_PAIR, _model_source(base_v, base_where, base_dir),
+                                          _model_source(tuned_v, tuned_where, tuned_dir))
+    pair_v, where, _ = get("pair")
+    if pair_v is not None:
+        names = _pair_names(pair_v)
+        if names == ["all"]:
+            names = list(available)
+    else:
+        names = [CUSTOM_PAIR] if base_v is not None else [DEFAULT_PAIR]
+    for n in names:
+        if n not in available:
+            raise UsageError(f"{where}: unknown pair {n!r}. Fix: one of {sorted(available)} "
+                             "(define more under [tool.mechtests.pairs.NAME]).")
+    pairs = tuple(available[n] for n in dict.fromkeys(names))
+
+    thresholds = _thresholds(src.tool.get("thresholds", {}), "[tool.mechtests.thresholds]")
+    json_v, where, b = get("json")
+    html_v, where_h, bh = get("html")
+    save_v, where_s, _ = get("save")
+    compare_v, where_c, bc = get("compare")
+    fail_v, where_f, _ = get("compare_fail")
+    no_cache_v, where_n, _ = get("no_cache")
+    cache_v, where_d, bd = get("cache_dir")
+    from mechtests.storage import BaselineStore, parse_compare_fail
+
+    store = BaselineStore(rootdir / ".mechtests" / "baselines")
+    compare = store.resolve(str(compare_v), where=where_c, base=bc) if compare_v is not None else None
+    if fail_v is not None:
+        if compare is None:
+            raise UsageError(f"{where_f} needs --mt-compare NAME|PATH: there is nothing to compare against.")
+        parse_compare_fail(str(fail_v), where=where_f)
+    no_cache = str(no_cache_v).lower() in ("1", "true", "yes", "on") if no_cache_v is not None else False
+    return Settings(
+        run=run,
+        pairs=pairs,
+        thresholds=thresholds,
+        rootdir=rootdir,
+        json_path=_output(json_v, where, b) if json_v is not None else None,
+        html_path=_output(html_v, where_h, bh) if html_v is not None else None,
+        save=_name(save_v, where_s) if save_v is not None else None,
+        compare=compare,
+        compare_fail=str(fail_v) if fail_v is not None else None,
+        cache_dir=None if no_cache else (_path(cache_v, where_d, bd, must_exist=False) if cache_v is not None
+                                         else rootdir / ".mechtests" / "cache"),
+        probe=probe,
+        prompts=prompts,
+    )
+
+
+def with_run(settings: Settings, **changes: Any) -> Settings:
+    """A copy of ``settings`` with RunConfig fields changed (tests, programmatic use)."""
+    return replace(settings, run=replace(settings.run, **changes))

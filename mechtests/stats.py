@@ -1,0 +1,364 @@
+"""Statistics behind every claim: seeded bootstrap estimates, test-inversion p-values, Holm.
+
+An `Estimate` is a point value with a two-sided confidence interval. `bootstrap_estimate` gets
+the interval from `scipy.stats.bootstrap` (BCa by default) and, when a threshold is given, the
+one-sided p-value of "the claim is false" by inverting the *same* BCa interval: the p-value is
+the one-sided level at which the interval's bound touches the threshold. So a claim passes
+(the whole ``confidence`` interval on the claimed side) exactly when ``p < (1 - confidence) / 2``,
+up to the interpolation between bootstrap replicates.
+
+Example:
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).normal(1.0, 1.0, size=200)
+    >>> est = bootstrap_estimate((x,), np.mean, confidence=0.95, n_resamples=999, seed=1,
+    ...                          threshold=0.5, direction=">")
+    >>> est.ci_low > 0.5 and est.p_value < 0.025
+    True
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from scipy import special, stats
+
+from mechtests.errors import NumericalError, UsageError
+
+Direction = Literal[">", "<", "within"]
+Threshold = float | tuple[float, float]
+Statistic = Callable[..., float | np.ndarray]
+DIRECTIONS: tuple[str, ...] = (">", "<", "within")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with a two-sided confidence interval.
+
+    Attributes:
+        value: the statistic on the observed samples.
+        ci_low, ci_high: bounds of the two-sided ``confidence`` interval.
+        confidence: the interval's nominal coverage, in (0, 1).
+        n: number of resampled units (prompts, blocks, ...); None for an exact quantity.
+        p_value: one-sided p-value of "the claim is false" (None without a threshold, or exact).
+        method: "BCa", "percentile", "degenerate" (no spread) or "exact".
+        standard_error: bootstrap standard error (0 for exact/degenerate), None if unknown.
+    """
+
+    value: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    n: int | None
+    p_value: float | None = None
+    method: str = "exact"
+    standard_error: float | None = None
+
+    @classmethod
+    def exact(cls, value: float, *, confidence: float = 0.95) -> Estimate:
+        """An exactly known quantity (an identity, a weight statistic): a zero-width interval.
+
+        Example:
+            >>> Estimate.exact(0.3).ci_high
+            0.3
+        """
+        value = _finite_float(value, "estimate")
+        return cls(value, value, value, confidence, None, None, "exact", 0.0)
+
+
+def _finite_float(value: object, what: str) -> float:
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"{what} must be a number, got {value!r}. Fix: pass a float.") from exc
+    if not math.isfinite(out):
+        raise NumericalError(
+            f"{what} is {out}: a NaN/inf result makes the claim meaningless. "
+            "Fix: check the computation feeding it (empty prompt set, division by zero, overflow)."
+        )
+    return out
+
+
+def validate_confidence(confidence: float) -> float:
+    """Return ``confidence`` as float, or raise UsageError unless it lies strictly in (0, 1)."""
+    try:
+        c = float(confidence)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"confidence must be a number in (0, 1), got {confidence!r}.") from exc
+    if not 0.0 < c < 1.0:
+        raise UsageError(f"confidence must lie strictly between 0 and 1, got {c}. Fix: e.g. 0.95.")
+    return c
+
+
+def _validate_samples(samples: Sequence[object], paired: bool) -> tuple[np.ndarray, ...]:
+    """All input checks in one place (scipy's _resampling style)."""
+    if isinstance(samples, np.ndarray):
+        samples = (samples,)
+    if len(samples) == 0:
+        raise UsageError("samples is empty. Fix: pass a tuple of 1-D arrays, e.g. samples=(x,).")
+    out = []
+    for i, s in enumerate(samples):
+        try:
+            a = np.asarray(s, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"samples[{i}] is not numeric: {exc}. Fix: pass float arrays.") from exc
+        if a.ndim != 1:
+            raise UsageError(f"samples[{i}] must be 1-D (one value per prompt), got shape {a.shape}.")
+        if a.size < 2:
+            raise UsageError(
+                f"samples[{i}] has {a.size} value(s); a bootstrap needs at least 2. "
+                "Fix: use more prompts, or pass estimate= for an exact quantity."
+            )
+        bad = np.flatnonzero(~np.isfinite(a))
+        if bad.size:
+            raise NumericalError(
+                f"samples[{i}] contains {bad.size} non-finite value(s) (first at index {bad[0]}: "
+                f"{a[bad[0]]}). NaN/inf per-prompt results make every statistic meaningless. "
+                "Fix: find why that prompt's metric is undefined (empty continuation, zero tokens)."
+            )
+        out.append(a)
+    if paired and len({a.size for a in out}) > 1:
+        raise UsageError(
+            f"paired samples must have equal lengths, got {[a.size for a in out]}. "
+            "Fix: pass per-prompt values for the same prompts, or paired=False."
+        )
+    return tuple(out)
+
+
+def _is_vectorized(statistic: Statistic) -> bool:
+    # scipy's own rule: a statistic that accepts ``axis`` is called on whole batches.
+    try:
+        return "axis" in inspect.signature(statistic).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _call(statistic: Statistic, arrays: Sequence[np.ndarray], vectorized: bool) -> np.ndarray:
+    """Evaluate ``statistic`` along the last axis of same-shaped ``arrays``."""
+    if vectorized:
+        return np.asarray(statistic(*arrays, axis=-1), dtype=np.float64)
+    lead = arrays[0].shape[:-1]
+    flat = [a.reshape(-1, a.shape[-1]) for a in arrays]
+    vals = [float(statistic(*(f[i] for f in flat))) for i in range(flat[0].shape[0])]
+    return np.asarray(vals, dtype=np.float64).reshape(lead)
+
+
+def _acceleration(
+    samples: tuple[np.ndarray, ...], statistic: Statistic, paired: bool, vectorized: bool
+) -> float:
+    """BCa acceleration from the jackknife, summed over samples exactly as scipy does."""
+    groups: list[np.ndarray] = []
+    if paired:
+        n = samples[0].size
+        keep = ~np.eye(n, dtype=bool)
+        loo = [np.broadcast_to(s, (n, n))[keep].reshape(n, n - 1) for s in samples]
+        groups.append(_call(statistic, loo, vectorized))
+    else:
+        for j, s in enumerate(samples):
+            n = s.size
+            keep = ~np.eye(n, dtype=bool)
+            arrays = []
+            for k, other in enumerate(samples):
+                if k == j:
+                    arrays.append(np.broadcast_to(s, (n, n))[keep].reshape(n, n - 1))
+                else:
+                    arrays.append(np.broadcast_to(other, (n, other.size)))
+            if vectorized:
+                groups.append(np.asarray(statistic(*arrays, axis=-1), dtype=np.float64))
+            else:
+                groups.append(np.array([float(statistic(*(a[i] for a in arrays))) for i in range(n)]))
+    num = den = 0.0
+    for theta in groups:
+        m = theta.size
+        u = (m - 1) * (theta.mean() - theta)
+        num += float(np.sum(u**3)) / m**3
+        den += float(np.sum(u**2)) / m**2
+    return 0.0 if den == 0.0 else num / (6.0 * den**1.5)
+
+
+def _lower_tail_level(dist: np.ndarray, t: float, z0: float, a: float, method: str) -> float:
+    """The one-sided level alpha at which the lower interval bound equals ``t``.
+
+    Inverts ``alpha' = Phi(z0 + (z0 + z_alpha) / (1 - a (z0 + z_alpha)))`` (Efron & Tibshirani
+    14.10) at ``alpha' = ecdf(t)``; percentile: ``alpha = ecdf(t)``.
+    """
+    b = dist.size
+    q = float(np.count_nonzero(dist < t) + np.count_nonzero(dist <= t)) / (2.0 * b)
+    q = min(max(q, 0.5 / b), 1.0 - 0.5 / b)  # beyond every replicate: the resolution limit
+    if method != "BCa":
+        return q
+    w = float(special.ndtri(q)) - z0
+    denom = 1.0 + a * w
+    if denom <= 0.0:  # past the BCa map's range (huge acceleration): no finite level
+        return 0.0 if w < 0 else 1.0
+    return float(special.ndtr(w / denom - z0))
+
+
+def one_sided_p(
+    dist: np.ndarray, t: Threshold, direction: Direction, *, z0: float = 0.0, a: float = 0.0,
+    method: str = "percentile",
+) -> float:
+    """p-value of "the claim is false" from a bootstrap distribution, by test inversion.
+
+    Example:
+        >>> one_sided_p(np.arange(100.0), 9.5, ">")  # 10% of the replicates lie below 9.5
+        0.1
+    """
+    if direction == "within":
+        lo, hi = t  # type: ignore[misc]
+        return max(one_sided_p(dist, lo, ">", z0=z0, a=a, method=method),
+                   one_sided_p(dist, hi, "<", z0=z0, a=a, method=method))
+    level = _lower_tail_level(dist, float(t), z0, a, method)  # type: ignore[arg-type]
+    return round(level if direction == ">" else 1.0 - level, 12)
+
+
+def _degenerate_p(value: float, t: Threshold | None, direction: Direction | None) -> float | None:
+    if t is None or direction is None:
+        return None
+    ok = value_satisfies(value, t, direction)
+    return 0.0 if ok else 1.0
+
+
+def value_satisfies(value: float, t: Threshold, direction: Direction) -> bool:
+    """Whether a single number lies strictly on the claimed side of the threshold."""
+    if direction == ">":
+        return value > t  # type: ignore[operator]
+    if direction == "<":
+        return value < t  # type: ignore[operator]
+    lo, hi = t  # type: ignore[misc]
+    return lo < value < hi
+
+
+def bootstrap_estimate(
+    samples: tuple[np.ndarray, ...] | np.ndarray,
+    statistic: Statistic = np.mean,
+    *,
+    paired: bool = True,
+    confidence: float = 0.95,
+    n_resamples: int = 9999,
+    seed: int = 0,
+    threshold: Threshold | None = None,
+    direction: Direction | None = None,
+    method: Literal["BCa", "percentile"] = "BCa",
+) -> Estimate:
+    """Seeded bootstrap estimate of ``statistic(*samples)`` with a two-sided CI (scipy).
+
+    Args:
+        samples: one 1-D float array per input (per-prompt values); a bare array is one sample.
+        statistic: maps the samples to a number; if it accepts ``axis`` it is vectorized.
+        paired: resample the same indices across samples (same prompts under two conditions).
+        confidence: two-sided coverage of the interval.
+        n_resamples: bootstrap replicates.
+        seed: seed of the ``numpy.random.Generator`` driving the resampling.
+        threshold, direction: when given, ``p_value`` is the one-sided p of "claim false".
+        method: "BCa" (default; falls back to percentile when BCa is undefined) or "percentile".
+
+    Returns:
+        Estimate with ``n`` = number of resampled units (the first sample's length).
+
+    Raises:
+        NumericalError: NaN/inf in the samples or in the statistic's replicates.
+        UsageError: malformed samples or options.
+
+    Example:
+        >>> est = bootstrap_estimate((np.array([1., 2., 3., 4.]),), np.mean, n_resamples=99)
+        >>> est.value
+        2.5
+    """
+    data = _validate_samples(samples, paired)
+    confidence = validate_confidence(confidence)
+    if int(n_resamples) < 1:
+        raise UsageError(f"n_resamples must be >= 1, got {n_resamples}. Fix: e.g. 9999.")
+    if method not in ("BCa", "percentile"):
+        raise UsageError(f"unknown bootstrap method {method!r}; use 'BCa' or 'percentile'.")
+    vectorized = _is_vectorized(statistic)
+    value = _finite_float(_call(statistic, [d[None, :] for d in data], vectorized)[0]
+                          if vectorized else statistic(*data), "the statistic on the observed samples")
+    n = data[0].size
+    if all(np.ptp(d) == 0.0 for d in data):
+        # No spread: every resample gives the same value; BCa would divide by zero.
+        return Estimate(value, value, value, confidence, n, _degenerate_p(value, threshold, direction),
+                        "degenerate", 0.0)
+    rng = np.random.default_rng(seed)
+    with warnings.catch_warnings():
+        # BCa on a statistic with a (near-)degenerate bootstrap distribution warns and
+        # returns NaN bounds; we detect that below and fall back to the percentile interval.
+        warnings.simplefilter("ignore", category=stats.DegenerateDataWarning)
+        res = stats.bootstrap(data, statistic, n_resamples=int(n_resamples), paired=paired,
+                              vectorized=vectorized, confidence_level=confidence, method=method,
+                              rng=rng)
+    dist = np.asarray(res.bootstrap_distribution, dtype=np.float64)
+    bad = int(np.count_nonzero(~np.isfinite(dist)))
+    if bad:
+        raise NumericalError(
+            f"the statistic was NaN/inf on {bad} of {dist.size} bootstrap resamples "
+            "(e.g. a ratio whose denominator is 0 on some resample). "
+            "Fix: use more prompts or a statistic defined on every subsample."
+        )
+    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    used = method
+    if not (math.isfinite(low) and math.isfinite(high)):
+        alpha = (1.0 - confidence) / 2.0
+        low, high = (float(v) for v in np.percentile(dist, [100 * alpha, 100 * (1 - alpha)]))
+        used = "percentile"
+    p = None
+    if threshold is not None and direction is not None:
+        z0 = a = 0.0
+        if used == "BCa":
+            frac = (np.count_nonzero(dist < value) + np.count_nonzero(dist <= value)) / (2.0 * dist.size)
+            z0 = float(special.ndtri(frac))
+            a = _acceleration(data, statistic, paired, vectorized)
+        p = one_sided_p(dist, threshold, direction, z0=z0, a=a, method=used)
+    return Estimate(value, min(low, high), max(low, high), confidence, n, p, used,
+                    float(res.standard_error))
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1); None stays None.
+
+    Example:
+        >>> holm([0.01, 0.04, None, 0.03])
+        [0.03, 0.06, None, 0.06]
+    """
+    idx = [i for i, p in enumerate(p_values) if p is not None]
+    m = len(idx)
+    out: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(sorted(idx, key=lambda k: (p_values[k], k))):
+        p = float(p_values[i])  # type: ignore[arg-type]
+        if not 0.0 <= p <= 1.0:
+            raise NumericalError(f"p-value {p} at position {i} is outside [0, 1].")
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = round(running, 12)
+    return out
+
+
+def n_to_decide(est: Estimate, threshold: Threshold, direction: Direction) -> int | None:
+    """The sample size that would likely decide an inconclusive claim, at the observed spread.
+
+    The interval's half-width shrinks like ``1/sqrt(n)``; we solve for the n at which the
+    half-width facing the threshold equals the distance from the estimate to the threshold.
+    None when that distance is 0 (no n decides it) or the estimate has no n.
+
+    Example:
+        >>> n_to_decide(Estimate(0.4, 0.2, 0.6, 0.95, 100), 0.3, ">")
+        400
+    """
+    if est.n is None:
+        return None
+    if direction == "within":
+        # Only the bounds the interval still straddles need deciding.
+        crossed = [b for b in threshold if est.ci_low <= b <= est.ci_high]  # type: ignore[union-attr]
+        vals = [n_to_decide(est, b, ">" if b <= est.value else "<") for b in crossed]
+        return None if not vals or None in vals else max(v for v in vals if v is not None)
+    t = float(threshold)  # type: ignore[arg-type]
+    gap = abs(est.value - t)
+    half = (est.value - est.ci_low) if t <= est.value else (est.ci_high - est.value)
+    if gap == 0.0 or half <= 0.0:
+        return None
+    return max(est.n + 1, math.ceil(est.n * (half / gap) ** 2))

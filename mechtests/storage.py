@@ -1,0 +1,383 @@
+"""Content-addressed cache of computed results, and the baseline store with its comparisons.
+
+`Cache` keys a value by the sha256 of the canonical JSON of ``(kind, key)``; values live in an
+in-memory layer and, unless the cache is memory-only, in ``ROOT/KIND/ab/abcdef....npz``: one
+``.npz`` holding the value's structure as JSON plus its arrays/tensors (never pickle). Writes go
+to a temporary file that is then ``os.replace``d, so a reader (another pytest-xdist worker) sees
+either nothing or a complete file; a per-entry lock file keeps two workers from computing the
+same entry twice.
+
+Baselines are whole `mechtests-report/1` documents under ``.mechtests/baselines/NAME.json``.
+
+Example:
+    >>> cache = Cache(None)                         # memory only (--mt-no-cache)
+    >>> cache.get_or_compute("demo", {"n": 3}, lambda: [1, 2, 3])
+    [1, 2, 3]
+    >>> cache.get_or_compute("demo", {"n": 3}, lambda: 1 / 0)  # not recomputed
+    [1, 2, 3]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib
+import io
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+
+from mechtests.errors import UsageError
+
+try:  # POSIX advisory locks; without them (Windows) workers may just compute twice.
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+T = TypeVar("T")
+FORMAT_VERSION = 1
+REPORT_SCHEMA = "mechtests-report/1"
+
+
+def _canonical(obj: Any, where: str = "key") -> Any:
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            raise TypeError(f"cache {where} contains non-finite float {obj}")
+        return obj
+    if isinstance(obj, (np.integer, np.floating, np.bool_)):
+        return _canonical(obj.item(), where)
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, Mapping):
+        return {str(k): _canonical(v, f"{where}.{k}") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    raise TypeError(
+        f"cache {where} has a value of type {type(obj).__name__}; keys must be JSON data "
+        "(use fingerprints, hashes and .key() strings, not objects)"
+    )
+
+
+def key_hash(kind: str, key: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``(format, kind, key)``.
+
+    Example:
+        >>> key_hash("x", {"a": 1, "b": 2}) == key_hash("x", {"b": 2, "a": 1})
+        True
+    """
+    doc = {"format": FORMAT_VERSION, "kind": kind, "key": _canonical(key)}
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# ---- value encoding: a JSON tree whose leaves point at arrays stored next to it -------------
+
+def _encode(value: Any, arrays: list[np.ndarray]) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            raise TypeError("cannot cache an object-dtype array")
+        arrays.append(np.ascontiguousarray(value))
+        return {"t": "nd", "i": len(arrays) - 1}
+    if type(value).__module__ == "torch" and type(value).__name__ in ("Tensor", "Parameter"):
+        t = value.detach().cpu()
+        dtype = str(t.dtype).removeprefix("torch.")
+        # numpy has no bfloat16: store float32, restore the dtype on load (exact round trip).
+        arr = t.float().numpy() if dtype == "bfloat16" else t.numpy()
+        arrays.append(np.ascontiguousarray(arr))
+        return {"t": "pt", "i": len(arrays) - 1, "dtype": dtype}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        cls = type(value)
+        if not cls.__module__.startswith("mechtests"):
+            raise TypeError(f"only mechtests dataclasses can be cached, not {cls.__module__}.{cls.__qualname__}")
+        fields = {f.name: _encode(getattr(value, f.name), arrays) for f in dataclasses.fields(value) if f.init}
+        return {"t": "dc", "cls": f"{cls.__module__}:{cls.__qualname__}", "f": fields}
+    if isinstance(value, Mapping):
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError("cached mappings need str keys")
+        return {"t": "dict", "v": {k: _encode(v, arrays) for k, v in value.items()}}
+    if isinstance(value, (list, tuple)):
+        return {"t": "tuple" if isinstance(value, tuple) else "list", "v": [_encode(v, arrays) for v in value]}
+    raise TypeError(f"cannot cache a value of type {type(value).__name__}")
+
+
+def _decode(node: Any, arrays: Mapping[str, np.ndarray]) -> Any:
+    if not isinstance(node, dict):
+        return node
+    t = node["t"]
+    if t == "nd":
+        return arrays[f"a{node['i']}"]
+    if t == "pt":
+        import torch
+
+        return torch.from_numpy(np.array(arrays[f"a{node['i']}"])).to(getattr(torch, node["dtype"]))
+    if t == "dc":
+        module, qualname = node["cls"].split(":")
+        if not module.startswith("mechtests"):
+            raise TypeError(f"refusing to rebuild {module}.{qualname} from the cache")
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+        return obj(**{k: _decode(v, arrays) for k, v in node["f"].items()})
+    if t == "dict":
+        return {k: _decode(v, arrays) for k, v in node["v"].items()}
+    items = [_decode(v, arrays) for v in node["v"]]
+    return tuple(items) if t == "tuple" else items
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@dataclass
+class CacheStats:
+    """Counters, for tests and the report: where each `get_or_compute` was answered."""
+
+    memory_hits: int = 0
+    disk_hits: int = 0
+    computed: int = 0
+
+
+class Cache:
+    """Content-addressed cache with an in-memory layer; ``root=None`` keeps it in memory only.
+
+    Values: None, bool, int, float, str, numpy arrays, torch tensors (restored on the CPU),
+    lists, tuples, str-keyed dicts and mechtests dataclasses built from those.
+    """
+
+    def __init__(self, root: Path | None) -> None:
+        self.root = Path(root) if root is not None else None
+        self._memory: dict[str, Any] = {}
+        self.stats = CacheStats()
+
+    def path_for(self, kind: str, key: Mapping[str, Any]) -> Path | None:
+        """Where the entry lives on disk (None for a memory-only cache)."""
+        if self.root is None:
+            return None
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", kind):
+            raise UsageError(f"cache kind {kind!r} must be a simple name (letters, digits, _ . -).")
+        h = key_hash(kind, key)
+        return self.root / kind / h[:2] / f"{h}.npz"
+
+    def _read(self, path: Path) -> tuple[bool, Any]:
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+            tree = json.loads(arrays.pop("__tree__").tobytes().decode())
+            return True, _decode(tree, arrays)
+        except FileNotFoundError:
+            return False, None
+        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError, AttributeError):
+            return False, None  # unreadable/foreign entry: recompute and overwrite it
+
+    def _write(self, path: Path, value: Any) -> None:
+        arrays: list[np.ndarray] = []
+        tree = _encode(value, arrays)
+        buf = io.BytesIO()
+        payload = {f"a{i}": a for i, a in enumerate(arrays)}
+        payload["__tree__"] = np.frombuffer(json.dumps(tree).encode(), dtype=np.uint8)
+        np.savez(buf, **payload)
+        atomic_write_bytes(path, buf.getvalue())
+
+    @contextlib.contextmanager
+    def _locked(self, path: Path) -> Iterator[None]:
+        if fcntl is None:
+            yield
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".lock"), "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    def get_or_compute(self, kind: str, key: Mapping[str, Any], compute: Callable[[], T]) -> T:
+        """The cached value for ``(kind, key)``, computing and storing it on a miss.
+
+        Example:
+            >>> Cache(None).get_or_compute("sq", {"x": 4}, lambda: 16)
+            16
+        """
+        h = key_hash(kind, key)
+        mem_key = f"{kind}/{h}"
+        if mem_key in self._memory:
+            self.stats.memory_hits += 1
+            return self._memory[mem_key]
+        path = self.path_for(kind, key)
+        if path is None:
+            value = compute()
+            self.stats.computed += 1
+        else:
+            found, value = self._read(path)
+            if found:
+                self.stats.disk_hits += 1
+            else:
+                with self._locked(path):
+                    found, value = self._read(path)  # another worker may have just written it
+                    if found:
+                        self.stats.disk_hits += 1
+                    else:
+                        value = compute()
+                        self.stats.computed += 1
+                        self._write(path, value)
+        self._memory[mem_key] = value
+        return value
+
+
+# ---- baselines -----------------------------------------------------------------------------
+
+class BaselineStore:
+    """Named baselines: whole report documents under ``root/NAME.json``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, name: str) -> Path:
+        return self.root / f"{name}.json"
+
+    def names(self) -> list[str]:
+        return sorted(p.stem for p in self.root.glob("*.json")) if self.root.is_dir() else []
+
+    def resolve(self, value: str, *, where: str = "--mt-compare", base: Path | None = None) -> Path:
+        """A stored baseline's path from ``NAME`` or ``PATH``; UsageError when there is none."""
+        candidates = [self.path(value)]
+        if value.endswith(".json") or os.sep in value or "/" in value:
+            p = Path(os.path.expanduser(value))
+            candidates.insert(0, p if p.is_absolute() or base is None else base / p)
+        for c in candidates:
+            if c.is_file():
+                return c
+        known = ", ".join(self.names()) or "none yet"
+        raise UsageError(
+            f"{where}: no baseline {value!r} (looked for {', '.join(str(c) for c in candidates)}). "
+            f"Stored baselines: {known}. Fix: create one with --mt-save NAME, or give a report path."
+        )
+
+    def save(self, name: str, doc: Mapping[str, Any]) -> Path:
+        """Store ``doc`` as baseline ``name`` atomically (last writer wins, never half-written)."""
+        path = self.path(name)
+        atomic_write_bytes(path, (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode())
+        return path
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    """Read a report/baseline document and check its schema tag."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"baseline {str(path)!r} is not readable JSON: {exc}. Fix: re-create it with --mt-save.") from exc
+    if not isinstance(doc, dict) or doc.get("schema") != REPORT_SCHEMA:
+        raise UsageError(f"baseline {str(path)!r} is not a {REPORT_SCHEMA} document (schema "
+                         f"{doc.get('schema') if isinstance(doc, dict) else None!r}). Fix: re-create it with --mt-save.")
+    return doc
+
+
+Field = Literal["estimate", "ci_low", "ci_high", "verdict"]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """One term of ``--mt-compare-fail``: how far ``field`` may move before a test fails."""
+
+    field: Field
+    amount: float | None = None  # None for "verdict": any flip
+    relative: bool = False
+
+    def describe(self) -> str:
+        if self.field == "verdict":
+            return "verdict: any change"
+        return f"{self.field}: {self.amount * 100:g}% relative" if self.relative else f"{self.field}: {self.amount:g} absolute"  # type: ignore[operator]
+
+
+_TERM = re.compile(r"^(estimate|ci_low|ci_high)\s*:\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(%?)$")
+
+
+def parse_compare_fail(expr: str, *, where: str = "--mt-compare-fail") -> tuple[Tolerance, ...]:
+    """Parse e.g. ``"estimate:0.05,verdict"`` or ``"estimate:10%"``; UsageError when malformed.
+
+    Example:
+        >>> parse_compare_fail("estimate:10%, verdict")[0].relative
+        True
+    """
+    terms = [t.strip() for t in str(expr).split(",")]
+    if not terms or any(not t for t in terms):
+        raise UsageError(f"{where}: empty term in {expr!r}. Fix: e.g. 'estimate:0.05', 'estimate:10%', 'verdict'.")
+    out: list[Tolerance] = []
+    for term in terms:
+        if term == "verdict":
+            out.append(Tolerance("verdict"))
+            continue
+        m = _TERM.match(term)
+        if not m:
+            raise UsageError(
+                f"{where}: cannot parse {term!r} in {expr!r}. Fix: comma-separated terms "
+                "FIELD:AMOUNT (FIELD in estimate, ci_low, ci_high; AMOUNT absolute like 0.05 or "
+                "relative like 10%) or 'verdict' (fail on any verdict change)."
+            )
+        amount = float(m.group(2))
+        out.append(Tolerance(m.group(1), amount / 100 if m.group(3) else amount, bool(m.group(3))))  # type: ignore[arg-type]
+    return tuple(out)
+
+
+def claim_key(record: Mapping[str, Any]) -> tuple[str, str]:
+    """Identity of a claim across runs: (test node id, claim name)."""
+    return (str(record["nodeid"]), str(record["claim"]))
+
+
+def index_claims(doc: Mapping[str, Any]) -> dict[tuple[str, str], Mapping[str, Any]]:
+    return {claim_key(r): r for r in doc.get("claims", [])}
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def violations(before: Mapping[str, Any], after: Mapping[str, Any], tolerances: tuple[Tolerance, ...]) -> list[str]:
+    """Messages for each tolerance that ``after`` exceeds relative to ``before``.
+
+    Example:
+        >>> violations({"claim": "c", "pair": "p", "estimate": 0.5}, {"claim": "c", "pair": "p", "estimate": 0.4},
+        ...            parse_compare_fail("estimate:0.05"))
+        ['claim c on pair p moved from 0.5 to 0.4 (estimate: 0.05 absolute)']
+    """
+    out = []
+    for tol in tolerances:
+        a, b = before.get(tol.field), after.get(tol.field)
+        if tol.field == "verdict":
+            moved = a != b
+        elif a is None or b is None:
+            moved = a != b
+        else:
+            limit = tol.amount * abs(a) if tol.relative else tol.amount  # type: ignore[operator]
+            moved = abs(float(b) - float(a)) > limit + 1e-12
+        if moved:
+            out.append(f"claim {after['claim']} on pair {after['pair']} moved from {_fmt(a)} to {_fmt(b)} "
+                       f"({tol.describe()})")
+    return out
