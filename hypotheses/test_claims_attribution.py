@@ -1,0 +1,113 @@
+"""Claims 7, 8, 12 and 13 (PAPER.md): where DPO's probe-projected reduction comes from (A).
+
+Per neuron, ``reduction_i = a_i(base) (w_i(base) · p̂) - a_i(tuned) (w_i(tuned) · p̂)`` with the
+mean last-position activation over the 20 greedy steps of every challenge prompt. Intervals
+come from a bootstrap over the NeuronStats blocks (clusters of prompts, paired across models).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from mechtests.evaluator import GROUP_NAMES, BlockAttribution, Evaluator
+from mt_reference import ref
+
+PAPER_SHARES = {"TP_down": 0.318, "TN_down": 0.239, "AP_up": 0.070, "AN_up": 0.373}
+LABELS = {"TP_down": "TP↓", "TN_down": "TN↓", "AP_up": "AP↑", "AN_up": "AN↑"}
+
+
+@pytest.fixture
+def recorded_attribution(evaluator: Evaluator, attribution: BlockAttribution, figure_recorder) -> BlockAttribution:
+    """The attribution, also handed to the session's figures (group shares, per layer, scatter)."""
+    figure_recorder.attributions[evaluator.pair.name] = attribution
+    return attribution
+
+
+def test_tp_down_is_a_minority(recorded_attribution: BlockAttribution, claim) -> None:
+    """The dampened toxic neurons (TP↓) carry < 0.50 of the four groups' total reduction.
+
+    Paper (PAPER.md, group table, A): TP↓ 3,961 neurons, sum 15.11 of 47.48 = 31.8%.
+    """
+    attr = recorded_attribution
+    claim("tp_down_is_a_minority", metric="TP↓ share of the four groups' reduction", direction="<", threshold=0.50,
+          samples=(attr.blocks(),), statistic=attr.share(("TP_down",)),
+          reference=ref("group table: TP↓ share 31.8% (A)", 0.318), params={"n_blocks": attr.n_blocks})
+
+
+@pytest.mark.parametrize("group", GROUP_NAMES)
+def test_every_group_contributes(group: str, recorded_attribution: BlockAttribution, claim) -> None:
+    """Each of TP↓, TN↓, AP↑, AN↑ carries > 0.05 of the four groups' total reduction.
+
+    Paper (PAPER.md, group table, A): shares 31.8% / 23.9% / 7.0% / 37.3%.
+    """
+    attr = recorded_attribution
+    claim("every_group_contributes", metric=f"{LABELS[group]} share of the four groups' reduction", direction=">",
+          threshold=0.05, samples=(attr.blocks(),), statistic=attr.share((group,)),
+          reference=ref(f"group table: {LABELS[group]} share {PAPER_SHARES[group]:.1%} (A)", PAPER_SHARES[group]),
+          params={"group": LABELS[group]})
+
+
+def test_anti_toxic_promotion_matters(recorded_attribution: BlockAttribution, claim) -> None:
+    """Promoting anti-toxic neurons (AP↑ + AN↑) carries > 0.25 of the reduction.
+
+    Paper (PAPER.md, group table, A): 7.0% + 37.3% = 44.3%.
+    """
+    attr = recorded_attribution
+    claim("anti_toxic_promotion_matters", metric="AP↑ + AN↑ share", direction=">", threshold=0.25,
+          samples=(attr.blocks(),), statistic=attr.share(("AP_up", "AN_up")),
+          reference=ref("group table: AP↑ + AN↑ = 44.3% (A)", 0.443))
+
+
+def test_adjustments_are_noisy_fraction(recorded_attribution: BlockAttribution, claim) -> None:
+    """A large fraction (> 0.30) of neurons move toward toxicity (reduction <= 0).
+
+    Paper (PAPER.md, claim 8 / group table, A): 41.5% of GPT-2 medium's neurons; the four mirror
+    groups hold 49,369 neurons (~50%).
+    """
+    attr = recorded_attribution
+    claim("adjustments_are_noisy_fraction", metric="fraction of neurons with reduction <= 0", direction=">",
+          threshold=0.30, samples=(attr.blocks(),), statistic=lambda blocks: attr.fraction_not_reducing(blocks),
+          reference=ref("claim 8: 41.5% of neurons increase toxicity (A)", 0.415))
+
+
+def test_adjustments_are_noisy_gross(recorded_attribution: BlockAttribution, claim) -> None:
+    """The gross increase of the toxic projection is > 0.50 of the gross decrease.
+
+    Paper (PAPER.md, group table, A): mirror groups sum to -40.27 against 47.48 (0.85); the net
+    reduction (7.22) is ~15% of the gross.
+    """
+    attr = recorded_attribution
+    claim("adjustments_are_noisy_gross", metric="gross increase / gross decrease", direction=">", threshold=0.50,
+          samples=(attr.blocks(),), statistic=lambda blocks: attr.gross_ratio(blocks),
+          reference=ref("group table: 40.27 / 47.48 (A)", 0.85))
+
+
+def test_reduction_in_later_layers(recorded_attribution: BlockAttribution, claim) -> None:
+    """The upper half of the layers carries > 0.50 of the net reduction.
+
+    Paper (PAPER.md, "Per-neuron attribution", A): "Reductions concentrate in later layers";
+    the largest single drops are L19/770, L19/1438, L12/882 of 24 layers.
+    """
+    attr = recorded_attribution
+    claim("reduction_in_later_layers", metric="upper-half-of-layers share of the net reduction", direction=">",
+          threshold=0.50, samples=(attr.blocks(),), statistic=lambda blocks: attr.upper_half_share(blocks),
+          reference=ref("Per-neuron attribution: reductions concentrate in later layers (A)", None),
+          params={"layers": attr.n_layers})
+
+
+def test_attribution_is_complete(evaluator: Evaluator, probe, claim) -> None:
+    """Embeddings + attention outputs + MLP neurons + biases sum to the change of the final
+    residual stream's probe projection: |residual| / |total change| < 1e-4.
+
+    Paper (PAPER.md, claim 12): an identity of the residual stream, a built-in sanity check of
+    the attribution (A's per-neuron decomposition is one term of it).
+    """
+    from mechtests.attribution import completeness
+    from mechtests.stats import Estimate
+
+    texts = evaluator.prompts.head(min(len(evaluator.prompts), 64))
+    result = completeness(evaluator.pair, probe, texts)
+    claim("attribution_is_complete", metric="|residual| / |total change of probe projection|", direction="<",
+          threshold=1e-4, estimate=Estimate.exact(abs(float(result.relative_residual))),
+          reference=ref("claim 12: completeness is an identity", 0.0),
+          params={"total_change": round(float(result.total_change), 6), "n_texts": len(texts)})

@@ -1,0 +1,26 @@
+"""Claim 4 (PAPER.md): the top toxic neurons' activations drop after DPO (B)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mechtests.evaluator import BlockAttribution
+from mt_reference import KSpec, absolute, frac, ref
+
+
+@pytest.mark.parametrize("kspec", [frac(128), frac(1000), absolute(7)], ids=lambda s: s.label)
+def test_top_toxic_neurons_dampened(kspec: KSpec, selections, attribution: BlockAttribution, claim) -> None:
+    """Most of the top-k toxic neurons (by cos(value vector, probe)) have a lower mean activation
+    in the tuned model: the fraction dampened > 0.5.
+
+    Paper (PAPER.md, claim 4, B): DPO lowers the activations of the toxic value vectors (B's
+    figure of the top toxic neurons' activations before/after DPO; 128 of 98,304 shown, "most"
+    drop). k = 128/98,304 and 1,000/98,304 of the model's neurons, and B's absolute top 7.
+    Bootstrap over the NeuronStats blocks (prompt clusters).
+    """
+    k = selections.k(kspec)
+    neurons = selections.top_toxic(k)
+    mask = neurons.to_mask().cpu().numpy()
+    claim("top_toxic_neurons_dampened", metric="fraction of top-k toxic neurons whose activation drops",
+          direction=">", threshold=0.5, samples=(attribution.blocks(),), statistic=attribution.fraction_dampened(mask),
+          reference=ref("claim 4 (B): most top toxic neurons dampened", None), params={"k": kspec.label, "neurons": k})
