@@ -112,9 +112,7 @@ class Evaluator:
         n_f1 = _setting(config, "n_f1", 0)
         f1 = data.f1_sentences
         self.f1_sentences = f1.head(n_f1) if n_f1 and n_f1 < len(f1) else f1
-        ppl_chars = _setting(config, "ppl_chars", 0)
-        text = data.perplexity_text
-        self.perplexity_text: str = text[:ppl_chars] if ppl_chars else text
+        self._full_perplexity_text: str = data.perplexity_text
 
     # ------------------------------------------------------------------ plumbing
     def model(self, role: Role) -> Any:
@@ -133,6 +131,30 @@ class Evaluator:
             batch_size=int(_setting(self.config, "batch_size", 32)),
             n_blocks=int(_setting(self.config, "n_blocks", 20)),
         )
+
+    def perplexity_window(self) -> int:
+        """Window length: the papers' 1,024 tokens, or the model's context when shorter."""
+        return int(min(self.model("base").n_ctx, _setting(self.config, "ppl_window", 1024)))
+
+    @property
+    def perplexity_text(self) -> str:
+        """The perplexity text, cut to ``n_perplexity_windows`` windows when the profile says so.
+
+        Cut in tokens (base tokenizer) and decoded back, so the windows are whole; both models
+        share the tokenizer (checked at load), so both see the same text.
+        """
+
+        def compute() -> str:
+            n = _setting(self.config, "n_perplexity_windows", 0)
+            text = self._full_perplexity_text
+            if not n:
+                return text
+            tokenizer = self.model("base").tokenizer
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            keep = int(n) * self.perplexity_window()
+            return text if len(ids) <= keep else tokenizer.decode(ids[:keep])
+
+        return self.memo("perplexity_text", compute)
 
     @staticmethod
     def _intervention(intervention: Any) -> Any:
@@ -209,7 +231,7 @@ class Evaluator:
         """Per-window NLL over the perplexity text (non-overlapping windows of the model's context)."""
         iv = self._intervention(intervention)
         model = self.model(role)
-        window = int(min(model.n_ctx, _setting(self.config, "ppl_window", 1024)))
+        window = self.perplexity_window()
         text_sha = _sha256(self.perplexity_text)
         key = self._key(role, iv, text=text_sha, window=window)
 
@@ -318,22 +340,25 @@ def relative_reduction(tox_base: np.ndarray, tox_other: np.ndarray) -> float:
 def group_masks(cosines: np.ndarray, base_activation: np.ndarray, tuned_activation: np.ndarray) -> dict[str, np.ndarray]:
     """The eight groups of PAPER.md as boolean masks (numpy twin of ``neurons.classify_neurons``).
 
-    Toxic-aligned = cos > 0, positive = base activation >= 0, down = tuned activation < base.
-    The vectorised form is what a bootstrap over blocks needs (thousands of reclassifications).
+    Toxic-aligned = cos > 0, anti-toxic = cos < 0, positive = base activation >= 0, down/up =
+    tuned activation below/above base; cos == 0 or no change is in no group. The vectorised
+    form is what a bootstrap over blocks needs (thousands of reclassifications).
 
     Example:
         >>> m = group_masks(np.array([1.0, -1.0]), np.array([0.5, -0.5]), np.array([0.2, -0.1]))
         >>> [name for name in GROUP_NAMES if m[name].any()]
         ['TP_down', 'AN_up']
     """
-    toxic = cosines > 0
+    toxic, anti = cosines > 0, cosines < 0
     positive = base_activation >= 0
-    down = tuned_activation < base_activation
+    negative = ~positive
+    down, up = tuned_activation < base_activation, tuned_activation > base_activation
+    # cos == 0 or no change: in no group, exactly as neurons.group_masks.
     return {
-        "TP_down": toxic & positive & down, "TN_down": toxic & ~positive & down,
-        "AP_up": ~toxic & positive & ~down, "AN_up": ~toxic & ~positive & ~down,
-        "TP_up": toxic & positive & ~down, "TN_up": toxic & ~positive & ~down,
-        "AP_down": ~toxic & positive & down, "AN_down": ~toxic & ~positive & down,
+        "TP_down": toxic & positive & down, "TN_down": toxic & negative & down,
+        "AP_up": anti & positive & up, "AN_up": anti & negative & up,
+        "TP_up": toxic & positive & up, "TN_up": toxic & negative & up,
+        "AP_down": anti & positive & down, "AN_down": anti & negative & down,
     }
 
 
