@@ -1,0 +1,220 @@
+"""Sets of MLP neurons, selection by cosine with the probe, and PAPER.md's eight groups.
+
+A neuron is ``(layer, index)``; its value vector is row ``index`` of ``W_out`` (``W_down`` for
+gated MLPs) in that layer.
+
+Example:
+    >>> s = NeuronSet.from_pairs([(1, 3), (0, 2)], n_layers=2, d_mlp=4)
+    >>> list(s), len(s)
+    ([(0, 2), (1, 3)], 2)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from mechtests.errors import UsageError
+
+if TYPE_CHECKING:
+    from mechtests.models import LoadedModel
+    from mechtests.probes import Probe
+
+GROUPS = ("TP_down", "TN_down", "AP_up", "AN_up")
+MIRRORS = ("TP_up", "TN_up", "AP_down", "AN_down")
+GROUP_LABELS = {
+    "TP_down": "TP↓", "TN_down": "TN↓", "AP_up": "AP↑", "AN_up": "AN↑",
+    "TP_up": "TP↑", "TN_up": "TN↑", "AP_down": "AP↓", "AN_down": "AN↓",
+}
+
+
+@dataclass(frozen=True)
+class NeuronSet:
+    """A validated, sorted, duplicate-free set of neurons of a model with ``n_layers x d_mlp`` neurons."""
+
+    layers: tuple[int, ...]
+    indices: tuple[int, ...]
+    n_layers: int
+    d_mlp: int
+
+    def __post_init__(self) -> None:
+        if self.n_layers < 1 or self.d_mlp < 1:
+            raise UsageError(f"NeuronSet needs n_layers >= 1 and d_mlp >= 1, got {self.n_layers}, {self.d_mlp}")
+        if len(self.layers) != len(self.indices):
+            raise UsageError(f"NeuronSet: {len(self.layers)} layers but {len(self.indices)} indices")
+        pairs = sorted(set(zip((int(v) for v in self.layers), (int(v) for v in self.indices))))
+        for layer, index in pairs:
+            if not (0 <= layer < self.n_layers and 0 <= index < self.d_mlp):
+                raise UsageError(
+                    f"neuron ({layer}, {index}) is outside the model's {self.n_layers} layers x {self.d_mlp} neurons"
+                )
+        object.__setattr__(self, "layers", tuple(p[0] for p in pairs))
+        object.__setattr__(self, "indices", tuple(p[1] for p in pairs))
+
+    @classmethod
+    def from_pairs(cls, pairs: Iterable[tuple[int, int]], *, n_layers: int, d_mlp: int) -> NeuronSet:
+        """From ``(layer, index)`` pairs (duplicates merged)."""
+        items = list(pairs)
+        return cls(tuple(p[0] for p in items), tuple(p[1] for p in items), n_layers, d_mlp)
+
+    @classmethod
+    def from_mask(cls, mask: torch.Tensor) -> NeuronSet:
+        """From a boolean ``[n_layers, d_mlp]`` mask."""
+        if mask.ndim != 2 or mask.dtype != torch.bool:
+            raise UsageError(f"from_mask needs a bool [n_layers, d_mlp] tensor, got {mask.dtype} {tuple(mask.shape)}")
+        where = mask.nonzero().cpu()
+        return cls(tuple(where[:, 0].tolist()), tuple(where[:, 1].tolist()), int(mask.shape[0]), int(mask.shape[1]))
+
+    @classmethod
+    def empty(cls, *, n_layers: int, d_mlp: int) -> NeuronSet:
+        return cls((), (), n_layers, d_mlp)
+
+    def to_mask(self, device: str | torch.device = "cpu") -> torch.Tensor:
+        """Boolean ``[n_layers, d_mlp]`` mask."""
+        mask = torch.zeros(self.n_layers, self.d_mlp, dtype=torch.bool, device=device)
+        if self.layers:
+            mask[torch.tensor(self.layers), torch.tensor(self.indices)] = True
+        return mask
+
+    def by_layer(self) -> dict[int, torch.Tensor]:
+        """``{layer: LongTensor of indices}`` for the layers that hold neurons of the set."""
+        out: dict[int, list[int]] = {}
+        for layer, index in zip(self.layers, self.indices):
+            out.setdefault(layer, []).append(index)
+        return {layer: torch.tensor(idx, dtype=torch.long) for layer, idx in out.items()}
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter(zip(self.layers, self.indices))
+
+    def __contains__(self, item: object) -> bool:
+        return item in set(zip(self.layers, self.indices))
+
+    def key(self) -> str:
+        """Stable content identity for cache keys."""
+        digest = hashlib.sha256(f"{self.n_layers}x{self.d_mlp}:".encode())
+        digest.update(",".join(f"{l}.{i}" for l, i in self).encode())
+        return f"neurons[{len(self)}]:{digest.hexdigest()[:16]}"
+
+    def _check_same_shape(self, other: NeuronSet) -> None:
+        if (self.n_layers, self.d_mlp) != (other.n_layers, other.d_mlp):
+            raise UsageError(f"neuron sets of different models: {self.n_layers}x{self.d_mlp} vs {other.n_layers}x{other.d_mlp}")
+
+    def __or__(self, other: NeuronSet) -> NeuronSet:
+        self._check_same_shape(other)
+        return NeuronSet.from_pairs(list(self) + list(other), n_layers=self.n_layers, d_mlp=self.d_mlp)
+
+    def __sub__(self, other: NeuronSet) -> NeuronSet:
+        self._check_same_shape(other)
+        drop = set(other)
+        return NeuronSet.from_pairs([p for p in self if p not in drop], n_layers=self.n_layers, d_mlp=self.d_mlp)
+
+
+def neuron_cosines(model: LoadedModel, probe: Probe) -> torch.Tensor:
+    """``[L, d_mlp]`` cosine similarity of every value vector with the probe weight (cpu float32).
+
+    Example:
+        >>> neuron_cosines(model, probe).shape  # doctest: +SKIP
+        torch.Size([24, 4096])
+    """
+    probe.check_width(model)
+    values = model.all_value_vectors().to("cpu", torch.float32)
+    direction = probe.direction
+    norms = values.norm(dim=-1)
+    dots = values @ direction
+    # A zero value vector has no direction: cosine 0 puts it in no group.
+    return torch.where(norms > 0, dots / norms.clamp(min=1e-30), torch.zeros_like(dots))
+
+
+def top_k_by_cosine(cosines: torch.Tensor, k: int, *, among: torch.Tensor | None = None) -> NeuronSet:
+    """The ``k`` neurons with the largest cosine over all layers, optionally only ``among`` a bool mask.
+
+    Ties are broken by (layer, index) order, so the result is deterministic.
+
+    Raises:
+        UsageError: ``k`` < 0 or larger than the number of candidate neurons.
+
+    Example:
+        >>> top_k_by_cosine(torch.tensor([[0.1, 0.9], [0.5, -1.0]]), 2)
+        NeuronSet(layers=(0, 1), indices=(1, 0), n_layers=2, d_mlp=2)
+    """
+    if cosines.ndim != 2:
+        raise UsageError(f"cosines must be [n_layers, d_mlp], got shape {tuple(cosines.shape)}")
+    n_layers, d_mlp = (int(s) for s in cosines.shape)
+    flat = cosines.detach().to("cpu", torch.float64).reshape(-1)
+    candidates = torch.arange(flat.numel())
+    if among is not None:
+        if among.shape != cosines.shape or among.dtype != torch.bool:
+            raise UsageError(f"among must be a bool mask of shape {tuple(cosines.shape)}")
+        candidates = candidates[among.cpu().reshape(-1)]
+    if not 0 <= k <= candidates.numel():
+        raise UsageError(f"k={k} but only {candidates.numel()} candidate neurons "
+                         f"({n_layers} layers x {d_mlp}{' after the filter' if among is not None else ''}); "
+                         "choose 0 <= k <= that number")
+    values = flat[candidates]
+    # Stable sort on -value keeps the lower flat index first among equal cosines.
+    order = torch.sort(-values, stable=True).indices[:k]
+    chosen = candidates[order]
+    return NeuronSet(tuple((chosen // d_mlp).tolist()), tuple((chosen % d_mlp).tolist()), n_layers, d_mlp)
+
+
+def positively_activated(cosines: torch.Tensor, mean_activation: torch.Tensor) -> torch.Tensor:
+    """Bool mask of "toxic and positively activated" neurons (PAPER.md): cos > 0 and mean act > 0."""
+    if cosines.shape != mean_activation.shape:
+        raise UsageError(f"cosines {tuple(cosines.shape)} and activations {tuple(mean_activation.shape)} differ in shape")
+    return (cosines.cpu() > 0) & (mean_activation.cpu() > 0)
+
+
+def k_for_fraction(fraction: float, n_neurons: int) -> int:
+    """The papers' k scaled to another model: ``max(1, round(fraction * n_neurons))``, capped at ``n_neurons``.
+
+    Example:
+        >>> k_for_fraction(100 / 98304, 98304), k_for_fraction(100 / 98304, 256)
+        (100, 1)
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise UsageError(f"fraction must be in (0, 1], got {fraction}")
+    if n_neurons < 1:
+        raise UsageError(f"n_neurons must be >= 1, got {n_neurons}")
+    return min(n_neurons, max(1, round(fraction * n_neurons)))
+
+
+def group_masks(cosines: torch.Tensor, base_activation: torch.Tensor,
+                tuned_activation: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Bool ``[L, d_mlp]`` masks of the eight groups (PAPER.md's table).
+
+    cos sign: toxic-aligned (T, cos > 0) / anti-toxic (A, cos < 0); base activation: positive
+    (P, ``>= 0``) / negative (N, ``< 0``); change of the mean activation, tuned minus base:
+    ``down`` (< 0) / ``up`` (> 0). Neurons with cos == 0 or no change belong to no group.
+    """
+    if not (cosines.shape == base_activation.shape == tuned_activation.shape):
+        raise UsageError(f"shapes differ: cosines {tuple(cosines.shape)}, base {tuple(base_activation.shape)}, "
+                         f"tuned {tuple(tuned_activation.shape)}")
+    cos, base, tuned = cosines.cpu(), base_activation.cpu().to(torch.float64), tuned_activation.cpu().to(torch.float64)
+    toxic, anti = cos > 0, cos < 0
+    positive, negative = base >= 0, base < 0
+    down, up = tuned < base, tuned > base
+    return {
+        "TP_down": toxic & positive & down, "TN_down": toxic & negative & down,
+        "AP_up": anti & positive & up, "AN_up": anti & negative & up,
+        "TP_up": toxic & positive & up, "TN_up": toxic & negative & up,
+        "AP_down": anti & positive & down, "AN_down": anti & negative & down,
+    }
+
+
+def classify_neurons(cosines: torch.Tensor, base_activation: torch.Tensor,
+                     tuned_activation: torch.Tensor) -> dict[str, NeuronSet]:
+    """The eight groups as :class:`NeuronSet` s, keyed by ``GROUPS + MIRRORS`` names.
+
+    Example:
+        >>> groups = classify_neurons(cos, base_act, tuned_act)  # doctest: +SKIP
+        >>> len(groups["TP_down"])  # doctest: +SKIP
+        3961
+    """
+    return {name: NeuronSet.from_mask(mask) for name, mask in group_masks(cosines, base_activation, tuned_activation).items()}
