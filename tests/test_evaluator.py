@@ -1,0 +1,281 @@
+"""Evaluator: one pass per condition, content-keyed caching, and block-bootstrap attribution.
+
+Runs on a tiny random-init GPT-2 pair saved in Hugging Face format (mechtests.testing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mechtests.config import run_config
+from mechtests.data import TextSet
+from mechtests.errors import UsageError
+from mechtests.evaluator import (
+    GROUP_NAMES,
+    BlockAttribution,
+    Evaluator,
+    PerplexityWindows,
+    group_masks,
+    recovered,
+    relative_reduction,
+)
+from mechtests.storage import Cache
+
+PROMPTS = ("the cat sat on", "you are a", "what a lovely", "go away you", "i think that", "hello there",
+           "this is so", "never again will", "my friend said", "the weather is", "stop it now", "thank you for")
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    """Same fields as zoo.EvalData."""
+
+    challenge: TextSet
+    probe_data: TextSet
+    perplexity_text: str
+    f1_sentences: TextSet
+
+
+class VowelScorer:
+    """A deterministic stand-in scorer: share of vowels in the text."""
+
+    name = "vowels"
+
+    def score(self, texts: Any) -> np.ndarray:
+        return np.array([sum(c in "aeiou" for c in t) / max(len(t), 1) for t in texts], dtype=np.float64)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Counting:
+    """Wraps an intervention and counts how often it is entered (= passes run with it)."""
+
+    inner: Any
+    calls: list[str]
+
+    def key(self) -> str:
+        return f"counting({self.inner.key()})"
+
+    @contextlib.contextmanager
+    def applied(self, model: Any) -> Iterator[Any]:
+        self.calls.append(model.source)
+        with self.inner.applied(model):
+            yield model
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from mechtests.models import load_pair
+    from mechtests.testing import make_tiny_checkpoint, perturbed_copy
+
+    root = tmp_path_factory.mktemp("pair")
+    base = make_tiny_checkpoint(root / "base", n_layers=2, d_model=32, d_mlp=64, n_ctx=64, seed=0)
+    tuned = perturbed_copy(base, root / "tuned", scale=0.05, seed=1)
+    return load_pair(str(base), str(tuned), name="tiny")
+
+
+@pytest.fixture(scope="module")
+def probe() -> Any:
+    from mechtests.probes import Probe
+
+    return Probe(torch.randn(32, generator=torch.Generator().manual_seed(3)), 0.0)
+
+
+def make_config(**over: Any) -> Any:
+    values = dict(n_prompts=12, max_new_tokens=4, max_prompt_tokens=8, batch_size=5, n_blocks=4,
+                  n_perplexity_windows=2, n_f1=6, n_resamples=200)
+    values.update(over)
+    return run_config("smoke", **values)
+
+
+def make_evaluator(pair: Any, probe: Any, cache: Cache | None = None, **over: Any) -> Evaluator:
+    text = " ".join(PROMPTS * 8)
+    data = Data(TextSet("challenge", PROMPTS), TextSet("probe", PROMPTS[:4], (0, 1, 0, 1)), text,
+                TextSet("f1", tuple(p + " and then some more words follow here" for p in PROMPTS)))
+    return Evaluator(pair, probe=probe, scorer=VowelScorer(), data=data, config=make_config(**over), cache=cache)
+
+
+def test_one_pass_serves_toxicity_and_neuron_stats(pair: Any, probe: Any) -> None:
+    from mechtests.interventions import NoIntervention
+
+    ev = make_evaluator(pair, probe)
+    calls: list[str] = []
+    iv = Counting(NoIntervention(), calls)
+    tox = ev.toxicity("base", iv)
+    stats = ev.neuron_stats("base", iv)
+    act = ev.mean_activation("base", iv)
+    again = ev.toxicity("base", iv)
+    assert calls == [pair.base.source]
+    assert tox.shape == (12,) and tox.dtype == np.float64
+    np.testing.assert_array_equal(tox, again)
+    assert stats.activation_sum.shape == (4, 2, 64)
+    # 12 prompts x 4 steps spread over 4 blocks of 3 prompts
+    torch.testing.assert_close(stats.count, torch.full((4,), 12.0, dtype=torch.float64))
+    np.testing.assert_allclose(act, stats.mean_activation().numpy(), rtol=1e-12, atol=0)
+
+
+def test_matches_a_direct_generation_pass(pair: Any, probe: Any) -> None:
+    from mechtests.generation import generate
+    from mechtests.metrics import toxicity_scores
+
+    ev = make_evaluator(pair, probe)
+    direct = generate(pair.tuned, ev.prompts, config=ev.generation_config(), collect_stats=True)
+    assert ev.generation("tuned").continuations == direct.continuations
+    np.testing.assert_allclose(ev.generation("tuned").activation_sum, direct.stats.activation_sum.numpy(),
+                               rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(ev.toxicity("tuned"), toxicity_scores(direct.continuations, VowelScorer()),
+                               rtol=0, atol=0)
+
+
+def test_disk_cache_is_reused_across_sessions_and_keyed_by_content(pair: Any, probe: Any, tmp_path: Path) -> None:
+    from mechtests.interventions import NoIntervention, ZeroAblation
+    from mechtests.neurons import NeuronSet
+
+    first_calls: list[str] = []
+    first = make_evaluator(pair, probe, Cache(tmp_path))
+    tox = first.toxicity("base", Counting(NoIntervention(), first_calls))
+    ppl = first.perplexity("base")
+    f1 = first.f1("tuned")
+    assert len(first_calls) == 1
+
+    calls: list[str] = []
+    second = make_evaluator(pair, probe, Cache(tmp_path))  # a new session: empty memory, same disk
+    np.testing.assert_array_equal(second.toxicity("base", Counting(NoIntervention(), calls)), tox)
+    np.testing.assert_array_equal(second.perplexity("base").nll_sum, ppl.nll_sum)
+    np.testing.assert_array_equal(second.f1("tuned"), f1)
+    assert calls == []  # served from disk
+
+    # another intervention, another prompt count, or the other model: recomputed
+    ablate = Counting(ZeroAblation(NeuronSet.from_pairs([(0, 1), (1, 2)], n_layers=2, d_mlp=64)), calls)
+    second.toxicity("base", ablate)
+    second.toxicity("tuned", Counting(NoIntervention(), calls))
+    make_evaluator(pair, probe, Cache(tmp_path), n_prompts=10).toxicity("base", Counting(NoIntervention(), calls))
+    assert calls == [pair.base.source, pair.tuned.source, pair.base.source]
+
+
+def test_intervention_changes_the_condition_and_leaves_the_model_intact(pair: Any, probe: Any) -> None:
+    from mechtests.interventions import ZeroAblation
+    from mechtests.neurons import NeuronSet
+
+    ev = make_evaluator(pair, probe)
+    every = NeuronSet.from_mask(torch.ones(2, 64, dtype=torch.bool))
+    ablated = ev.mean_activation("base", ZeroAblation(every))
+    np.testing.assert_array_equal(ablated, np.zeros((2, 64)))  # stats see the ablated activations
+    fresh = make_evaluator(pair, probe)  # no memory: recomputed on the same model object
+    np.testing.assert_allclose(fresh.mean_activation("base"), ev.mean_activation("base"), rtol=1e-12, atol=0)
+
+
+def test_perplexity_and_f1_shapes(pair: Any, probe: Any) -> None:
+    ev = make_evaluator(pair, probe)
+    ppl = ev.perplexity("base")
+    assert ppl.nll_sum.shape == ppl.n_tokens.shape and 1 <= ppl.n_tokens.size <= 2  # n_perplexity_windows=2
+    assert ppl.value == pytest.approx(float(np.exp(ppl.nll_sum.sum() / ppl.n_tokens.sum())), rel=1e-12)
+    assert ppl.value > 1.0
+    f1 = ev.f1("base")
+    assert f1.shape == (6,) and np.all((f1 >= 0) & (f1 <= 1))
+
+
+def test_bad_role_and_empty_prompts(pair: Any, probe: Any) -> None:
+    ev = make_evaluator(pair, probe)
+    with pytest.raises(UsageError, match="role must be"):
+        ev.toxicity("other")  # type: ignore[arg-type]
+    data = Data(TextSet("challenge", ()), TextSet("probe", ("a", "b"), (0, 1)), "x", TextSet("f1", ("a",)))
+    with pytest.raises(UsageError, match="empty"):
+        Evaluator(pair, probe=probe, scorer=VowelScorer(), data=data, config=make_config(), cache=None)
+
+
+def test_block_attribution_matches_engine_attribution(pair: Any, probe: Any) -> None:
+    from mechtests.attribution import group_attribution, neuron_projections
+
+    ev = make_evaluator(pair, probe)
+    attr = BlockAttribution.from_evaluator(ev)
+    base_act = torch.from_numpy(ev.mean_activation("base"))
+    tuned_act = torch.from_numpy(ev.mean_activation("tuned"))
+    proj_b = neuron_projections(pair.base, probe, base_act)
+    proj_t = neuron_projections(pair.tuned, probe, tuned_act)
+    engine = group_attribution(ev.cosines(), base_act, tuned_act, proj_b, proj_t)
+    red, _, _ = attr.reduction()
+    np.testing.assert_allclose(red, engine.reduction.numpy().reshape(-1), rtol=1e-9, atol=1e-12)
+    for g in GROUP_NAMES:
+        assert attr.shares()[g] == pytest.approx(engine.shares[g], rel=1e-9, abs=1e-12)
+    assert attr.fraction_not_reducing() == pytest.approx(engine.fraction_non_positive, abs=1e-12)
+    assert attr.gross_ratio() == pytest.approx(engine.gross_increase / engine.gross_decrease, rel=1e-9)
+
+
+def hand_attribution() -> BlockAttribution:
+    # 2 blocks, 2 layers x 2 neurons. Block sums / counts chosen so means are easy by hand.
+    base_sum = np.array([[2.0, -2.0, 4.0, 0.0], [0.0, -2.0, 0.0, 2.0]])
+    tuned_sum = np.array([[0.0, -4.0, 2.0, 2.0], [2.0, -4.0, 6.0, 4.0]])
+    return BlockAttribution(base_sum, tuned_sum, np.array([1.0, 1.0]), np.array([1.0, 1.0]),
+                            cosines=np.array([0.5, 0.5, -0.5, -0.5]), base_alignment=np.array([1.0, 1.0, -1.0, -1.0]),
+                            tuned_alignment=np.array([1.0, 1.0, -1.0, -1.0]), n_layers=2)
+
+
+def test_block_attribution_known_answer() -> None:
+    attr = hand_attribution()
+    base, tuned = attr.activations()
+    np.testing.assert_allclose(base, [1.0, -2.0, 2.0, 1.0])
+    np.testing.assert_allclose(tuned, [1.0, -4.0, 4.0, 3.0])
+    red, _, _ = attr.reduction()
+    # proj = act * alignment: base [1, -2, -2, -1], tuned [1, -4, -4, -3]
+    np.testing.assert_allclose(red, [0.0, 2.0, 2.0, 2.0])
+    # neuron 0: no change -> no group; 1: TN_down; 2: AP_up; 3: AN_up (base act 1 >= 0 -> AP_up!)
+    sums = attr.group_sums()
+    assert sums["TN_down"] == 2.0 and sums["AP_up"] == 4.0 and sums["AN_up"] == 0.0 and sums["TP_down"] == 0.0
+    assert attr.shares() == pytest.approx({"TP_down": 0.0, "TN_down": 1 / 3, "AP_up": 2 / 3, "AN_up": 0.0})
+    assert attr.fraction_not_reducing() == 0.25
+    assert attr.upper_half_share() == pytest.approx(4 / 6)
+    assert attr.fraction_dampened(np.array([True, True, False, False]))(attr.blocks()) == 0.5
+    # resampling block 1 twice = block 1 alone
+    b1, t1 = attr.activations(np.array([1.0, 1.0]))
+    np.testing.assert_allclose(b1, [0.0, -2.0, 0.0, 2.0])
+    np.testing.assert_allclose(t1, [2.0, -4.0, 6.0, 4.0])
+
+
+def test_claim_statistics_known_answers() -> None:
+    assert recovered(np.array([0.5, 0.7]), np.array([0.4, 0.6]), np.array([0.2, 0.4])) == pytest.approx(1 / 3)
+    assert recovered(np.array([0.5]), np.array([0.2]), np.array([0.2])) == pytest.approx(1.0)
+    assert np.isnan(recovered(np.array([0.3]), np.array([0.1]), np.array([0.3])))
+    assert relative_reduction(np.array([0.4, 0.6]), np.array([0.2, 0.3])) == pytest.approx(0.5)
+    assert PerplexityWindows(np.array([10.0, 12.0]), np.array([5.0, 5.0])).value == pytest.approx(np.exp(2.2))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 4), st.integers(1, 9))
+def test_numpy_groups_equal_engine_groups(seed: int, n_layers: int, d_mlp: int) -> None:
+    from mechtests.neurons import group_masks as torch_group_masks
+
+    rng = np.random.default_rng(seed)
+    # rounded values make ties (cos == 0, no change) frequent
+    cos = rng.integers(-2, 3, (n_layers, d_mlp)).astype(np.float64)
+    base = rng.integers(-2, 3, (n_layers, d_mlp)).astype(np.float64)
+    tuned = base + rng.integers(-1, 2, (n_layers, d_mlp))
+    mine = group_masks(cos, base, tuned)
+    theirs = torch_group_masks(torch.from_numpy(cos), torch.from_numpy(base), torch.from_numpy(tuned))
+    assert set(mine) == set(theirs)
+    for name in mine:
+        np.testing.assert_array_equal(mine[name], theirs[name].numpy(), err_msg=name)
+    # every neuron is in at most one group
+    assert int(sum(m.astype(int) for m in mine.values()).max()) <= 1
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_shares_sum_to_one_and_resampling_all_blocks_once_is_the_point_estimate(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n_blocks, n = 5, 12
+    attr = BlockAttribution(rng.normal(size=(n_blocks, n)), rng.normal(size=(n_blocks, n)),
+                            rng.integers(1, 4, n_blocks).astype(float), rng.integers(1, 4, n_blocks).astype(float),
+                            rng.normal(size=n), rng.normal(size=n), rng.normal(size=n), n_layers=3)
+    shares = attr.shares()
+    assert sum(shares.values()) == pytest.approx(1.0, abs=1e-9)
+    perm = rng.permutation(n_blocks).astype(float)
+    assert attr.shares(perm) == pytest.approx(shares, rel=1e-9, abs=1e-12)
