@@ -1,3 +1,530 @@
-"""pytest plugin entry point (registered via the ``pytest11`` entry point). Filled in by issue 3."""
+"""pytest plugin (``pytest11`` entry point ``mechtests``): options, fixtures, claims, reports.
+
+Shape borrowed from pytest's own stepwise/junitxml plugins: options declared here, per-session
+state in a dataclass under ``config.stash``, files written only by the controller (never by a
+pytest-xdist worker). Heavy modules (torch, TransformerLens, scipy) are imported lazily inside
+fixtures and hooks, so a plain ``pytest`` run that never touches a model stays fast.
+
+Fixtures: ``mt_config`` (RunConfig), ``mt_cache`` (Cache), ``mt_pair`` (PairSpec; the
+parametrized root: every test that needs a pair runs once per configured pair, id = pair name),
+``model_pair``, ``eval_data``, ``probe``, ``scorer``, ``evaluator``, ``mt_figures`` and ``claim``.
+
+Example (a test file):
+    def test_dpo_reduces_toxicity(evaluator, claim):
+        base, tuned = evaluator.toxicity("base"), evaluator.toxicity("tuned")
+        claim("dpo_reduces_toxicity", metric="1 - tox_tuned/tox_base", direction=">",
+              threshold=0.3, samples=(base, tuned), statistic=lambda b, t: 1 - t.mean() / b.mean())
+"""
 
 from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from mechtests.config import DEFAULT_PAIR, PROFILES, PairSpec, RunConfig, Settings, Sources, read_tool_table, resolve_settings
+from mechtests.errors import MechtestsError
+from mechtests.errors import UsageError as MtUsageError
+
+if TYPE_CHECKING:
+    from mechtests.claims import ClaimResult
+    from mechtests.report import Figure
+    from mechtests.storage import Cache
+
+# (key, metavar, help). CLI --mt-KEY, ini mt_KEY, [tool.mechtests] KEY.
+_OPTIONS: tuple[tuple[str, str | None, str], ...] = (
+    ("base", "PATH_OR_NAME", "base model: Hugging Face checkpoint directory or hub name (needs --mt-tuned)"),
+    ("tuned", "PATH_OR_NAME", "fine-tuned twin of --mt-base (same architecture and tokenizer)"),
+    ("pair", "NAME[,NAME]", "named pair(s) from [tool.mechtests.pairs.NAME]; 'default' = the embedded pair, "
+     "'custom' = --mt-base/--mt-tuned, 'all' = every configured pair (repeatable)"),
+    ("profile", "{" + ",".join(PROFILES) + "}", "sizes and resamples: smoke (fast, default), ci, full (papers' protocol)"),
+    ("device", "DEVICE", "torch device for the models: cpu (default), cuda, cuda:N, mps"),
+    ("dtype", "{float32,float64,float16,bfloat16}", "model dtype (default float32)"),
+    ("seed", "INT", "seed of every random choice: bootstrap, probe split (default 0)"),
+    ("json", "PATH", "write the mechtests-report/1 JSON report to PATH"),
+    ("html", "PATH", "write a self-contained HTML report (claims table and figures) to PATH"),
+    ("save", "NAME", "store this run as baseline NAME under .mechtests/baselines/"),
+    ("compare", "NAME|PATH", "print each claim's change against a stored baseline (or report file)"),
+    ("compare_fail", "EXPR", "fail tests whose claim moved past a tolerance vs --mt-compare: comma list of "
+     "estimate:0.05 (absolute), estimate:10% (relative), ci_low:..., ci_high:..., verdict (any flip)"),
+    ("inconclusive", "{fail,skip,pass}", "pytest outcome of an inconclusive claim (default: fail in ci/full, skip in smoke)"),
+    ("cache_dir", "DIR", "content-addressed cache of computed conditions (default .mechtests/cache)"),
+    ("no_cache", None, "keep the cache in memory only (nothing read from or written to disk)"),
+    ("probe", "PATH", "toxicity probe file (own format or a raw [d_model] tensor .pt such as the papers' probe.pt)"),
+    ("prompts", "PATH", "challenge prompts: JSONL ('prompt' or RealToxicityPrompts' prompt.text) or .txt"),
+    ("scorer", "{offline,perspective,detoxify}", "toxicity scorer (default offline)"),
+    ("confidence", "LEVEL", "two-sided confidence level of every interval, in (0, 1) (default 0.95)"),
+    ("resamples", "INT", "bootstrap resamples (default per profile: 1000 / 2000 / 9999)"),
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("mechtests", "mechtests: mechanistic claims about a base / fine-tuned model pair")
+    for key, metavar, help_text in _OPTIONS:
+        flag = "--mt-" + key.replace("_", "-")
+        if key == "no_cache":
+            group.addoption(flag, dest="mt_no_cache", action="store_const", const=True, default=None, help=help_text)
+        elif key == "pair":
+            group.addoption(flag, dest="mt_pair", action="append", default=None, metavar=metavar, help=help_text)
+        else:
+            group.addoption(flag, dest=f"mt_{key}", default=None, metavar=metavar, help=help_text)
+        parser.addini(f"mt_{key}", f"mechtests: default for {flag}", type="string", default="")
+
+
+# ---- session state -----------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class MechtestsState:
+    """Per-session state (one per process; the xdist controller merges the workers')."""
+
+    settings: Settings
+    is_worker: bool
+    baseline: dict[str, Any] | None = None
+    tolerances: tuple[Any, ...] = ()
+    cache: Cache | None = None
+    records: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    pending: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
+    outcomes: dict[str, str] = dataclasses.field(default_factory=dict)
+    durations: dict[str, float] = dataclasses.field(default_factory=dict)
+    figures: list[Figure] = dataclasses.field(default_factory=list)
+    pairs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    written: list[str] = dataclasses.field(default_factory=list)
+    zoo: Any = None
+
+    def zoo_pair(self) -> Any:
+        if self.zoo is None:
+            from mechtests.zoo import default_pair
+
+            self.zoo = default_pair()
+        return self.zoo
+
+
+@dataclasses.dataclass
+class _ItemClaims:
+    records: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    sent: int = 0
+
+
+state_key = pytest.StashKey[MechtestsState]()
+_HOOKS_NAME = "mechtests-session"
+_item_claims_key = pytest.StashKey[_ItemClaims]()
+
+
+def _sources(config: pytest.Config) -> Sources:
+    cli = {key: getattr(config.option, f"mt_{key}", None) for key, _, _ in _OPTIONS}
+    ini = {}
+    for key, _, _ in _OPTIONS:
+        value = config.getini(f"mt_{key}")
+        ini[key] = value if value not in (None, "") else None
+    inipath = config.inipath
+    pyproject = inipath if inipath is not None and inipath.name == "pyproject.toml" else config.rootpath / "pyproject.toml"
+    tool = read_tool_table(pyproject)
+    return Sources(cli, Path(config.invocation_params.dir), ini,
+                   inipath.parent if inipath is not None else config.rootpath, tool, pyproject.parent)
+
+
+def _state(config: pytest.Config) -> MechtestsState:
+    """Resolve and validate everything once; `UsageError` here is a clean start-up error."""
+    st = config.stash.get(state_key, None)
+    if st is not None:
+        return st
+    try:
+        settings = resolve_settings(_sources(config), rootdir=config.rootpath)
+        st = MechtestsState(settings=settings, is_worker=hasattr(config, "workerinput"))
+        if settings.compare is not None:
+            from mechtests.storage import load_report, parse_compare_fail
+
+            st.baseline = load_report(settings.compare)
+            if settings.compare_fail:
+                st.tolerances = parse_compare_fail(settings.compare_fail)
+    except MtUsageError as exc:
+        raise pytest.UsageError(f"mechtests: {exc}") from None
+    for spec in settings.pairs:
+        st.pairs[spec.name] = {"base": {"source": spec.base or "mechtests.zoo", "sha256": None},
+                               "tuned": {"source": spec.tuned or "mechtests.zoo", "sha256": None}}
+    config.stash[state_key] = st
+    return st
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    # Validate before the session starts: a bad value ends the run with a usage error, never a
+    # traceback mid-run (xdist workers run this hook too).
+    if config.option.help or config.option.version:
+        return
+    _state(config)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "mechtests: a test that states claims through the `claim` fixture")
+    if config.option.help or config.option.version:
+        return
+    st = _state(config)
+    hooks = _WorkerHooks(config) if st.is_worker else _Collector(config)
+    config.pluginmanager.register(hooks, _HOOKS_NAME)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    hooks = config.pluginmanager.get_plugin(_HOOKS_NAME)
+    if hooks is not None:
+        config.pluginmanager.unregister(hooks)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    st = config.stash.get(state_key, None)
+    if st is None:
+        return None
+    run = st.settings.run
+    return (f"mechtests: profile {run.profile}, pairs {', '.join(p.name for p in st.settings.pairs)}, seed {run.seed}, "
+            f"confidence {run.confidence}, resamples {run.n_resamples}, inconclusive -> {run.inconclusive}")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrize every test that (transitively) needs a pair over the configured pairs."""
+    if "mt_pair" not in metafunc.fixturenames:
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0] if mark.args else mark.kwargs.get("argnames", "")
+        if "mt_pair" in (names.split(",") if isinstance(names, str) else names):
+            return  # the test chose its pairs itself
+    pairs = _state(metafunc.config).settings.pairs
+    names = [p.name for p in pairs]
+    metafunc.parametrize("mt_pair", names, indirect=True, ids=names, scope="session")
+
+
+# ---- fixtures ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def mt_config(request: pytest.FixtureRequest) -> RunConfig:
+    """The run's frozen `RunConfig` (profile sizes, seed, confidence, resamples, device, dtype)."""
+    return _state(request.config).settings.run
+
+
+@pytest.fixture(scope="session")
+def mt_cache(request: pytest.FixtureRequest) -> Cache:
+    """The session's content-addressed cache (memory only with --mt-no-cache)."""
+    st = _state(request.config)
+    if st.cache is None:
+        from mechtests.storage import Cache
+
+        st.cache = Cache(st.settings.cache_dir)
+    return st.cache
+
+
+@pytest.fixture(scope="session")
+def mt_pair(request: pytest.FixtureRequest) -> PairSpec:
+    """The configured pair this test runs on (parametrized by the plugin; id = pair name)."""
+    name = getattr(request, "param", None)
+    st = _state(request.config)
+    if name is None:
+        return st.settings.pairs[0]
+    return st.settings.pair(name)
+
+
+@pytest.fixture(scope="session")
+def model_pair(mt_pair: PairSpec, mt_config: RunConfig, request: pytest.FixtureRequest) -> Any:
+    """Base and tuned model of the pair, loaded once per session with identical flags."""
+    from mechtests.models import load_pair
+
+    st = _state(request.config)
+    if mt_pair.is_default:
+        zoo = st.zoo_pair()
+        base, tuned = str(zoo.base_dir), str(zoo.tuned_dir)
+    else:
+        base, tuned = str(mt_pair.base), str(mt_pair.tuned)
+    pair = load_pair(base, tuned, name=mt_pair.name, device=mt_config.device, dtype=mt_config.torch_dtype())
+    st.pairs[mt_pair.name] = {"base": {"source": base, "sha256": pair.base.fingerprint},
+                              "tuned": {"source": tuned, "sha256": pair.tuned.fingerprint}}
+    return pair
+
+
+@pytest.fixture(scope="session")
+def eval_data(mt_pair: PairSpec, request: pytest.FixtureRequest) -> Any:
+    """The pair's evaluation data: the zoo's sets, challenge prompts from --mt-prompts or the pair."""
+    from mechtests.zoo import load_eval_data
+
+    st = _state(request.config)
+    data = load_eval_data(st.zoo_pair().data_dir)
+    prompts = st.settings.prompts or mt_pair.prompts
+    if prompts is not None:
+        from mechtests.data import load_prompts
+
+        data = dataclasses.replace(data, challenge=load_prompts(prompts))
+    return data
+
+
+@pytest.fixture(scope="session")
+def probe(model_pair: Any, mt_pair: PairSpec, eval_data: Any, mt_config: RunConfig, mt_cache: Cache,
+          request: pytest.FixtureRequest) -> Any:
+    """The toxicity probe: --mt-probe, else the pair's, else the zoo's (default pair), else one
+    trained on the probe data with the base model (cached by base fingerprint, data and seed)."""
+    from mechtests.probes import load_probe, train_probe
+
+    st = _state(request.config)
+    path = st.settings.probe or mt_pair.probe or (st.zoo_pair().probe_path if mt_pair.is_default else None)
+    if path is not None:
+        return load_probe(path, d_model=model_pair.base.d_model)
+    key = {"protocol": "train_probe/1", "base": model_pair.base.fingerprint,
+           "data": eval_data.probe_data.sha256, "seed": mt_config.seed}
+    return mt_cache.get_or_compute("probe", key, lambda: train_probe(model_pair.base, eval_data.probe_data,
+                                                                     seed=mt_config.seed).probe)
+
+
+@pytest.fixture(scope="session")
+def scorer(mt_config: RunConfig) -> Any:
+    """The toxicity scorer named by --mt-scorer (offline classifier by default)."""
+    from mechtests.scoring import make_scorer
+
+    return make_scorer(mt_config.scorer)
+
+
+@pytest.fixture(scope="session")
+def evaluator(model_pair: Any, probe: Any, scorer: Any, eval_data: Any, mt_config: RunConfig,
+              mt_cache: Cache) -> Any:
+    """One `Evaluator` per pair per session: every condition is computed once and shared."""
+    from mechtests.evaluator import Evaluator
+
+    return Evaluator(model_pair, probe=probe, scorer=scorer, data=eval_data, config=mt_config, cache=mt_cache)
+
+
+class FigureSink:
+    """Collects figures for the HTML report; works in xdist workers (merged on the controller)."""
+
+    def __init__(self, state: MechtestsState) -> None:
+        self._state = state
+
+    def add(self, title: str, svg: str, caption: str = "") -> None:
+        """Add one inline ``<svg>`` figure.
+
+        Example:
+            >>> mt_figures.add("shares", '<svg xmlns="http://www.w3.org/2000/svg"></svg>')  # doctest: +SKIP
+        """
+        from mechtests.report import Figure, check_svg
+
+        try:
+            svg = check_svg(svg)
+        except ValueError as exc:
+            raise MtUsageError(f"figure {title!r}: {exc}.") from None
+        self._state.figures.append(Figure(str(title), svg, str(caption)))
+
+
+@pytest.fixture(scope="session")
+def mt_figures(request: pytest.FixtureRequest) -> FigureSink:
+    """Figure API for the HTML report: ``mt_figures.add(title, svg, caption="")``."""
+    return FigureSink(_state(request.config))
+
+
+class ClaimRecorder:
+    """The callable behind the ``claim`` fixture (see `mechtests.claims.evaluate_claim`)."""
+
+    def __init__(self, request: pytest.FixtureRequest) -> None:
+        self._request = request
+        self._state = _state(request.config)
+
+    def _pair(self) -> str | None:
+        callspec = getattr(self._request.node, "callspec", None)
+        name = callspec.params.get("mt_pair") if callspec is not None else None
+        if name is None and "mt_pair" in self._request.fixturenames:
+            name = self._request.getfixturevalue("mt_pair").name
+        return name
+
+    def __call__(self, name: str, *, metric: str, direction: str, threshold: Any, samples: Any = None,
+                 statistic: Any = None, estimate: Any = None, reference: Any = None,
+                 params: Mapping[str, Any] | None = None, paired: bool = True) -> ClaimResult:
+        """State a claim; returns its `ClaimResult`, or fails/skips the test per the verdict rules."""
+        from mechtests.claims import evaluate_claim
+
+        st, node = self._state, self._request.node
+        run, pair = st.settings.run, self._pair()
+        override = st.settings.threshold_for(name, pair)
+        try:
+            result = evaluate_claim(
+                name, metric=metric, direction=direction,  # type: ignore[arg-type]
+                threshold=override if override is not None else threshold, samples=samples, statistic=statistic,
+                estimate=estimate, reference=reference, params=params, pair=pair, paired=paired,
+                confidence=run.confidence, n_resamples=run.n_resamples, seed=run.seed)
+        except MtUsageError as exc:
+            if override is None:
+                raise
+            raise MtUsageError(f"{exc} (threshold {override!r} comes from [tool.mechtests.thresholds])") from None
+        holder = node.stash.setdefault(_item_claims_key, _ItemClaims())
+        record = result.to_record(nodeid=node.nodeid)
+        record.update(_index=len(holder.records), _n_to_decide=result.decisive_n, _text=result.explanation())
+        holder.records.append(record)
+        for key in ("claim", "pair", "estimate", "ci_low", "ci_high", "threshold", "verdict", "p_value"):
+            node.user_properties.append((key, record[key]))
+        moved = self._moved(record)
+        if moved:
+            pytest.fail("\n".join(moved) + "\n" + result.explanation(), pytrace=False)
+        if result.verdict == "fail":
+            pytest.fail(result.explanation(), pytrace=False)
+        if result.verdict == "inconclusive":
+            if run.inconclusive == "fail":
+                pytest.fail(result.explanation(), pytrace=False)
+            if run.inconclusive == "skip":
+                pytest.skip(result.explanation().replace("\n", "; "))
+        return result
+
+    def _moved(self, record: Mapping[str, Any]) -> list[str]:
+        st = self._state
+        if st.baseline is None or not st.tolerances:
+            return []
+        from mechtests.storage import claim_key, index_claims, violations
+
+        before = index_claims(st.baseline).get(claim_key(record))
+        return [] if before is None else violations(before, record, st.tolerances)
+
+
+@pytest.fixture
+def claim(request: pytest.FixtureRequest) -> ClaimRecorder:
+    """``claim(name, *, metric, direction, threshold, samples=..., statistic=... | estimate=...,
+    reference=None, params=None)``: estimate + CI + verdict; fails/skips the test per the rules."""
+    return ClaimRecorder(request)
+
+
+# ---- reporting hooks ---------------------------------------------------------------------------
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    holder = item.stash.get(_item_claims_key, None)
+    if holder is not None and holder.sent < len(holder.records):
+        new = holder.records[holder.sent:]
+        holder.sent = len(holder.records)
+        # An extra report attribute: pytest serializes report.__dict__, so it reaches the xdist
+        # controller intact without polluting user_properties/JUnit.
+        report.mechtests_claims = [dict(r) for r in new]
+        report.sections.append(("mechtests claims", "\n\n".join(r["_text"] for r in new)))
+    return report
+
+
+def _phase_outcome(report: pytest.TestReport, previous: str | None) -> str:
+    if report.when == "call":
+        if hasattr(report, "wasxfail"):
+            return "xfailed" if report.skipped else "xpassed"
+        return report.outcome
+    if report.failed:
+        return "error" if previous in (None, "passed") else previous  # type: ignore[return-value]
+    if report.skipped and previous is None:
+        return "skipped"
+    return previous or "passed"
+
+
+def _finalize(st: MechtestsState, nodeid: str) -> None:
+    for rec in st.pending.pop(nodeid, []):
+        rec["outcome"] = st.outcomes.get(nodeid, "passed")
+        rec["seconds"] = st.durations.get(nodeid)
+        st.records.append(rec)
+
+
+class _Collector:
+    """Controller-side hooks that need the config (registered in pytest_configure)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @property
+    def st(self) -> MechtestsState:
+        return _state(self.config)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        st = self.st
+        recs = getattr(report, "mechtests_claims", None)
+        if recs:
+            st.pending.setdefault(report.nodeid, []).extend(recs)
+        st.outcomes[report.nodeid] = _phase_outcome(report, st.outcomes.get(report.nodeid))
+        if report.when == "call":
+            st.durations[report.nodeid] = round(report.duration, 6)
+        if report.when == "teardown":
+            _finalize(st, report.nodeid)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        out = getattr(node, "workeroutput", {}).get("mechtests")
+        if not out:
+            return
+        from mechtests.report import Figure
+
+        st = self.st
+        st.figures.extend(Figure(**f) for f in out.get("figures", []))
+        for name, info in out.get("pairs", {}).items():
+            if info["base"]["sha256"] is not None:
+                st.pairs[name] = info
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        st = self.st
+        for nodeid in list(st.pending):
+            _finalize(st, nodeid)  # a crashed worker never sent its teardown report
+        try:
+            write_outputs(st)
+        except MechtestsError as exc:
+            st.written.append(f"mechtests: could not write reports: {exc}")
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        from mechtests.report import comparison_lines, format_table, sort_claims, table_rows
+
+        st = self.st
+        if st.records:
+            terminalreporter.write_sep("=", "mechtests claims")
+            for line in format_table(table_rows(sort_claims(st.records))):
+                terminalreporter.write_line(line)
+        if st.baseline is not None:
+            terminalreporter.write_sep("-", f"mechtests: change against baseline {st.settings.compare}")
+            for line in comparison_lines(sort_claims(st.records), st.baseline):
+                terminalreporter.write_line(line)
+        for line in st.written:
+            terminalreporter.write_line(line)
+
+
+class _WorkerHooks:
+    """On an xdist worker: hand figures and pair fingerprints to the controller."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        st = _state(self.config)
+        self.config.workeroutput["mechtests"] = {  # type: ignore[attr-defined]
+            "figures": [f.to_dict() for f in st.figures],
+            "pairs": {k: v for k, v in st.pairs.items() if v["base"]["sha256"] is not None},
+        }
+
+
+def report_document(st: MechtestsState) -> dict[str, Any]:
+    """The session's ``mechtests-report/1`` document, Holm-adjusted p-values filled in."""
+    from mechtests.report import build_report, environment, sort_claims
+    from mechtests.stats import holm
+
+    records = sort_claims(st.records)
+    for rec, p_adj in zip(records, holm([r["p_value"] for r in records])):
+        rec["p_adjusted"] = p_adj
+    st.records = records
+    run = st.settings.run
+    # Pairs that were loaded or that a claim ran on; a run of model-free claims lists none.
+    used = {r["pair"] for r in records} | {k for k, v in st.pairs.items() if v["base"]["sha256"] is not None}
+    pairs = {k: v for k, v in st.pairs.items() if k in used}
+    return build_report(config=run.to_dict(), environment=environment(run.device, run.dtype, rootdir=st.settings.rootdir),
+                        pairs=pairs, claims=records)
+
+
+def write_outputs(st: MechtestsState) -> None:
+    """JSON report, HTML report and baseline, as asked; controller only."""
+    from mechtests.report import render_html
+    from mechtests.storage import BaselineStore, atomic_write_bytes
+
+    doc = report_document(st)
+    s = st.settings
+    if s.json_path is not None:
+        atomic_write_bytes(s.json_path, (json.dumps(doc, indent=2) + "\n").encode())
+        st.written.append(f"mechtests: JSON report written to {s.json_path}")
+    if s.html_path is not None:
+        figures = sorted(st.figures, key=lambda f: f.title)
+        atomic_write_bytes(s.html_path, render_html(doc, figures).encode())
+        st.written.append(f"mechtests: HTML report written to {s.html_path}")
+    if s.save is not None:
+        path = BaselineStore(s.rootdir / ".mechtests" / "baselines").save(s.save, doc)
+        st.written.append(f"mechtests: baseline {s.save!r} saved to {path}")

@@ -1,0 +1,247 @@
+"""Reports: the `mechtests-report/1` JSON document, the terminal table and the HTML page.
+
+The JSON document is what tools outside the project read (and what baselines store), so
+`build_report` always emits every key of the schema in DESIGN.md, with null where a value does
+not apply, and `check_report` verifies that. The HTML page is one self-contained file: inline
+CSS, inline SVG figures, no scripts and no external assets.
+
+Example:
+    >>> doc = build_report(config={"profile": "smoke"}, environment=environment("cpu", "float32"),
+    ...                    pairs={}, claims=[], created="2026-01-01T00:00:00+00:00")
+    >>> check_report(doc) is None and doc["schema"]
+    'mechtests-report/1'
+"""
+
+from __future__ import annotations
+
+import html
+import importlib.metadata
+import platform
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from mechtests.storage import REPORT_SCHEMA
+
+TOP_KEYS = ("schema", "created", "environment", "config", "pairs", "claims")
+ENV_KEYS = ("mechtests", "python", "torch", "transformer_lens", "device", "dtype", "git_commit")
+CONFIG_KEYS = ("profile", "seed", "confidence", "n_resamples")
+PAIR_MODEL_KEYS = ("source", "sha256")
+CLAIM_KEYS = ("nodeid", "claim", "pair", "params", "metric", "direction", "threshold", "estimate", "ci_low",
+              "ci_high", "confidence", "n", "p_value", "p_adjusted", "verdict", "outcome", "reference", "seconds")
+VERDICTS = ("pass", "fail", "inconclusive")
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure of the HTML report: a title, an inline ``<svg>`` and a caption."""
+
+    title: str
+    svg: str
+    caption: str = ""
+    nodeid: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"title": self.title, "svg": self.svg, "caption": self.caption, "nodeid": self.nodeid}
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def git_commit(directory: Path | None = None) -> str | None:
+    """HEAD of the git checkout holding ``directory`` (None outside git)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True,
+                             timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment(device: str, dtype: str, *, rootdir: Path | None = None) -> dict[str, Any]:
+    """The report's ``environment`` section (versions read from metadata: no heavy imports)."""
+    return {
+        "mechtests": _version("mechtests"),
+        "python": platform.python_version(),
+        "torch": _version("torch"),
+        "transformer_lens": _version("transformer-lens") or _version("transformer_lens"),
+        "device": device,
+        "dtype": dtype,
+        "git_commit": git_commit(rootdir),
+    }
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def sort_claims(claims: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Deterministic order (node id, then order within the test) so serial and xdist runs match."""
+    return [dict(c) for c in sorted(claims, key=lambda c: (str(c["nodeid"]), int(c.get("_index", 0))))]
+
+
+def build_report(*, config: Mapping[str, Any], environment: Mapping[str, Any],
+                 pairs: Mapping[str, Mapping[str, Any]], claims: Sequence[Mapping[str, Any]],
+                 created: str | None = None) -> dict[str, Any]:
+    """Assemble a ``mechtests-report/1`` document; claim records need every `CLAIM_KEYS` key."""
+    out_claims = []
+    for c in sort_claims(claims):
+        out_claims.append({k: c.get(k) for k in CLAIM_KEYS})
+    return {
+        "schema": REPORT_SCHEMA,
+        "created": created or now_iso(),
+        "environment": {k: environment.get(k) for k in ENV_KEYS},
+        "config": dict(config),
+        "pairs": {name: {role: {k: (p.get(role) or {}).get(k) for k in PAIR_MODEL_KEYS} for role in ("base", "tuned")}
+                  for name, p in sorted(pairs.items())},
+        "claims": out_claims,
+    }
+
+
+def check_report(doc: Mapping[str, Any]) -> None:
+    """Raise ValueError naming the first missing/extra key or bad value of a report document."""
+    def exact(obj: Any, keys: Sequence[str], where: str) -> None:
+        if not isinstance(obj, Mapping):
+            raise ValueError(f"{where} must be an object")
+        missing, extra = set(keys) - set(obj), set(obj) - set(keys)
+        if missing or extra:
+            raise ValueError(f"{where}: missing {sorted(missing)}, unexpected {sorted(extra)}")
+
+    exact(doc, TOP_KEYS, "report")
+    if doc["schema"] != REPORT_SCHEMA:
+        raise ValueError(f"schema is {doc['schema']!r}, expected {REPORT_SCHEMA!r}")
+    datetime.fromisoformat(doc["created"])
+    exact(doc["environment"], ENV_KEYS, "environment")
+    missing = set(CONFIG_KEYS) - set(doc["config"])
+    if missing:
+        raise ValueError(f"config: missing {sorted(missing)}")
+    for name, pair in doc["pairs"].items():
+        exact(pair, ("base", "tuned"), f"pairs.{name}")
+        for role in ("base", "tuned"):
+            exact(pair[role], PAIR_MODEL_KEYS, f"pairs.{name}.{role}")
+    for i, c in enumerate(doc["claims"]):
+        exact(c, CLAIM_KEYS, f"claims[{i}]")
+        if c["verdict"] not in VERDICTS:
+            raise ValueError(f"claims[{i}].verdict is {c['verdict']!r}")
+        if c["reference"] is not None:
+            exact(c["reference"], ("source", "value"), f"claims[{i}].reference")
+
+
+# ---- terminal --------------------------------------------------------------------------------
+
+def _num(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, (list, tuple)):
+        return "(" + ", ".join(_num(x, digits) for x in v) + ")"
+    return f"{v:.{digits}g}" if isinstance(v, float) else str(v)
+
+
+def _threshold_text(c: Mapping[str, Any]) -> str:
+    t = c["threshold"]
+    return f"within {_num(t)}" if c["direction"] == "within" else f"{c['direction']} {_num(t)}"
+
+
+def table_rows(claims: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    """Header + one row per claim: claim, pair, estimate, CI, threshold, verdict, p, p_adj, n."""
+    rows = [["claim", "pair", "estimate", "CI", "threshold", "verdict", "p", "p_adj", "n"]]
+    for c in claims:
+        ci = "exact" if c["ci_low"] == c["ci_high"] and c["n"] is None else f"[{_num(c['ci_low'])}, {_num(c['ci_high'])}]"
+        verdict = c["verdict"]
+        if verdict == "inconclusive" and c.get("_n_to_decide"):
+            verdict += f" (n~{c['_n_to_decide']})"
+        rows.append([str(c["claim"]), str(c["pair"] or "-"), _num(c["estimate"]), ci, _threshold_text(c), verdict,
+                     _num(c["p_value"], 3), _num(c["p_adjusted"], 3), _num(c["n"])])
+    return rows
+
+
+def format_table(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def comparison_lines(claims: Sequence[Mapping[str, Any]], baseline: Mapping[str, Any]) -> list[str]:
+    """Each claim's change against a baseline document: estimate before -> after, verdict flip."""
+    from mechtests.storage import claim_key, index_claims
+
+    before = index_claims(baseline)
+    rows = [["claim", "pair", "baseline", "now", "change", "verdict"]]
+    for c in claims:
+        b = before.get(claim_key(c))
+        if b is None:
+            rows.append([str(c["claim"]), str(c["pair"] or "-"), "-", _num(c["estimate"]), "new", c["verdict"]])
+            continue
+        delta = (c["estimate"] - b["estimate"]) if None not in (c["estimate"], b["estimate"]) else None
+        flip = c["verdict"] if b["verdict"] == c["verdict"] else f"{b['verdict']} -> {c['verdict']}"
+        rows.append([str(c["claim"]), str(c["pair"] or "-"), _num(b["estimate"]), _num(c["estimate"]),
+                     ("+" if delta is not None and delta >= 0 else "") + _num(delta), flip])
+    now = {claim_key(c) for c in claims}
+    for key, b in before.items():
+        if key not in now:
+            rows.append([str(b["claim"]), str(b["pair"] or "-"), _num(b["estimate"]), "-", "missing", b["verdict"]])
+    return format_table(rows)
+
+
+# ---- HTML ------------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;color:#222;max-width:1200px}
+table{border-collapse:collapse;width:100%;font-size:.9rem}th,td{border-bottom:1px solid #ddd;padding:.3rem .5rem;text-align:left}
+th{background:#f4f4f4}.pass{color:#176f2c;font-weight:600}.fail{color:#b00020;font-weight:600}
+.inconclusive{color:#8a6d00;font-weight:600}figure{margin:1.5rem 0;border:1px solid #eee;padding:.5rem}
+figcaption{font-size:.85rem;color:#555}code{font-size:.85rem}dl{display:grid;grid-template-columns:max-content auto;gap:.2rem 1rem}
+"""
+
+
+def render_html(doc: Mapping[str, Any], figures: Sequence[Figure] = ()) -> str:
+    """A single self-contained HTML page: environment, claims table, figures (inline SVG)."""
+    e = html.escape
+    counts = {v: sum(1 for c in doc["claims"] if c["verdict"] == v) for v in VERDICTS}
+    parts = ["<!DOCTYPE html>", "<html lang=\"en\"><head><meta charset=\"utf-8\">",
+             "<title>mechtests report</title>", f"<style>{_CSS}</style></head><body>",
+             "<h1>mechtests report</h1>",
+             f"<p>{e(doc['created'])} &middot; profile <code>{e(str(doc['config'].get('profile')))}</code> &middot; "
+             + " &middot; ".join(f"<span class=\"{v}\">{counts[v]} {v}</span>" for v in VERDICTS) + "</p>",
+             "<h2>Environment</h2><dl>"]
+    for k, v in doc["environment"].items():
+        parts.append(f"<dt>{e(k)}</dt><dd><code>{e(str(v))}</code></dd>")
+    parts.append("</dl><h2>Pairs</h2><dl>")
+    for name, p in doc["pairs"].items():
+        parts.append(f"<dt>{e(name)}</dt><dd>base <code>{e(str(p['base']['source']))}</code> "
+                     f"({e(str(p['base']['sha256'])[:12])}), tuned <code>{e(str(p['tuned']['source']))}</code> "
+                     f"({e(str(p['tuned']['sha256'])[:12])})</dd>")
+    parts.append("</dl><h2>Claims</h2><table><thead><tr>")
+    rows = table_rows(doc["claims"])
+    parts.extend(f"<th>{e(h)}</th>" for h in rows[0] + ["test"])
+    parts.append("</tr></thead><tbody>")
+    for c, row in zip(doc["claims"], rows[1:]):
+        cells = [f"<td>{e(x)}</td>" for x in row]
+        cells[5] = f"<td class=\"{e(c['verdict'])}\">{e(row[5])}</td>"
+        parts.append("<tr>" + "".join(cells) + f"<td><code>{e(str(c['nodeid']))}</code></td></tr>")
+    parts.append("</tbody></table>")
+    if figures:
+        parts.append("<h2>Figures</h2>")
+        for f in figures:
+            parts.append(f"<figure><h3>{e(f.title)}</h3>{f.svg}<figcaption>{e(f.caption)}</figcaption></figure>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def check_svg(svg: str) -> str:
+    """Accept only an inline ``<svg>`` element without scripts or external references."""
+    text = str(svg).strip()
+    lower = text.lower()
+    if not lower.startswith("<svg") or not lower.endswith("</svg>"):
+        raise ValueError("a figure must be one inline <svg>...</svg> element")
+    if "<script" in lower or "href=\"http" in lower or "href='http" in lower:
+        raise ValueError("a figure must be self-contained: no <script>, no external links")
+    return text
