@@ -19,10 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.shapes import REPO_ROOT, SHAPES
+from benchmarks.shapes import DEFAULT_ROOT, SHAPES
 from benchmarks.subjects import BenchSettings, Subject, subject_dirs
-
-DEFAULT_ROOT = REPO_ROOT / ".mechtests" / "bench-models"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

