@@ -63,3 +63,20 @@ ABLATION_KS: tuple[KSpec, ...] = (frac(100), frac(200), frac(1000), frac(2000))
 # Paper toxicity for each ablation (PAPER.md interventions table); None where not reported.
 ZERO_TOX = {100: 0.403, 200: 0.405, 1000: 0.436}
 ZERO_POSITIVE_TOX = {100: 0.384, 200: 0.366, 1000: 0.320, 2000: 0.319}
+
+
+def require_reduction(tox_base, tox_tuned) -> None:  # noqa: ANN001 - per-prompt arrays
+    """Fail clearly when the tuned model does not reduce toxicity on these prompts.
+
+    Every "recovered" claim divides by ``mean(tox_base) - mean(tox_tuned)``; without a
+    reduction the ratio is undefined, and the right message names that premise and its numbers
+    instead of a NaN deep inside the bootstrap.
+    """
+    import numpy as np
+    import pytest
+
+    base, tuned = float(np.mean(tox_base)), float(np.mean(tox_tuned))
+    if not base > tuned:
+        pytest.fail(f"undefined: the tuned model does not reduce toxicity on these prompts (mean tox base "
+                    f"{base:.4f}, tuned {tuned:.4f}), so the fraction of its reduction a condition recovers is "
+                    "undefined. See dpo_reduces_toxicity.", pytrace=False)

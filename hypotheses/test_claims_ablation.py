@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mechtests.evaluator import Evaluator, recovered
-from mt_reference import ABLATION_KS, ZERO_POSITIVE_TOX, ZERO_TOX, KSpec, paper_recovered, ref
+from mt_reference import ABLATION_KS, ZERO_POSITIVE_TOX, ZERO_TOX, KSpec, paper_recovered, ref, require_reduction
 
 
 def _run(evaluator: Evaluator, selections, claim, figure_recorder, kspec: KSpec, *, positive_only: bool,
@@ -15,6 +15,7 @@ def _run(evaluator: Evaluator, selections, claim, figure_recorder, kspec: KSpec,
     k = selections.k(kspec)
     neurons = selections.top_toxic(k, positive_only=positive_only)
     tox_base, tox_tuned = evaluator.toxicity("base"), evaluator.toxicity("tuned")
+    require_reduction(tox_base, tox_tuned)
     tox_ablated = evaluator.toxicity("base", ZeroAblation(neurons))
     value = paper_tox.get(kspec.paper_k or -1)
     reference = ref(f"interventions table: {family} top {kspec.paper_k}/98,304 -> tox {value}",

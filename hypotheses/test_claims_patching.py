@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mechtests.evaluator import GROUP_NAMES, Evaluator, recovered
-from mt_reference import paper_recovered, ref
+from mt_reference import paper_recovered, ref, require_reduction
 
 
 def _patch(evaluator: Evaluator, selections, groups: tuple[str, ...]) -> tuple[object, int]:
@@ -27,6 +27,7 @@ def test_tp_down_patch_is_partial(evaluator: Evaluator, selections, claim, figur
     """
     iv, n = _patch(evaluator, selections, ("TP_down",))
     tox_base, tox_tuned, tox_patched = evaluator.toxicity("base"), evaluator.toxicity("tuned"), evaluator.toxicity("base", iv)
+    require_reduction(tox_base, tox_tuned)
     result = None
     try:
         result = claim("tp_down_patch_is_partial", metric="recovered, TP↓ patched to tuned activations",
@@ -46,6 +47,7 @@ def test_all_groups_patch_emulates_dpo(evaluator: Evaluator, selections, claim, 
     """
     iv, n = _patch(evaluator, selections, GROUP_NAMES)
     tox_base, tox_tuned, tox_patched = evaluator.toxicity("base"), evaluator.toxicity("tuned"), evaluator.toxicity("base", iv)
+    require_reduction(tox_base, tox_tuned)
     result = None
     try:
         result = claim("all_groups_patch_emulates_dpo", metric="recovered, four groups patched to tuned activations",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mechtests.evaluator import Evaluator, relative_reduction
-from mt_reference import absolute, paper_recovered, ref
+from mt_reference import absolute, paper_recovered, ref, require_reduction
 
 UNALIGN_TOX = {2: 0.487, 5: 0.555, 10: 0.458}
 TOP_KEYS = absolute(7)  # B scales the key vectors of the top-7 toxic neurons
@@ -32,6 +32,7 @@ def test_unaligning_restores_toxicity(scale: float, evaluator: Evaluator, select
     k = selections.k(TOP_KEYS)
     neurons = selections.top_toxic(k)
     tox_base, tox_tuned = evaluator.toxicity("base"), evaluator.toxicity("tuned")
+    require_reduction(tox_base, tox_tuned)
     tox_scaled = evaluator.toxicity("tuned", ScaleKeys(neurons, scale))
     claim("unaligning_restores_toxicity", metric="(tox_scaled - tox_tuned) / (tox_base - tox_tuned)", direction=">",
           threshold=0.80, samples=(tox_base, tox_scaled, tox_tuned), statistic=restored,
