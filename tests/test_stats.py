@@ -1,0 +1,195 @@
+"""mechtests.stats: bootstrap estimates against scipy, test-inversion p-values, Holm, honesty."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats as sps
+
+from mechtests.claims import evaluate_claim
+from mechtests.errors import NumericalError, UsageError
+from mechtests.stats import Estimate, bootstrap_estimate, holm, n_to_decide, one_sided_p
+
+
+def _rel_reduction(b: np.ndarray, t: np.ndarray, axis: int = -1) -> np.ndarray:
+    return 1.0 - t.mean(axis=axis) / b.mean(axis=axis)
+
+
+def test_interval_is_scipys_bca_interval_for_the_same_seed() -> None:
+    rng = np.random.default_rng(0)
+    b = rng.uniform(0.2, 0.8, 80)
+    t = b * 0.6 + rng.normal(0, 0.05, 80)
+    est = bootstrap_estimate((b, t), _rel_reduction, paired=True, confidence=0.9, n_resamples=999, seed=7)
+    ref = sps.bootstrap((b, t), _rel_reduction, paired=True, confidence_level=0.9, n_resamples=999,
+                        method="BCa", rng=np.random.default_rng(7))
+    assert est.ci_low == pytest.approx(ref.confidence_interval.low, rel=1e-12)
+    assert est.ci_high == pytest.approx(ref.confidence_interval.high, rel=1e-12)
+    assert est.standard_error == pytest.approx(ref.standard_error, rel=1e-12)
+    assert est.value == pytest.approx(1 - t.mean() / b.mean(), rel=1e-12)
+    assert (est.n, est.method, est.confidence) == (80, "BCa", 0.9)
+
+
+def test_mean_interval_matches_normal_theory_on_a_large_sample() -> None:
+    x = np.random.default_rng(1).normal(2.0, 3.0, 1000)
+    est = bootstrap_estimate((x,), np.mean, n_resamples=2000, seed=0)
+    half = 1.959964 * x.std(ddof=1) / np.sqrt(x.size)
+    assert est.ci_low == pytest.approx(x.mean() - half, abs=0.1 * half)
+    assert est.ci_high == pytest.approx(x.mean() + half, abs=0.1 * half)
+
+
+def test_non_vectorized_statistic_gives_the_same_interval() -> None:
+    x = np.random.default_rng(2).exponential(1.0, 50)
+    vec = bootstrap_estimate((x,), np.mean, n_resamples=500, seed=3, threshold=1.0, direction=">")
+    loop = bootstrap_estimate((x,), lambda a: float(a.mean()), n_resamples=500, seed=3, threshold=1.0, direction=">")
+    assert (loop.ci_low, loop.ci_high) == pytest.approx((vec.ci_low, vec.ci_high), rel=1e-12)
+    assert loop.p_value == pytest.approx(vec.p_value, rel=1e-9)
+
+
+def test_seed_reproduces_and_changes_the_resampling() -> None:
+    x = np.random.default_rng(3).normal(size=40)
+    a = bootstrap_estimate((x,), np.mean, n_resamples=300, seed=5)
+    assert bootstrap_estimate((x,), np.mean, n_resamples=300, seed=5) == a
+    assert bootstrap_estimate((x,), np.mean, n_resamples=300, seed=6).ci_low != a.ci_low
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), shift=st.floats(-0.4, 0.4), n=st.integers(10, 60),
+       method=st.sampled_from(["BCa", "percentile"]))
+def test_p_value_inverts_the_interval(seed: int, shift: float, n: int, method: str) -> None:
+    """p < (1 - confidence)/2 exactly when the interval excludes the threshold (away from ties)."""
+    x = np.random.default_rng(seed).normal(0.0, 1.0, n)
+    base = bootstrap_estimate((x,), np.mean, n_resamples=400, seed=seed, method=method)  # type: ignore[arg-type]
+    for t, direction, bound in ((base.ci_low + shift * 0.5, ">", base.ci_low), (base.ci_high + shift * 0.5, "<", base.ci_high)):
+        if abs(t - bound) < 0.02 * (base.ci_high - base.ci_low):
+            continue  # within interpolation distance of a replicate: either answer is right
+        est = bootstrap_estimate((x,), np.mean, n_resamples=400, seed=seed, threshold=t, direction=direction,  # type: ignore[arg-type]
+                                 method=method)  # type: ignore[arg-type]
+        excluded = est.ci_low > t if direction == ">" else est.ci_high < t
+        assert (est.p_value < 0.025) == excluded
+
+
+def test_one_sided_p_known_answers() -> None:
+    dist = np.arange(100.0)
+    assert one_sided_p(dist, 9.5, ">") == pytest.approx(0.10)
+    assert one_sided_p(dist, 9.5, "<") == pytest.approx(0.90)
+    assert one_sided_p(dist, (9.5, 89.5), "within") == pytest.approx(0.10)
+    assert one_sided_p(dist, -5.0, ">") == pytest.approx(0.005)  # the resolution limit 1/(2B)
+
+
+def test_degenerate_samples_give_a_zero_width_interval() -> None:
+    x = np.full(10, 0.25)
+    est = bootstrap_estimate((x,), np.mean, threshold=0.2, direction=">")
+    assert (est.value, est.ci_low, est.ci_high, est.method, est.p_value) == (0.25, 0.25, 0.25, "degenerate", 0.0)
+
+
+def test_nan_samples_raise_numerical_error_naming_the_index() -> None:
+    x = np.array([0.1, 0.2, np.nan, 0.4])
+    with pytest.raises(NumericalError, match=r"samples\[0\].*index 2"):
+        bootstrap_estimate((x,), np.mean)
+
+
+def test_statistic_undefined_on_resamples_raises_numerical_error() -> None:
+    b = np.array([0.0, 0.0, 0.0, 1.0, 0.0, 0.0])
+    t = np.array([0.1, 0.2, 0.1, 0.3, 0.2, 0.1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        with pytest.raises(NumericalError, match="resamples"):
+            bootstrap_estimate((b, t), _rel_reduction, n_resamples=200, seed=0)
+
+
+@pytest.mark.parametrize("bad, match", [
+    ((np.array([1.0]),), "at least 2"),
+    ((np.ones((3, 2)),), "1-D"),
+    ((np.ones(3), np.ones(4)), "equal lengths"),
+    ((), "empty"),
+])
+def test_malformed_samples_are_usage_errors(bad: tuple[np.ndarray, ...], match: str) -> None:
+    with pytest.raises(UsageError, match=match):
+        bootstrap_estimate(bad, lambda *a: 0.0)
+
+
+@pytest.mark.parametrize("confidence", [0.0, 1.0, 1.5, -0.1, float("nan")])
+def test_confidence_outside_open_unit_interval_is_rejected(confidence: float) -> None:
+    with pytest.raises(UsageError, match="confidence"):
+        bootstrap_estimate((np.arange(5.0),), np.mean, confidence=confidence)
+
+
+def test_holm_known_answer() -> None:
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.2, None, 0.3]) == [pytest.approx(0.4), None, pytest.approx(0.4)]
+    assert holm([]) == []
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=30))
+def test_holm_properties(ps: list[float]) -> None:
+    adj = holm(ps)
+    assert all(p <= a + 1e-12 and a <= 1.0 for p, a in zip(ps, adj))  # type: ignore[operator]
+    order = np.argsort(ps, kind="stable")
+    adj_sorted = [adj[i] for i in order]
+    assert all(x <= y + 1e-12 for x, y in zip(adj_sorted, adj_sorted[1:]))  # type: ignore[operator]
+    assert min(adj) == pytest.approx(min(1.0, len(ps) * min(ps)))  # type: ignore[type-var]
+
+
+def test_n_to_decide_known_answers() -> None:
+    est = Estimate(0.4, 0.2, 0.6, 0.95, 100)
+    assert n_to_decide(est, 0.3, ">") == 400       # half-width 0.2 must shrink to the gap 0.1
+    assert n_to_decide(est, 0.5, "<") == 400
+    assert n_to_decide(est, 0.4, ">") is None      # the estimate sits on the threshold
+    assert n_to_decide(Estimate.exact(0.4), 0.3, ">") is None
+    assert n_to_decide(est, (0.3, 0.9), "within") == 400  # only the straddled bound counts
+
+
+def test_n_to_decide_is_sufficient_on_fresh_data() -> None:
+    """The suggested n, drawn anew from the same distribution, usually decides the claim."""
+    rng = np.random.default_rng(11)
+    decided = 0
+    for i in range(20):
+        x = rng.normal(0.5, 1.0, 40)
+        r = evaluate_claim("h", metric="m", direction=">", threshold=0.2, samples=(x,), n_resamples=400, seed=i)
+        if r.verdict != "inconclusive":
+            decided += 1
+            continue
+        assert r.decisive_n is not None and r.decisive_n > 40
+        y = rng.normal(0.5, 1.0, min(r.decisive_n, 20_000) * 2)  # 2x: "likely", not "surely"
+        decided += evaluate_claim("h", metric="m", direction=">", threshold=0.2, samples=(y,), n_resamples=400,
+                                  seed=i).verdict != "inconclusive"
+    assert decided >= 16
+
+
+SIMULATIONS = {
+    # name: (draw samples whose true effect is `effect`, statistic); threshold 0.3 for all
+    "mean-normal": (lambda rng, effect, n: (rng.normal(effect, 1.0, n),), np.mean),
+    "mean-skewed": (lambda rng, effect, n: (rng.exponential(effect, n),), np.mean),
+    "paired-relative-reduction": (
+        lambda rng, effect, n: (lambda b: (b, np.clip(b * (1 - effect) + rng.normal(0, 0.08, n), 0, 1)))(
+            rng.uniform(0.2, 0.8, n)), _rel_reduction),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SIMULATIONS))
+def test_statistical_honesty_false_pass_rate_at_the_threshold(name: str) -> None:
+    """500 claims whose true effect equals the threshold: pass rate <= nominal + 2 points.
+
+    A claim passes when the two-sided 95% interval lies wholly above the threshold, a one-sided
+    test at level (1 - 0.95)/2 = 0.025: that is the nominal false-pass rate.
+    """
+    draw, statistic = SIMULATIONS[name]
+    rng = np.random.default_rng(2024)
+    verdicts = [evaluate_claim("h", metric="m", direction=">", threshold=0.3, samples=draw(rng, 0.3, 100),
+                               statistic=statistic, n_resamples=999, seed=i, confidence=0.95).verdict
+                for i in range(500)]
+    nominal = (1 - 0.95) / 2
+    assert verdicts.count("pass") / 500 <= nominal + 0.02
+
+
+@pytest.mark.parametrize("name", sorted(SIMULATIONS))
+def test_statistical_honesty_power_well_past_the_threshold(name: str) -> None:
+    """500 claims with a true effect well past the threshold and adequate n: >= 95% pass."""
+    draw, statistic = SIMULATIONS[name]
+    rng = np.random.default_rng(7)
+    effect = {"mean-normal": 0.8, "mean-skewed": 0.45, "paired-relative-reduction": 0.4}[name]
+    verdicts = [evaluate_claim("h", metric="m", direction=">", threshold=0.3, samples=draw(rng, effect, 200),
+                               statistic=statistic, n_resamples=999, seed=i).verdict for i in range(500)]
+    assert verdicts.count("pass") / 500 >= 0.95
