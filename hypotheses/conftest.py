@@ -9,7 +9,7 @@ session recorder that turns recovered-fraction results into the HTML report's fi
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -85,31 +85,24 @@ class FigureRecorder:
     points: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     attributions: dict[str, BlockAttribution] = dataclasses.field(default_factory=dict)
 
-    def recovery(self, pair: str, family: str, k: int, result: Any) -> None:
-        est = estimate_of(result)
-        if est is not None:
-            self.points.append({"pair": pair, "family": family, "k": k, "estimate": est.value,
-                                "ci_low": est.ci_low, "ci_high": est.ci_high})
-
-
-def estimate_of(result: Any) -> Any:
-    """The ``Estimate`` inside a claim result (or the result itself when it is one)."""
-    if result is None:
-        return None
-    if hasattr(result, "ci_low"):
-        return result
-    return getattr(result, "estimate", None)
+    def recovery(self, pair: str, family: str, k: int, node: pytest.Item) -> None:
+        """Record the latest claim of ``node`` (pass or fail: read from its user properties,
+        which the ``claim`` fixture fills before it fails a test)."""
+        props = dict(node.user_properties)  # the latest claim's values win
+        if all(props.get(key) is not None for key in ("estimate", "ci_low", "ci_high")):
+            self.points.append({"pair": pair, "family": family, "k": k, "estimate": props["estimate"],
+                                "ci_low": props["ci_low"], "ci_high": props["ci_high"]})
 
 
 @pytest.fixture(scope="session")
-def figure_recorder(request: pytest.FixtureRequest) -> Iterator[FigureRecorder]:
-    """Session recorder; at the end it adds the papers' figures to the ``--mt-html`` report."""
+def figure_recorder(mt_figures: Any) -> Iterator[FigureRecorder]:
+    """Session recorder; at the end it adds the papers' figures to the ``--mt-html`` report
+    (teardown runs before the plugin writes the report at session finish)."""
     recorder = FigureRecorder()
     yield recorder
-    add = _figure_sink(request)
-    if add is None:
-        return
     from mechtests import figures
+
+    add = mt_figures.add
 
     for pair, attr in sorted(recorder.attributions.items()):
         for title, svg, caption in figures.attribution_figures(attr):
@@ -120,17 +113,6 @@ def figure_recorder(request: pytest.FixtureRequest) -> Iterator[FigureRecorder]:
             "Fraction of DPO's toxicity reduction reproduced by zeroing the top-k toxic neurons (all, or "
             "positively activated only) and by patching groups to the tuned model's activations (k = group "
             "size); bands: claim CIs. Paper A: ablation 0.07-0.55, TP↓ patch 0.48.")
-
-
-def _figure_sink(request: pytest.FixtureRequest) -> Callable[[str, str, str], None] | None:
-    """The plugin's figure API when the run writes an HTML report, else None."""
-    try:
-        figs = request.getfixturevalue("mt_figures")
-    except pytest.FixtureLookupError:
-        return None
-    if figs is None or not hasattr(figs, "add"):
-        return None
-    return lambda title, svg, caption: figs.add(title, svg, caption)
 
 
 def per_prompt(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:

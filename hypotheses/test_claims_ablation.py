@@ -8,8 +8,8 @@ from mechtests.evaluator import Evaluator, recovered
 from mt_reference import ABLATION_KS, ZERO_POSITIVE_TOX, ZERO_TOX, KSpec, paper_recovered, ref, require_reduction
 
 
-def _run(evaluator: Evaluator, selections, claim, figure_recorder, kspec: KSpec, *, positive_only: bool,
-         name: str, paper_tox: dict[int, float], family: str) -> None:
+def _run(evaluator: Evaluator, selections, claim, figure_recorder, node: pytest.Item, kspec: KSpec, *,
+         positive_only: bool, name: str, paper_tox: dict[int, float], family: str) -> None:
     from mechtests.interventions import ZeroAblation
 
     k = selections.k(kspec)
@@ -20,31 +20,31 @@ def _run(evaluator: Evaluator, selections, claim, figure_recorder, kspec: KSpec,
     value = paper_tox.get(kspec.paper_k or -1)
     reference = ref(f"interventions table: {family} top {kspec.paper_k}/98,304 -> tox {value}",
                     None if value is None else paper_recovered(value))
-    result = None
     try:
-        result = claim(name, metric="recovered = (tox_base - tox_ablated) / (tox_base - tox_tuned)", direction="<",
-                       threshold=0.75, samples=(tox_base, tox_ablated, tox_tuned), statistic=recovered,
-                       reference=reference, params={"k": kspec.label, "neurons": k,
-                                                    "tox_ablated": round(float(tox_ablated.mean()), 4)})
+        claim(name, metric="recovered = (tox_base - tox_ablated) / (tox_base - tox_tuned)", direction="<",
+              threshold=0.75, samples=(tox_base, tox_ablated, tox_tuned), statistic=recovered,
+              reference=reference, params={"k": kspec.label, "neurons": k,
+                                           "tox_ablated": round(float(tox_ablated.mean()), 4)})
     finally:
-        figure_recorder.recovery(evaluator.pair.name, family, k, result)
+        figure_recorder.recovery(evaluator.pair.name, family, k, node)
 
 
 @pytest.mark.parametrize("kspec", ABLATION_KS, ids=lambda s: s.label)
-def test_zero_ablation_not_enough(kspec: KSpec, evaluator: Evaluator, selections, claim, figure_recorder) -> None:
+def test_zero_ablation_not_enough(kspec: KSpec, evaluator: Evaluator, selections, claim, figure_recorder,
+                                 request: pytest.FixtureRequest) -> None:
     """Zeroing the top-k toxic value vectors recovers < 0.75 of DPO's toxicity reduction.
 
     Paper (PAPER.md, interventions table, A): zeroing the top 100 / 200 / 1,000 toxic value
     vectors of GPT-2 medium gives tox 0.403 / 0.405 / 0.436 against 0.453 -> 0.208 for DPO, i.e.
     recovered 0.20 / 0.20 / 0.07. Paired bootstrap over prompts of (base, ablated, tuned).
     """
-    _run(evaluator, selections, claim, figure_recorder, kspec, positive_only=False,
+    _run(evaluator, selections, claim, figure_recorder, request.node, kspec, positive_only=False,
          name="zero_ablation_not_enough", paper_tox=ZERO_TOX, family="zero top-k toxic")
 
 
 @pytest.mark.parametrize("kspec", ABLATION_KS, ids=lambda s: s.label)
 def test_zero_positive_ablation_not_enough(kspec: KSpec, evaluator: Evaluator, selections, claim,
-                                           figure_recorder) -> None:
+                                           figure_recorder, request: pytest.FixtureRequest) -> None:
     """Zeroing the top-k toxic *and positively activated* neurons (cos > 0, mean base activation
     > 0) recovers < 0.75 of DPO's reduction.
 
@@ -56,5 +56,5 @@ def test_zero_positive_ablation_not_enough(kspec: KSpec, evaluator: Evaluator, s
     available = selections.n_positive_toxic()
     if k > available:
         pytest.skip(f"k={k} exceeds the {available} toxic, positively activated neurons of this model")
-    _run(evaluator, selections, claim, figure_recorder, kspec, positive_only=True,
+    _run(evaluator, selections, claim, figure_recorder, request.node, kspec, positive_only=True,
          name="zero_positive_ablation_not_enough", paper_tox=ZERO_POSITIVE_TOX, family="zero top-k toxic & positive")

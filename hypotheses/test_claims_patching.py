@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mechtests.evaluator import GROUP_NAMES, Evaluator, recovered
 from mt_reference import paper_recovered, ref, require_reduction
 
@@ -17,7 +19,8 @@ def _patch(evaluator: Evaluator, selections, groups: tuple[str, ...]) -> tuple[o
     return PatchFromModel(neurons, source=evaluator.model("tuned")), len(neurons)
 
 
-def test_tp_down_patch_is_partial(evaluator: Evaluator, selections, claim, figure_recorder) -> None:
+def test_tp_down_patch_is_partial(evaluator: Evaluator, selections, claim, figure_recorder,
+                                      request: pytest.FixtureRequest) -> None:
     """Patching only the dampened toxic neurons (TP↓) to the tuned model's activations recovers
     < 0.75 of DPO's toxicity reduction.
 
@@ -26,19 +29,20 @@ def test_tp_down_patch_is_partial(evaluator: Evaluator, selections, claim, figur
     Paired bootstrap over prompts.
     """
     iv, n = _patch(evaluator, selections, ("TP_down",))
-    tox_base, tox_tuned, tox_patched = evaluator.toxicity("base"), evaluator.toxicity("tuned"), evaluator.toxicity("base", iv)
+    tox_base, tox_tuned = evaluator.toxicity("base"), evaluator.toxicity("tuned")
     require_reduction(tox_base, tox_tuned)
-    result = None
+    tox_patched = evaluator.toxicity("base", iv)
     try:
-        result = claim("tp_down_patch_is_partial", metric="recovered, TP↓ patched to tuned activations",
-                       direction="<", threshold=0.75, samples=(tox_base, tox_patched, tox_tuned), statistic=recovered,
-                       reference=ref("interventions table: patch TP↓ -> tox 0.335 (A)", paper_recovered(0.335)),
-                       params={"neurons": n, "tox_patched": round(float(tox_patched.mean()), 4)})
+        claim("tp_down_patch_is_partial", metric="recovered, TP↓ patched to tuned activations",
+              direction="<", threshold=0.75, samples=(tox_base, tox_patched, tox_tuned), statistic=recovered,
+              reference=ref("interventions table: patch TP↓ -> tox 0.335 (A)", paper_recovered(0.335)),
+              params={"neurons": n, "tox_patched": round(float(tox_patched.mean()), 4)})
     finally:
-        figure_recorder.recovery(evaluator.pair.name, "patch TP↓", max(n, 1), result)
+        figure_recorder.recovery(evaluator.pair.name, "patch TP↓", max(n, 1), request.node)
 
 
-def test_all_groups_patch_emulates_dpo(evaluator: Evaluator, selections, claim, figure_recorder) -> None:
+def test_all_groups_patch_emulates_dpo(evaluator: Evaluator, selections, claim, figure_recorder,
+                                      request: pytest.FixtureRequest) -> None:
     """Patching all four groups (TP↓, TN↓, AP↑, AN↑) to the tuned model's activations recovers
     > 0.80 of DPO's toxicity reduction.
 
@@ -46,13 +50,13 @@ def test_all_groups_patch_emulates_dpo(evaluator: Evaluator, selections, claim, 
     (exact table not recovered). Paired bootstrap over prompts.
     """
     iv, n = _patch(evaluator, selections, GROUP_NAMES)
-    tox_base, tox_tuned, tox_patched = evaluator.toxicity("base"), evaluator.toxicity("tuned"), evaluator.toxicity("base", iv)
+    tox_base, tox_tuned = evaluator.toxicity("base"), evaluator.toxicity("tuned")
     require_reduction(tox_base, tox_tuned)
-    result = None
+    tox_patched = evaluator.toxicity("base", iv)
     try:
-        result = claim("all_groups_patch_emulates_dpo", metric="recovered, four groups patched to tuned activations",
-                       direction=">", threshold=0.80, samples=(tox_base, tox_patched, tox_tuned), statistic=recovered,
-                       reference=ref("Interventions: patching the four groups together approaches DPO (A)", None),
-                       params={"neurons": n, "tox_patched": round(float(tox_patched.mean()), 4)})
+        claim("all_groups_patch_emulates_dpo", metric="recovered, four groups patched to tuned activations",
+              direction=">", threshold=0.80, samples=(tox_base, tox_patched, tox_tuned), statistic=recovered,
+              reference=ref("Interventions: patching the four groups together approaches DPO (A)", None),
+              params={"neurons": n, "tox_patched": round(float(tox_patched.mean()), 4)})
     finally:
-        figure_recorder.recovery(evaluator.pair.name, "patch all four groups", max(n, 1), result)
+        figure_recorder.recovery(evaluator.pair.name, "patch all four groups", max(n, 1), request.node)

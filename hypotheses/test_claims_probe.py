@@ -8,6 +8,23 @@ from mechtests.evaluator import Evaluator
 from mt_reference import ref
 
 
+def held_out(probe, data, *, test_fraction: float = 0.1):  # noqa: ANN001, ANN201 - Probe, TextSet
+    """The examples ``probe`` was not trained on.
+
+    A probe trained by ``mechtests.probes.train_probe`` on exactly ``data`` records the data's
+    sha256 and its seed; its test split is the first ``test_fraction`` of the seeded
+    permutation (the same rule train_probe uses). A probe from elsewhere never saw ``data``.
+    """
+    meta = dict(probe.metadata)
+    if meta.get("trained_on") != data.sha256:
+        return data
+    n = len(data)
+    fraction = float(meta.get("test_fraction", test_fraction))
+    n_test = max(1, int(round(n * fraction)))
+    order = np.random.default_rng(int(meta.get("seed", 0))).permutation(n)
+    return data.subset(sorted(order[:n_test].tolist()))
+
+
 def test_probe_separates_toxic_text(evaluator: Evaluator, probe, eval_data, mt_config, claim) -> None:
     """The probe's held-out accuracy on labelled text > 0.85.
 
@@ -15,12 +32,12 @@ def test_probe_separates_toxic_text(evaluator: Evaluator, probe, eval_data, mt_c
     mean-pooled over real tokens, trained on Jigsaw (90:10 split); 94% held-out accuracy.
     Bootstrap over held-out examples.
     """
-    data = eval_data.probe_data
+    from mechtests.probes import probe_correct
+
+    data = held_out(probe, eval_data.probe_data)
     n = getattr(mt_config, "n_probe_eval", None)
     if n and n < len(data):
         data = data.head(n)
-    from mechtests.probes import probe_correct
-
     correct = probe_correct(evaluator.model("base"), probe, data).astype(np.float64)
     claim("probe_separates_toxic_text", metric="held-out accuracy", direction=">", threshold=0.85,
           samples=(correct,), statistic=np.mean, reference=ref("Setup: probe accuracy 94% (B)", 0.94),
