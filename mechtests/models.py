@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -93,6 +94,8 @@ class LoadedModel:
         self.device: torch.device = first.device
         self.dtype: torch.dtype = first.dtype
         self._value_vectors: torch.Tensor | None = None
+        # transformers 5.x renamed ``past_key_values`` to ``cache``; older versions use the old name.
+        self._cache_kw = "cache" if "cache" in inspect.signature(hf_model.forward).parameters else "past_key_values"
 
     def __repr__(self) -> str:
         return (
@@ -203,7 +206,7 @@ class LoadedModel:
             ids = kwargs.get("input_ids", args[0] if args else None)
             if ids is None:
                 raise UsageError("interventions that follow the tokens need input_ids, not inputs_embeds")
-            past = kwargs.get("past_key_values")
+            past = kwargs.get("cache", kwargs.get("past_key_values"))
             continues = past is not None and int(past.get_seq_length()) > 0
             uses = past is not None or bool(kwargs.get("use_cache"))
             fn(ForwardInputs(ids, kwargs.get("attention_mask"), kwargs.get("position_ids"), continues, uses))
@@ -239,14 +242,15 @@ class LoadedModel:
             position_ids = full.clamp(min=0)[:, -input_ids.shape[1] :]
         kwargs: dict[str, Any] = {"attention_mask": attention_mask, "position_ids": position_ids}
         if past is not None or use_cache:
-            kwargs["past_key_values"] = past
+            kwargs[self._cache_kw] = past
             kwargs["use_cache"] = True
         else:
             kwargs["use_cache"] = False
         if last_only:
             kwargs["logits_to_keep"] = 1
         out = self._hf(input_ids=input_ids, **kwargs)
-        return ForwardOutput(out.logits, out.past_key_values if kwargs["use_cache"] else None)
+        past_out = getattr(out, self._cache_kw, None) if kwargs["use_cache"] else None
+        return ForwardOutput(out.logits, past_out)
 
 
 def _adapt(fn: HookFn) -> Callable[..., torch.Tensor | None]:
@@ -314,6 +318,14 @@ def _load_hf(source: str, dtype: torch.dtype) -> tuple[Any, Any]:
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(source, f"cannot load the weights ({type(exc).__name__}: {exc})",
                               "re-save the checkpoint with model.save_pretrained(DIR); the files may be truncated or corrupt") from exc
+    if len(tokenizer) <= 1:
+        # transformers builds an empty tokenizer when the files are missing instead of failing.
+        raise CheckpointError(source, "has no usable tokenizer (tokenizer.json / vocab files missing)",
+                              "save the tokenizer next to the weights (tokenizer.save_pretrained(DIR))")
+    n_embeddings = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > n_embeddings:
+        raise CheckpointError(source, f"tokenizer has {len(tokenizer)} tokens but the model embeds only {n_embeddings}",
+                              "save the tokenizer the model was trained with")
     return model, tokenizer
 
 

@@ -1,0 +1,214 @@
+"""models.py: loading, compatibility checks, fingerprints, hook names and weight accessors."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+from transformer_lens.config import TransformerBridgeConfig
+
+from mechtests.data import left_padded_batch
+from mechtests.errors import CheckpointError, IncompatiblePairError, UsageError
+from mechtests.models import LoadedModel, ModelPair, check_compatible, load_model, load_pair, weights_fingerprint
+from mechtests.testing import make_tiny_checkpoint, perturbed_copy
+
+
+def _batch(model: LoadedModel) -> tuple[torch.Tensor, torch.Tensor]:
+    return left_padded_batch(model.tokenizer, ["hello there friend", "abc"], max_tokens=32, device=model.device)
+
+
+def test_loads_local_checkpoint_facts(tiny_pair: ModelPair) -> None:
+    base = tiny_pair.base
+    assert (base.n_layers, base.d_model, base.d_mlp, base.d_vocab, base.n_ctx) == (2, 32, 64, 257, 64)
+    assert base.mlp_kind == ("gated" if "Llama" in base.architecture else "standard")
+    assert base.tokenizer.padding_side == "left" and base.tokenizer.pad_token_id is not None
+    assert Path(base.source).is_absolute()
+    assert base.dtype == torch.float32 and base.device.type == "cpu"
+
+
+def test_neuron_hook_times_value_vectors_is_mlp_output(tiny_pair: ModelPair) -> None:
+    """a @ W_out + b_out reproduces the MLP output: the hook and the value vectors agree."""
+    model = tiny_pair.base
+    ids, mask = _batch(model)
+    got: dict[str, torch.Tensor] = {}
+    hooks = []
+    for layer in range(model.n_layers):
+        hooks.append((model.neuron_hook(layer), lambda a, layer=layer: got.__setitem__(f"a{layer}", a.clone())))
+        hooks.append((model.mlp_out_hook(layer), lambda o, layer=layer: got.__setitem__(f"o{layer}", o.clone())))
+    with torch.inference_mode(), model.hooks(hooks):
+        model.forward(ids, mask)
+    for layer in range(model.n_layers):
+        expected = got[f"a{layer}"] @ model.value_vectors(layer) + model.mlp_out_bias(layer)
+        torch.testing.assert_close(expected, got[f"o{layer}"], rtol=1e-5, atol=1e-5)
+    assert model.all_value_vectors().shape == (model.n_layers, model.d_mlp, model.d_model)
+
+
+def test_gated_activation_is_act_gate_times_up(tiny_pairs: dict[str, ModelPair]) -> None:
+    """For Llama the neuron activation is silu(x W_gate) * (x W_up): the input of W_down."""
+    model = tiny_pairs["llama"].base
+    ids, mask = _batch(model)
+    got: dict[str, torch.Tensor] = {}
+    with torch.inference_mode(), model.hooks([
+        ("blocks.1.mlp.hook_in", lambda x: got.__setitem__("x", x.clone())),
+        (model.neuron_hook(1), lambda a: got.__setitem__("a", a.clone())),
+        (model.pre_activation_hook(1), lambda u: got.__setitem__("up", u.clone())),
+    ]):
+        model.forward(ids, mask)
+    mlp = model.bridge.blocks[1].mlp
+    expected = torch.nn.functional.silu(got["x"] @ mlp.W_gate) * (got["x"] @ mlp.W_in)
+    torch.testing.assert_close(got["a"], expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got["up"], got["x"] @ model.key_vectors(1), rtol=1e-5, atol=1e-6)
+
+
+def test_standard_pre_activation_is_x_w_in_plus_b_in(tiny_pairs: dict[str, ModelPair]) -> None:
+    model = tiny_pairs["gpt2"].base
+    ids, mask = _batch(model)
+    got: dict[str, torch.Tensor] = {}
+    with torch.inference_mode(), model.hooks([
+        ("blocks.0.mlp.hook_in", lambda x: got.__setitem__("x", x.clone())),
+        (model.pre_activation_hook(0), lambda p: got.__setitem__("pre", p.clone())),
+    ]):
+        model.forward(ids, mask)
+    torch.testing.assert_close(got["pre"], got["x"] @ model.key_vectors(0) + model.mlp_in_bias(0), rtol=1e-5, atol=1e-5)
+
+
+def test_hook_names(tiny_pair: ModelPair) -> None:
+    model = tiny_pair.base
+    assert model.neuron_hook(1) == "blocks.1.mlp.hook_post"
+    assert model.final_resid_hook == "blocks.1.hook_resid_post"
+    expected_pre = "blocks.0.mlp.hook_pre_linear" if model.mlp_kind == "gated" else "blocks.0.mlp.hook_pre"
+    assert model.pre_activation_hook(0) == expected_pre
+    assert model.embed_hooks == (("hook_embed",) if model.mlp_kind == "gated" else ("hook_embed", "hook_pos_embed"))
+    with pytest.raises(UsageError, match="layer 2 is out of range"):
+        model.neuron_hook(2)
+
+
+def test_fingerprints(tiny_checkpoints: dict[str, tuple[Path, Path]], tiny_pairs: dict[str, ModelPair]) -> None:
+    base_dir, _ = tiny_checkpoints["gpt2"]
+    pair = tiny_pairs["gpt2"]
+    again = load_model(base_dir)
+    assert again.fingerprint == pair.base.fingerprint
+    assert pair.base.fingerprint != pair.tuned.fingerprint
+    assert len(pair.base.fingerprint) == 64 and int(pair.base.fingerprint, 16) >= 0
+
+
+def test_weights_fingerprint_known_answer() -> None:
+    tensor = torch.tensor([1.0, 2.0], dtype=torch.float32)
+    expected = hashlib.sha256(b"w|torch.float32|(2,)\n" + tensor.numpy().tobytes()).hexdigest()
+    assert weights_fingerprint({"w": tensor}) == expected
+    assert weights_fingerprint({"w": tensor + 1e-7}) != expected
+
+
+def test_config_source_random_init_is_seeded() -> None:
+    cfg = TransformerBridgeConfig(d_model=16, d_head=8, n_layers=1, n_ctx=32, n_heads=2, d_mlp=32, seed=3)
+    a, b = load_model(cfg), load_model(cfg)
+    assert a.fingerprint == b.fingerprint and a.source.startswith("config:")
+    other = load_model(TransformerBridgeConfig(d_model=16, d_head=8, n_layers=1, n_ctx=32, n_heads=2, d_mlp=32, seed=4))
+    assert other.fingerprint != a.fingerprint
+    gated = load_model(TransformerBridgeConfig(d_model=16, d_head=8, n_layers=1, n_ctx=32, n_heads=2, d_mlp=32,
+                                               seed=3, gated_mlp=True))
+    assert gated.mlp_kind == "gated" and a.mlp_kind == "standard"
+
+
+def test_config_source_with_foreign_vocab_is_rejected() -> None:
+    cfg = TransformerBridgeConfig(d_model=16, d_head=8, n_layers=1, n_ctx=32, n_heads=2, d_mlp=32, d_vocab=1000)
+    with pytest.raises(UsageError, match="d_vocab=1000"):
+        load_model(cfg)
+
+
+def test_bad_source_type() -> None:
+    with pytest.raises(UsageError, match="path, a hub name or a TransformerBridgeConfig"):
+        load_model(42)
+
+
+@pytest.mark.parametrize(
+    ("field", "kwargs", "base_value", "tuned_value"),
+    [
+        ("n_layers", {"n_layers": 3}, 2, 3),
+        ("d_model", {"d_model": 48}, 32, 48),
+        ("d_mlp", {"d_mlp": 96}, 64, 96),
+        ("n_ctx", {"n_ctx": 128}, 64, 128),
+        ("architecture", {"arch": "llama"}, "GPT2LMHeadModel", "LlamaForCausalLM"),
+    ],
+)
+def test_mismatched_pair_names_field_and_values(tmp_path: Path, tiny_checkpoints: dict[str, tuple[Path, Path]],
+                                                field: str, kwargs: dict[str, object], base_value: object,
+                                                tuned_value: object) -> None:
+    base_dir, _ = tiny_checkpoints["gpt2"]
+    other = make_tiny_checkpoint(tmp_path / "other", **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(IncompatiblePairError) as info:
+        load_pair(base_dir, other)
+    err = info.value
+    assert (err.field, err.base_value, err.tuned_value) == (field, base_value, tuned_value)
+    assert field in str(err) and repr(base_value) in str(err) and repr(tuned_value) in str(err)
+    assert str(base_dir.resolve()) in str(err)
+
+
+def test_mismatched_tokenizer_is_named(tmp_path: Path, tiny_checkpoints: dict[str, tuple[Path, Path]]) -> None:
+    import json
+
+    base_dir, _ = tiny_checkpoints["gpt2"]
+    other = perturbed_copy(base_dir, tmp_path / "other", scale=0.0)
+    tok_file = other / "tokenizer.json"
+    spec = json.loads(tok_file.read_text())
+    vocab = spec["model"]["vocab"]
+    # Swap two tokens' ids: same size, different vocabulary.
+    a, b = "a", "b"
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    tok_file.write_text(json.dumps(spec))
+    with pytest.raises(IncompatiblePairError, match="tokenizer vocabulary"):
+        load_pair(base_dir, other)
+
+
+def test_check_compatible_accepts_twins(tiny_pair: ModelPair) -> None:
+    check_compatible(tiny_pair.base, tiny_pair.tuned)
+    assert tiny_pair.role("base") is tiny_pair.base and tiny_pair.role("tuned") is tiny_pair.tuned
+    with pytest.raises(UsageError, match="role"):
+        tiny_pair.role("other")  # type: ignore[arg-type]
+
+
+def test_missing_checkpoint_names_path(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(CheckpointError, match="no such directory") as info:
+        load_model(missing)
+    assert str(missing) in str(info.value) and "Fix:" in str(info.value)
+
+
+def test_directory_without_config_names_path(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="config.json") as info:
+        load_model(tmp_path / "empty")
+    assert str(tmp_path / "empty") in str(info.value)
+
+
+def test_corrupt_weights_name_path(tmp_path: Path, tiny_checkpoints: dict[str, tuple[Path, Path]]) -> None:
+    base_dir, _ = tiny_checkpoints["gpt2"]
+    broken = perturbed_copy(base_dir, tmp_path / "broken", scale=0.0)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="cannot load the weights") as info:
+        load_model(broken)
+    assert str(broken) in str(info.value)
+
+
+def test_missing_tokenizer_names_path(tmp_path: Path, tiny_checkpoints: dict[str, tuple[Path, Path]]) -> None:
+    base_dir, _ = tiny_checkpoints["gpt2"]
+    broken = perturbed_copy(base_dir, tmp_path / "notok", scale=0.0)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (broken / name).unlink()
+    with pytest.raises(CheckpointError) as info:
+        load_model(broken)
+    assert str(broken) in str(info.value) and "tokenizer" in str(info.value)
+
+
+def test_hub_name_goes_through_the_same_loader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hub name is handed to from_pretrained; unreachable here, so it must fail naming the source."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(CheckpointError) as info:
+        load_model("mechtests-nonexistent-org/no-such-model")
+    assert "mechtests-nonexistent-org/no-such-model" in str(info.value)
