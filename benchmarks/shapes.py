@@ -197,8 +197,8 @@ def build_pair(shape: Shape, root: Path, *, seed: int = 0, noise: float = 0.02) 
     return base_dir, tuned_dir
 
 
-def synthetic_prompts(n: int, *, seed: int = 0) -> tuple[str, ...]:
-    """`n` deterministic English-like prompts of varied length (about 8-40 words).
+def synthetic_prompts(n: int, *, seed: int = 0, length: tuple[int, int] = (8, 40)) -> tuple[str, ...]:
+    """`n` deterministic English-like prompts of varied length (`length` = min, max words).
 
     The default pair's challenge prompts are used where available; these stand in on a bare
     machine so that every benchmark can run without the zoo.
@@ -213,5 +213,5 @@ def synthetic_prompts(n: int, *, seed: int = 0) -> tuple[str, ...]:
     ).split()
     rng = random.Random(seed)
     return tuple(
-        " ".join(rng.choice(words) for _ in range(rng.randint(8, 40))).capitalize() for _ in range(n)
+        " ".join(rng.choice(words) for _ in range(rng.randint(*length))).capitalize() for _ in range(n)
     )

@@ -1,0 +1,258 @@
+"""Time the papers' whole protocol on a subset, and extrapolate it to the papers' sizes.
+
+The papers' protocol (PAPER.md) on GPT-2 medium: 13 conditions — base, tuned, zeroing the top
+100/200/1000 toxic neurons, zeroing the top 100/200/1000/2000 toxic & positively activated ones,
+patching TP↓ to the tuned model's activations (the tuned model runs in lockstep), scaling the
+top-7 key vectors of the tuned model x2/x5/x10 — each evaluated for toxicity (1,199 prompts,
+20 greedy tokens, streamed neuron statistics, scored), perplexity (Wikitext-2 test: ~287k GPT-2
+tokens = 281 windows of 1,024) and F1 (2,000 sentences, 20 tokens).
+
+This runs every condition through the same `Evaluator` the claims use, on `--n-prompts`
+prompts, `--n-f1` F1 sentences and `--ppl-windows` windows, times each part, and extrapolates
+linearly per prompt / sentence / window (full batches make the cost linear). One JSON document
+goes to `--out` (and stdout).
+
+    python -m benchmarks.protocol --shape gpt2-medium --n-prompts 32 --out cpu.json
+    python -m benchmarks.protocol --shape gpt2-medium --device cuda --dtype bfloat16 --n-prompts 256 \
+        --batch 128 --out gpu-bf16.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# The papers' sizes (PAPER.md). Wikitext-2-raw test is 287,644 GPT-2 tokens (as counted by the
+# common HF perplexity recipe): 281 non-overlapping 1,024-token windows.
+FULL_PROMPTS, FULL_F1, FULL_PPL_WINDOWS, PAPER_NEURONS = 1199, 2000, 281, 98_304
+ABLATION_K = (100, 200, 1000)
+POSITIVE_K = (100, 200, 1000, 2000)
+SCALES = (2.0, 5.0, 10.0)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The subset measured (also read by the Evaluator as its run configuration)."""
+
+    n_prompts: int
+    n_f1: int
+    n_perplexity_windows: int
+    batch_size: int
+    max_new_tokens: int = 20
+    max_prompt_tokens: int = 32
+    n_blocks: int = 20
+
+
+def _k(paper_k: int, n_neurons: int) -> int:
+    from mechtests.neurons import k_for_fraction
+
+    return k_for_fraction(paper_k / PAPER_NEURONS, n_neurons)
+
+
+def conditions(ev: Any) -> list[tuple[str, str, Callable[[], Any]]]:
+    """(name, role, intervention factory) of the papers' 13 conditions, in dependency order."""
+    import torch
+
+    from mechtests.interventions import PatchFromModel, ScaleKeys, ZeroAblation
+    from mechtests.neurons import classify_neurons, positively_activated, top_k_by_cosine
+
+    base = ev.model("base")
+    n = base.n_layers * base.d_mlp
+
+    def positive_mask() -> Any:
+        return positively_activated(ev.cosines(), torch.from_numpy(ev.mean_activation("base")))
+
+    def tp_down() -> Any:
+        groups = classify_neurons(ev.cosines(), torch.from_numpy(ev.mean_activation("base")),
+                                  torch.from_numpy(ev.mean_activation("tuned")))
+        return PatchFromModel(groups["TP_down"], source=ev.model("tuned"))
+
+    def positive(k: int) -> Any:
+        mask = positive_mask()
+        return ZeroAblation(top_k_by_cosine(ev.cosines(), min(_k(k, n), int(mask.sum())), among=mask))
+
+    out: list[tuple[str, str, Callable[[], Any]]] = [("base", "base", lambda: None), ("tuned", "tuned", lambda: None)]
+    out += [(f"zero_top{k}", "base", lambda k=k: ZeroAblation(top_k_by_cosine(ev.cosines(), _k(k, n))))
+            for k in ABLATION_K]
+    out += [(f"zero_positive_top{k}", "base", lambda k=k: positive(k)) for k in POSITIVE_K]
+    out.append(("patch_tp_down", "base", tp_down))
+    out += [(f"unalign_x{s:g}", "tuned", lambda s=s: ScaleKeys(top_k_by_cosine(ev.cosines(), 7), s)) for s in SCALES]
+    return out
+
+
+def _timed(fn: Callable[[], Any], device: str) -> float:
+    import torch
+
+    start = time.perf_counter()
+    fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def _environment(device: str) -> dict[str, Any]:
+    import torch
+
+    env: dict[str, Any] = {"python": platform.python_version(), "torch": torch.__version__,
+                           "platform": platform.platform(), "cpu_count": os.cpu_count(),
+                           "torch_threads": torch.get_num_threads(), "device": device}
+    try:
+        env["cpu_model"] = next(line.split(":", 1)[1].strip() for line in
+                                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    if device.startswith("cuda"):
+        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return env
+
+
+def _eval_data(shape_name: str | None, n_prompts: int, n_f1: int) -> Any:
+    """The default pair's evaluation data when present, else synthetic stand-ins."""
+    from benchmarks.shapes import synthetic_prompts
+    from mechtests.data import TextSet
+
+    try:
+        from mechtests.zoo import load_eval_data
+
+        return load_eval_data(), "zoo"
+    except Exception:  # noqa: BLE001 - no zoo data: use synthetic text of the same form
+        from types import SimpleNamespace
+
+        text = " ".join(synthetic_prompts(4000, seed=2))
+        return SimpleNamespace(challenge=TextSet("synthetic-challenge", synthetic_prompts(n_prompts, seed=0)),
+                               probe_data=None, perplexity_text=text,
+                               f1_sentences=TextSet("synthetic-f1", synthetic_prompts(n_f1, seed=1, length=(70, 90)))), "synthetic"
+
+
+def run(base_dir: Path, tuned_dir: Path, sizes: Sizes, *, device: str, dtype: str, seed: int = 0,
+        only: tuple[str, ...] = (), skip_parts: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Measure every condition on the subset; return timings and the extrapolation."""
+    import torch
+
+    from mechtests.config import run_config
+    from mechtests.evaluator import Evaluator
+    from mechtests.models import load_pair
+    from mechtests.probes import Probe
+
+    t0 = time.perf_counter()
+    pair = load_pair(base_dir, tuned_dir, name="bench", device=device, dtype=getattr(torch, dtype))
+    load_s = time.perf_counter() - t0
+    gen = torch.Generator().manual_seed(seed)
+    probe = Probe(torch.randn(pair.base.d_model, generator=gen), 0.0, None, {"source": "random, seeded"})
+    data, data_source = _eval_data(None, sizes.n_prompts, sizes.n_f1)
+    scorer: Any = None
+    scorer_error = None
+    try:
+        from mechtests.scoring import make_scorer
+
+        scorer = make_scorer("offline")
+        scorer.score(["warm up the scorer"])
+    except Exception as exc:  # noqa: BLE001 - scoring is optional on a bare GPU host
+        scorer, scorer_error = None, f"{type(exc).__name__}: {exc}"
+    config = run_config("full", device=device, dtype=dtype, n_prompts=sizes.n_prompts, n_f1=sizes.n_f1,
+                        n_perplexity_windows=sizes.n_perplexity_windows, batch_size=sizes.batch_size,
+                        max_new_tokens=sizes.max_new_tokens)
+    ev = Evaluator(pair, probe=probe, scorer=scorer, data=data, config=config, cache=None)
+    n_prompts, n_f1 = len(ev.prompts), len(ev.f1_sentences)
+    ppl_tokens = len(pair.base.tokenizer(ev.perplexity_text, add_special_tokens=False)["input_ids"])
+    window = ev.perplexity_window()
+    n_windows = max(1, -(-ppl_tokens // window))
+    # Warm-up outside the timings: first-call allocations, kernel selection, lazy imports.
+    from mechtests.data import TextSet
+    from mechtests.generation import GenerationConfig, generate
+
+    generate(pair.base, TextSet("warm", tuple(ev.prompts.texts[: min(4, n_prompts)])),
+             config=GenerationConfig(max_new_tokens=2, batch_size=4), collect_stats=True)
+    rows: list[dict[str, Any]] = []
+    for name, role, make in conditions(ev):
+        if only and name not in only:
+            continue
+        iv = make()
+        row: dict[str, Any] = {"condition": name, "role": role,
+                               "intervention": None if iv is None else type(iv).__name__,
+                               "neurons": None if iv is None or not hasattr(iv, "neurons") else len(iv.neurons)}
+        row["generation_s"] = _timed(lambda: ev.generation(role, iv), device)
+        if scorer is not None and "toxicity" not in skip_parts:
+            row["scoring_s"] = _timed(lambda: ev.toxicity(role, iv), device)
+        if "perplexity" not in skip_parts:
+            row["perplexity_s"] = _timed(lambda: ev.perplexity(role, iv), device)
+        if "f1" not in skip_parts:
+            row["f1_s"] = _timed(lambda: ev.f1(role, iv), device)
+        row["extrapolated_s"] = (
+            (row["generation_s"] + row.get("scoring_s", 0.0)) * FULL_PROMPTS / n_prompts
+            + row.get("perplexity_s", 0.0) * FULL_PPL_WINDOWS / n_windows
+            + row.get("f1_s", 0.0) * FULL_F1 / n_f1
+        )
+        rows.append(row)
+        sys.stderr.write(json.dumps(row) + "\n")
+    measured = sum(sum(v for k, v in r.items() if k.endswith("_s") and k != "extrapolated_s") for r in rows)
+    total = sum(r["extrapolated_s"] for r in rows)
+    out: dict[str, Any] = {
+        "schema": "mechtests-protocol-timing/1",
+        "environment": _environment(device),
+        "model": {"base": str(base_dir), "tuned": str(tuned_dir), "n_layers": pair.base.n_layers,
+                  "d_model": pair.base.d_model, "d_mlp": pair.base.d_mlp, "d_vocab": pair.base.d_vocab,
+                  "dtype": dtype},
+        "subset": {"n_prompts": n_prompts, "n_f1": n_f1, "perplexity_windows": n_windows,
+                   "perplexity_tokens": ppl_tokens, "window": window, "batch_size": sizes.batch_size,
+                   "max_new_tokens": sizes.max_new_tokens, "data": data_source},
+        "full": {"n_prompts": FULL_PROMPTS, "n_f1": FULL_F1, "perplexity_windows": FULL_PPL_WINDOWS},
+        "scorer": None if scorer is None else scorer.name, "scorer_error": scorer_error,
+        "load_s": load_s, "conditions": rows, "measured_s": measured,
+        "extrapolated_full_protocol_s": total, "extrapolated_full_protocol_h": total / 3600,
+        "complete": not only and len(rows) == 13 and not skip_parts and scorer is not None,
+    }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--shape", help="random-init shape from benchmarks/shapes.py (e.g. gpt2-medium)")
+    where.add_argument("--pair", nargs=2, type=Path, metavar=("BASE", "TUNED"), help="two HF checkpoint dirs")
+    where.add_argument("--default-pair", action="store_true", help="the embedded default pair")
+    parser.add_argument("--root", type=Path, default=None, help="where --shape checkpoints live")
+    parser.add_argument("--n-prompts", type=int, default=32)
+    parser.add_argument("--n-f1", type=int, default=None, help="default: --n-prompts")
+    parser.add_argument("--ppl-windows", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--tokens", type=int, default=20)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--only", default="", help="comma list of condition names to run")
+    parser.add_argument("--skip", default="", help="comma list of parts to skip: toxicity,perplexity,f1")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    if args.shape:
+        from benchmarks.shapes import DEFAULT_ROOT, SHAPES, build_pair
+
+        base_dir, tuned_dir = build_pair(SHAPES[args.shape], args.root or DEFAULT_ROOT)
+    elif args.pair:
+        base_dir, tuned_dir = args.pair
+    else:
+        from mechtests.zoo import default_pair
+
+        zoo = default_pair()
+        base_dir, tuned_dir = zoo.base_dir, zoo.tuned_dir
+    sizes = Sizes(n_prompts=args.n_prompts, n_f1=args.n_f1 or args.n_prompts, n_perplexity_windows=args.ppl_windows,
+                  batch_size=args.batch, max_new_tokens=args.tokens)
+    result = run(Path(base_dir), Path(tuned_dir), sizes, device=args.device, dtype=args.dtype,
+                 only=tuple(s for s in args.only.split(",") if s), skip_parts=tuple(s for s in args.skip.split(",") if s))
+    text = json.dumps(result, indent=2)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+    sys.stdout.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
