@@ -1,0 +1,129 @@
+"""mechtests.claims: verdict rules, threshold validation, the pure evaluate_claim API."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mechtests.claims import Reference, claim_seed, evaluate_claim, validate_threshold, verdict_for
+from mechtests.errors import NumericalError, UsageError
+from mechtests.report import CLAIM_KEYS
+from mechtests.stats import Estimate
+
+
+def _est(lo: float, hi: float) -> Estimate:
+    return Estimate((lo + hi) / 2, lo, hi, 0.95, 50)
+
+
+@pytest.mark.parametrize("lo, hi, direction, threshold, verdict", [
+    (0.4, 0.6, ">", 0.3, "pass"),
+    (0.1, 0.2, ">", 0.3, "fail"),
+    (0.2, 0.4, ">", 0.3, "inconclusive"),
+    (0.1, 0.3, ">", 0.3, "fail"),          # touching from below: cannot be above
+    (0.3, 0.4, ">", 0.3, "inconclusive"),  # touching from above: not strictly above
+    (0.1, 0.2, "<", 0.3, "pass"),
+    (0.4, 0.6, "<", 0.3, "fail"),
+    (0.2, 0.4, "<", 0.3, "inconclusive"),
+    (0.4, 0.5, "within", (0.3, 0.6), "pass"),
+    (0.7, 0.8, "within", (0.3, 0.6), "fail"),
+    (0.1, 0.2, "within", (0.3, 0.6), "fail"),
+    (0.5, 0.7, "within", (0.3, 0.6), "inconclusive"),
+    (0.2, 0.7, "within", (0.3, 0.6), "inconclusive"),
+])
+def test_verdict_rules(lo: float, hi: float, direction: str, threshold: object, verdict: str) -> None:
+    assert verdict_for(_est(lo, hi), threshold, direction) == verdict  # type: ignore[arg-type]
+
+
+@settings(max_examples=100, deadline=None)
+@given(a=st.floats(-10, 10), w=st.floats(0, 5), t=st.floats(-10, 10), direction=st.sampled_from([">", "<"]))
+def test_verdict_property(a: float, w: float, t: float, direction: str) -> None:
+    """pass <=> interval strictly on the claimed side; fail <=> wholly on the other side (or on t)."""
+    est = _est(a, a + w)
+    v = verdict_for(est, t, direction)  # type: ignore[arg-type]
+    above, below = est.ci_low > t, est.ci_high < t
+    claimed, other = (above, est.ci_high <= t) if direction == ">" else (below, est.ci_low >= t)
+    assert (v == "pass") == claimed
+    assert (v == "fail") == (other and not claimed)
+    assert (v == "inconclusive") == (not claimed and not other)
+
+
+@pytest.mark.parametrize("direction, threshold, match", [
+    ("within", (0.6, 0.3), "impossible threshold"),
+    ("within", (0.3, 0.3), "impossible threshold"),
+    ("within", 0.3, "needs threshold=\\(low, high\\)"),
+    (">", (0.1, 0.2), "needs one number"),
+    (">", float("nan"), "not finite"),
+    ("<", float("inf"), "not finite"),
+    (">", "abc", "not a number"),
+    ("=>", 0.3, "direction"),
+])
+def test_impossible_thresholds_are_usage_errors(direction: str, threshold: object, match: str) -> None:
+    with pytest.raises(UsageError, match=match):
+        validate_threshold(direction, threshold)
+    with pytest.raises(UsageError, match=match):
+        evaluate_claim("c", metric="m", direction=direction, threshold=threshold, estimate=0.5)  # type: ignore[arg-type]
+
+
+def test_exact_estimate_and_precomputed_estimate() -> None:
+    r = evaluate_claim("identity", metric="residual", direction="<", threshold=1e-4, estimate=3e-8)
+    assert (r.verdict, r.estimate.method, r.estimate.n, r.estimate.p_value) == ("pass", "exact", None, None)
+    e = Estimate(0.45, 0.2, 0.7, 0.9, 20, 0.3, "BCa")
+    r = evaluate_claim("share", metric="TP share", direction="<", threshold=0.5, estimate=e)
+    assert r.estimate is e and r.verdict == "inconclusive"
+
+
+def test_inconclusive_reports_the_deciding_n() -> None:
+    x = np.random.default_rng(4).normal(0.4, 0.5, 30)
+    r = evaluate_claim("near", metric="m", direction=">", threshold=0.3, samples=(x,), n_resamples=500)
+    assert r.verdict == "inconclusive"
+    half = r.estimate.value - r.estimate.ci_low
+    assert r.decisive_n == math.ceil(30 * (half / (r.estimate.value - 0.3)) ** 2)
+    assert f"about n={r.decisive_n} would likely decide it" in r.explanation()
+
+
+def test_samples_or_estimate_exactly_one() -> None:
+    with pytest.raises(UsageError, match="exactly one"):
+        evaluate_claim("c", metric="m", direction=">", threshold=0.1)
+    with pytest.raises(UsageError, match="exactly one"):
+        evaluate_claim("c", metric="m", direction=">", threshold=0.1, samples=(np.ones(3),), estimate=1.0)
+    with pytest.raises(UsageError, match="explicit statistic"):
+        evaluate_claim("c", metric="m", direction=">", threshold=0.1, samples=(np.ones(3), np.ones(3)))
+
+
+def test_nan_samples_raise_numerical_error() -> None:
+    with pytest.raises(NumericalError, match="non-finite"):
+        evaluate_claim("c", metric="m", direction=">", threshold=0.1, samples=(np.array([0.1, np.nan, 0.3]),))
+    with pytest.raises(NumericalError, match="NaN"):
+        evaluate_claim("c", metric="m", direction=">", threshold=0.1, estimate=float("nan"))
+
+
+@pytest.mark.parametrize("name", ["", "has space", "1abc", None])
+def test_bad_claim_names(name: object) -> None:
+    with pytest.raises(UsageError, match="claim name"):
+        evaluate_claim(name, metric="m", direction=">", threshold=0.1, estimate=1.0)  # type: ignore[arg-type]
+
+
+def test_record_has_exactly_the_schema_keys_and_json_params() -> None:
+    r = evaluate_claim("c", metric="m", direction="within", threshold=[0.1, 0.9], estimate=0.5,
+                       params={"k": np.int64(7), "frac": np.float32(0.5)}, reference=("paper A", 0.54), pair="p")
+    rec = r.to_record(nodeid="t.py::test[p]", outcome="passed", p_adjusted=None, seconds=0.1)
+    assert tuple(rec) == CLAIM_KEYS
+    assert rec["params"] == {"frac": 0.5, "k": 7}
+    assert rec["threshold"] == [0.1, 0.9]
+    assert rec["reference"] == {"source": "paper A", "value": 0.54}
+    assert r.reference == Reference("paper A", 0.54)
+
+
+def test_seeds_differ_per_claim_and_reproduce() -> None:
+    assert claim_seed(0, "a", "p", {}) == claim_seed(0, "a", "p", {})
+    seeds = {claim_seed(0, "a", "p", {}), claim_seed(1, "a", "p", {}), claim_seed(0, "b", "p", {}),
+             claim_seed(0, "a", "q", {}), claim_seed(0, "a", "p", {"k": 1})}
+    assert len(seeds) == 5
+    x = np.random.default_rng(0).normal(size=40)
+    one = evaluate_claim("a", metric="m", direction=">", threshold=0.0, samples=(x,), n_resamples=300, seed=1)
+    two = evaluate_claim("a", metric="m", direction=">", threshold=0.0, samples=(x,), n_resamples=300, seed=1)
+    assert one == two

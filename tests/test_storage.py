@@ -1,0 +1,175 @@
+"""mechtests.storage: content-addressed cache (round trips, atomicity, xdist safety), baselines."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mechtests.errors import UsageError
+from mechtests.stats import Estimate
+from mechtests.storage import (
+    BaselineStore,
+    Cache,
+    Tolerance,
+    key_hash,
+    load_report,
+    parse_compare_fail,
+    violations,
+)
+
+
+def test_key_hash_is_canonical_and_content_sensitive() -> None:
+    assert key_hash("k", {"a": 1, "b": [1, 2]}) == key_hash("k", {"b": (1, 2), "a": 1})
+    assert key_hash("k", {"a": 1}) != key_hash("k", {"a": 2})
+    assert key_hash("k", {"a": 1}) != key_hash("j", {"a": 1})
+    assert len(key_hash("k", {})) == 64
+    with pytest.raises(TypeError, match="JSON data"):
+        key_hash("k", {"model": object()})
+    with pytest.raises(TypeError, match="non-finite"):
+        key_hash("k", {"x": float("nan")})
+
+
+def test_round_trip_of_every_supported_value(tmp_path: Path) -> None:
+    value = {
+        "array": np.arange(6, dtype=np.float64).reshape(2, 3),
+        "ints": np.array([1, 2, 3], dtype=np.int64),
+        "tensor": torch.linspace(0, 1, 5),
+        "bf16": torch.tensor([1.5, -2.25], dtype=torch.bfloat16),
+        "texts": ("a", "b\nc"),
+        "nested": [{"x": 1.5, "y": None, "z": True}],
+        "estimate": Estimate(0.5, 0.4, 0.6, 0.95, 10, 0.01, "BCa", 0.05),
+    }
+    Cache(tmp_path).get_or_compute("demo", {"v": 1}, lambda: value)
+    fresh = Cache(tmp_path)  # new process-equivalent: only the disk
+    got = fresh.get_or_compute("demo", {"v": 1}, lambda: pytest.fail("recomputed"))
+    assert fresh.stats.disk_hits == 1 and fresh.stats.computed == 0
+    np.testing.assert_array_equal(got["array"], value["array"])
+    assert got["ints"].dtype == np.int64
+    torch.testing.assert_close(got["tensor"], value["tensor"], rtol=0, atol=0)
+    assert got["bf16"].dtype == torch.bfloat16
+    torch.testing.assert_close(got["bf16"], value["bf16"], rtol=0, atol=0)
+    assert got["texts"] == ("a", "b\nc") and isinstance(got["texts"], tuple)
+    assert got["nested"] == [{"x": 1.5, "y": None, "z": True}]
+    assert got["estimate"] == value["estimate"]
+
+
+def test_probe_dataclass_round_trip(tmp_path: Path) -> None:
+    from mechtests.probes import Probe
+
+    probe = Probe(torch.tensor([0.5, -1.0, 2.0]), 0.25, None, {"seed": 3})
+    got = Cache(tmp_path).get_or_compute("probe", {"k": 1}, lambda: probe)
+    again = Cache(tmp_path).get_or_compute("probe", {"k": 1}, lambda: pytest.fail("recomputed"))
+    assert isinstance(again, Probe) and got is probe
+    torch.testing.assert_close(again.weight, probe.weight)
+    assert (again.bias, again.hook_name, dict(again.metadata)) == (0.25, None, {"seed": 3})
+
+
+def test_memory_layer_and_memory_only_cache(tmp_path: Path) -> None:
+    calls = []
+    cache = Cache(tmp_path)
+    for _ in range(3):
+        cache.get_or_compute("k", {"a": 1}, lambda: calls.append(1) or np.ones(2))
+    assert len(calls) == 1 and (cache.stats.computed, cache.stats.memory_hits) == (1, 2)
+    mem = Cache(None)
+    mem.get_or_compute("k", {"a": 1}, lambda: 5)
+    assert mem.path_for("k", {"a": 1}) is None
+    assert mem.get_or_compute("k", {"a": 1}, lambda: 6) == 5
+
+
+def test_corrupt_entry_is_recomputed_and_replaced(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    path = cache.path_for("k", {"a": 1})
+    assert path is not None
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not an npz")
+    assert cache.get_or_compute("k", {"a": 1}, lambda: [1, 2]) == [1, 2]
+    assert Cache(tmp_path).get_or_compute("k", {"a": 1}, lambda: [9]) == [1, 2]
+    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]  # no temp files left
+
+
+def test_refuses_uncacheable_values(tmp_path: Path) -> None:
+    @dataclasses.dataclass
+    class Foreign:
+        x: int
+
+    with pytest.raises(TypeError, match="mechtests dataclasses"):
+        Cache(tmp_path).get_or_compute("k", {"a": 1}, lambda: Foreign(1))
+    with pytest.raises(TypeError, match="cannot cache"):
+        Cache(tmp_path).get_or_compute("k", {"a": 2}, lambda: {1, 2})
+    with pytest.raises(UsageError, match="simple name"):
+        Cache(tmp_path).get_or_compute("bad/kind", {"a": 1}, lambda: 1)
+
+
+def test_concurrent_processes_compute_once_and_never_read_partial_files(tmp_path: Path) -> None:
+    """Two processes (as two xdist workers) ask for the same entry at the same time."""
+    script = textwrap.dedent(f"""
+        import os, sys, time
+        import numpy as np
+        from pathlib import Path
+        from mechtests.storage import Cache
+        root = Path({str(tmp_path)!r})
+        def compute():
+            with open(root / "computed.log", "a") as fh:
+                fh.write(str(os.getpid()) + "\\n")
+            time.sleep(0.5)
+            return np.arange(200_000, dtype=np.float64)
+        v = Cache(root / "cache").get_or_compute("big", {{"n": 1}}, compute)
+        assert v.shape == (200_000,) and v[-1] == 199_999.0
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", script]) for _ in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    assert len((tmp_path / "computed.log").read_text().split()) == 1
+
+
+def test_baseline_store_save_resolve_and_errors(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path / "baselines")
+    doc = {"schema": "mechtests-report/1", "claims": []}
+    path = store.save("main", doc)
+    assert store.resolve("main") == path and store.names() == ["main"]
+    assert load_report(path) == doc
+    assert store.resolve(str(path)) == path
+    with pytest.raises(UsageError, match="no baseline 'nope'.*Stored baselines: main"):
+        store.resolve("nope")
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"schema": "other/9"}))
+    with pytest.raises(UsageError, match="not a mechtests-report/1"):
+        load_report(bad)
+    bad.write_text("{")
+    with pytest.raises(UsageError, match="not readable JSON"):
+        load_report(bad)
+
+
+def test_parse_compare_fail() -> None:
+    assert parse_compare_fail("estimate:0.05") == (Tolerance("estimate", 0.05, False),)
+    assert parse_compare_fail("estimate:10%, verdict, ci_low:1e-2") == (
+        Tolerance("estimate", pytest.approx(0.1), True), Tolerance("verdict"), Tolerance("ci_low", 0.01, False))
+
+
+@pytest.mark.parametrize("expr", ["", "estimate", "estimate:", "estimate:abc", "p:0.1", "estimate:0.1,,verdict",
+                                  "verdict:1", "estimate:-0.1", "estimate:5%%"])
+def test_malformed_compare_fail_expressions(expr: str) -> None:
+    with pytest.raises(UsageError, match="--mt-compare-fail"):
+        parse_compare_fail(expr)
+
+
+def test_violations_absolute_relative_and_verdict() -> None:
+    before = {"claim": "c", "pair": "p", "estimate": 0.50, "ci_low": 0.40, "verdict": "pass"}
+    same = dict(before)
+    moved = dict(before, estimate=0.40, ci_low=0.41, verdict="inconclusive")
+    assert violations(before, same, parse_compare_fail("estimate:0.05,verdict")) == []
+    msgs = violations(before, moved, parse_compare_fail("estimate:0.05,ci_low:0.05,verdict"))
+    assert msgs == ["claim c on pair p moved from 0.5 to 0.4 (estimate: 0.05 absolute)",
+                    "claim c on pair p moved from pass to inconclusive (verdict: any change)"]
+    assert violations(before, moved, parse_compare_fail("estimate:25%")) == []
+    assert violations(before, moved, parse_compare_fail("estimate:10%")) == [
+        "claim c on pair p moved from 0.5 to 0.4 (estimate: 10% relative)"]
+    # exactly at the tolerance is not a move
+    assert violations(before, dict(before, estimate=0.55), parse_compare_fail("estimate:0.05")) == []
