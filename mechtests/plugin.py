@@ -258,7 +258,7 @@ def eval_data(mt_pair: PairSpec, request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture(scope="session")
-def probe(model_pair: Any, mt_pair: PairSpec, eval_data: Any, mt_config: RunConfig, mt_cache: Cache,
+def probe(model_pair: Any, mt_pair: PairSpec, mt_config: RunConfig, mt_cache: Cache,
           request: pytest.FixtureRequest) -> Any:
     """The toxicity probe: --mt-probe, else the pair's, else the zoo's (default pair), else one
     trained on the probe data with the base model (cached by base fingerprint, data and seed)."""
@@ -268,6 +268,7 @@ def probe(model_pair: Any, mt_pair: PairSpec, eval_data: Any, mt_config: RunConf
     path = st.settings.probe or mt_pair.probe or (st.zoo_pair().probe_path if mt_pair.is_default else None)
     if path is not None:
         return load_probe(path, d_model=model_pair.base.d_model)
+    eval_data = request.getfixturevalue("eval_data")  # only needed (and loaded) to train one
     key = {"protocol": "train_probe/1", "base": model_pair.base.fingerprint,
            "data": eval_data.probe_data.sha256, "seed": mt_config.seed}
     return mt_cache.get_or_compute("probe", key, lambda: train_probe(model_pair.base, eval_data.probe_data,
