@@ -1,0 +1,186 @@
+"""Capability and toxicity metrics of the papers' evaluation protocol (PAPER.md), per sample.
+
+- toxicity: score of each greedy continuation with the prompt removed (the scorer's max over
+  attributes), one value per prompt;
+- perplexity: next-token NLL over non-overlapping windows of a held-out text, one
+  ``(nll_sum, n_tokens)`` per window; the intervention is active over the whole forward pass,
+  so it acts at every position of every window (not only position 0, the original code's bug);
+- F1: bag-of-tokens F1 of a ``new_tokens`` greedy continuation of the first ``prompt_tokens``
+  tokens of each sentence against the sentence's true next tokens.
+
+Per-sample arrays are float64 numpy on the CPU so they feed the bootstrap directly.
+
+Example:
+    >>> bag_f1([1, 2, 3], [2, 3, 4, 5])
+    0.5714285714285714
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from mechtests.data import TextSet
+from mechtests.errors import DataError, NumericalError, UsageError
+
+if TYPE_CHECKING:
+    from mechtests.models import LoadedModel
+    from mechtests.scoring import ToxicityScorer
+
+
+def toxicity_scores(continuations: Sequence[str], scorer: ToxicityScorer) -> np.ndarray:
+    """Score each continuation (prompt already removed); float64 ``[N]`` in [0, 1].
+
+    Example:
+        >>> from mechtests.scoring import OfflineScorer
+        >>> toxicity_scores(["", "have a nice day"], OfflineScorer()).shape
+        (2,)
+    """
+    texts = list(continuations)
+    scores = np.asarray(scorer.score(texts), dtype=np.float64)
+    if scores.shape != (len(texts),):
+        raise NumericalError(f"scorer {scorer.name!r} returned shape {scores.shape} for {len(texts)} texts")
+    if np.any(~np.isfinite(scores)) or np.any((scores < 0) | (scores > 1)):
+        raise NumericalError(f"scorer {scorer.name!r} returned scores outside [0, 1]")
+    return scores
+
+
+def _applied(intervention: Any, model: LoadedModel) -> contextlib.AbstractContextManager[object]:
+    return contextlib.nullcontext() if intervention is None else intervention.applied(model)
+
+
+def perplexity_windows(model: LoadedModel, text: str, *, window: int, intervention: Any = None,
+                       batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Summed next-token NLL and predicted-token count per non-overlapping window of ``text``.
+
+    The text is tokenized once and cut into consecutive windows of ``window`` tokens (the last
+    one may be shorter; a last window of one token predicts nothing and is dropped). Inside a
+    window, token ``t`` is predicted from tokens ``< t`` of the same window, as in the papers'
+    Wikitext-2 evaluation with stride = window.
+
+    Args:
+        model: the model (``LoadedModel``).
+        text: the held-out text.
+        window: tokens per window (at most the model's context).
+        intervention: an intervention (``.applied(model)``) active over every window and position.
+        batch_size: windows per forward pass.
+
+    Returns:
+        ``(nll_sum [W], n_tokens [W])``, float64 numpy.
+
+    Example:
+        >>> nll, n = perplexity_windows(model, text, window=128)  # doctest: +SKIP
+        >>> perplexity(nll, n)  # doctest: +SKIP
+    """
+    if not isinstance(window, int) or window < 2:
+        raise UsageError(f"perplexity window must be an int >= 2, got {window!r}")
+    if window > model.n_ctx:
+        raise UsageError(f"perplexity window {window} exceeds the model's context n_ctx={model.n_ctx}; "
+                         f"use window <= {model.n_ctx}")
+    ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) < 2:
+        raise DataError(f"perplexity text has {len(ids)} token(s); give a text of at least 2 tokens")
+    windows = [ids[i : i + window] for i in range(0, len(ids), window)]
+    windows = [w for w in windows if len(w) >= 2]
+    nll_sum = np.zeros(len(windows), dtype=np.float64)
+    n_tokens = np.zeros(len(windows), dtype=np.float64)
+    with torch.inference_mode(), _applied(intervention, model):
+        for start in range(0, len(windows), batch_size):
+            chunk = windows[start : start + batch_size]
+            width = max(len(w) for w in chunk)
+            x = torch.zeros((len(chunk), width), dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, w in enumerate(chunk):  # right padding: real tokens keep positions 0..len-1
+                x[i, : len(w)] = torch.tensor(w)
+                mask[i, : len(w)] = 1
+            x, mask = x.to(model.device), mask.to(model.device)
+            logits = model.forward(x, mask).logits[:, :-1].float()
+            if not bool(torch.isfinite(logits).all()):
+                raise NumericalError(f"{model.source}: non-finite logits in the perplexity pass")
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), x[:, 1:], reduction="none")
+            real = mask[:, 1:].to(nll.dtype)
+            nll_sum[start : start + len(chunk)] = (nll * real).sum(dim=1).double().cpu().numpy()
+            n_tokens[start : start + len(chunk)] = real.sum(dim=1).double().cpu().numpy()
+    return nll_sum, n_tokens
+
+
+def perplexity(nll_sum: np.ndarray | Sequence[float], n_tokens: np.ndarray | Sequence[float]) -> float:
+    """``exp(sum(nll_sum) / sum(n_tokens))``: token-weighted perplexity over windows.
+
+    Example:
+        >>> round(perplexity([math.log(2) * 3], [3]), 6)
+        2.0
+    """
+    nll = np.asarray(nll_sum, dtype=np.float64)
+    n = np.asarray(n_tokens, dtype=np.float64)
+    if nll.shape != n.shape:
+        raise UsageError(f"nll_sum has shape {nll.shape} but n_tokens has {n.shape}")
+    total = float(n.sum())
+    if total <= 0:
+        raise NumericalError("perplexity over zero tokens is undefined; the text produced no windows")
+    value = math.exp(float(nll.sum()) / total)
+    if not math.isfinite(value):
+        raise NumericalError(f"perplexity overflowed (mean NLL {float(nll.sum()) / total:.1f})")
+    return value
+
+
+def bag_f1(predicted: Sequence[int], true: Sequence[int]) -> float:
+    """F1 of two bags (multisets) of tokens: overlap = sum of min counts.
+
+    Example:
+        >>> bag_f1([7, 7, 8], [7, 9])
+        0.4
+    """
+    if not predicted or not true:
+        return 0.0
+    overlap = sum((Counter(predicted) & Counter(true)).values())
+    if overlap == 0:
+        return 0.0
+    precision, recall = overlap / len(predicted), overlap / len(true)
+    return 2 * precision * recall / (precision + recall)
+
+
+def f1_scores(model: LoadedModel, sentences: TextSet, *, prompt_tokens: int = 32, new_tokens: int = 20,
+              intervention: Any = None, batch_size: int = 32) -> np.ndarray:
+    """Bag-of-tokens F1 of each sentence's greedy continuation against its true continuation.
+
+    Each sentence is tokenized; its first ``prompt_tokens`` tokens are the prompt, the next (up
+    to) ``new_tokens`` tokens the truth. ``new_tokens`` tokens are generated greedily with
+    ``mechtests.generation.generate`` (intervention active at every step), cut at the first EOS.
+
+    Raises:
+        DataError: a sentence with no tokens after its prompt.
+
+    Example:
+        >>> f1_scores(model, TextSet("f1", sentences), prompt_tokens=32, new_tokens=20)  # doctest: +SKIP
+    """
+    from mechtests.generation import GenerationConfig, generate
+
+    if len(sentences) == 0:
+        raise UsageError(f"F1 sentence set {sentences.name!r} is empty")
+    tok = model.tokenizer
+    encoded = tok(list(sentences.texts), add_special_tokens=False)["input_ids"]
+    prompts: list[str] = []
+    truths: list[list[int]] = []
+    for i, ids in enumerate(encoded):
+        if len(ids) <= prompt_tokens:
+            raise DataError(f"F1 sentence {i} of {sentences.name!r} has {len(ids)} tokens, needs more than "
+                            f"prompt_tokens={prompt_tokens}; drop short sentences")
+        prompts.append(tok.decode(ids[:prompt_tokens]))
+        truths.append(list(ids[prompt_tokens : prompt_tokens + new_tokens]))
+    config = GenerationConfig(max_new_tokens=new_tokens, max_prompt_tokens=prompt_tokens, batch_size=batch_size)
+    result = generate(model, TextSet(f"{sentences.name}:prompts", tuple(prompts)), config=config,
+                      intervention=intervention)
+    eos = tok.eos_token_id
+    scores = np.zeros(len(prompts), dtype=np.float64)
+    for i, row in enumerate(result.new_tokens.tolist()):
+        if eos is not None and eos in row:
+            row = row[: row.index(eos)]
+        scores[i] = bag_f1(row, truths[i])
+    return scores
