@@ -1,0 +1,141 @@
+"""hypotheses/ end to end through the plugin, on a tiny pair with a known toxicity drop.
+
+The "toxic" attribute is the share of vowels (a deterministic scorer that the project's
+conftest substitutes for the offline classifier). The base model's embedding rows of the
+vowels are pushed so greedy decoding prefers them; the tuned twin is the unpushed model with
+small noise. So the tuned model is far less "toxic", the weights of the vowel rows moved a lot
+(claim 3 must fail), and every number can be checked against a direct computation.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+HYPOTHESES = Path(__file__).resolve().parents[1] / "hypotheses"
+VOWELS = "aeiou"
+WORDS = ["hi", "you", "what", "go", "stop", "no", "yes", "why"]
+
+CONFTEST = '''
+import numpy as np
+import pytest
+from mechtests.zoo import load_eval_data
+
+
+class VowelScorer:
+    name = "vowels"
+
+    def score(self, texts):
+        return np.array([sum(c in "aeiou" for c in t) / max(len(t), 1) for t in texts], dtype=np.float64)
+
+
+@pytest.fixture(scope="session")
+def eval_data():
+    return load_eval_data({data!r})
+
+
+@pytest.fixture(scope="session")
+def scorer():
+    return VowelScorer()
+'''
+
+
+def vowel_share(texts: Any) -> np.ndarray:
+    return np.array([sum(c in VOWELS for c in t) / max(len(t), 1) for t in texts], dtype=np.float64)
+
+
+@pytest.fixture(scope="module")
+def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    import torch
+    from safetensors.torch import load_file
+
+    from mechtests.probes import Probe, save_probe
+    from mechtests.testing import byte_tokenizer, make_tiny_checkpoint, perturbed_copy, set_weights
+
+    root = tmp_path_factory.mktemp("tiny_project")
+    original = make_tiny_checkpoint(root / "original", n_layers=2, d_model=32, d_mlp=64, n_ctx=64, seed=0)
+    tuned = perturbed_copy(original, root / "tuned", scale=0.02, seed=1)
+    base = perturbed_copy(original, root / "base", scale=0.0, seed=1)
+    wte = load_file(str(base / "model.safetensors"))["transformer.wte.weight"].clone()
+    ids = [byte_tokenizer().convert_tokens_to_ids(c) for c in VOWELS]
+    push = torch.nn.functional.normalize(wte.mean(0), dim=0)
+    wte[ids] = wte[ids] - 3.0 * wte[ids].norm(dim=-1, keepdim=True) * push
+    set_weights(base, {"transformer.wte.weight": wte})
+    data = root / "data"
+    data.mkdir()
+    prompts = [f"prompt number {i} says {w}" for i, w in enumerate(WORDS * 5)]
+    (data / "challenge.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    (data / "f1.jsonl").write_text("".join(json.dumps({"prompt": p + " and the rest of the sentence follows on"}) + "\n"
+                                           for p in prompts[:12]))
+    labelled = [{"text": f"{w} {'aeiou' * (i % 3)}", "label": int(i % 2)} for i, w in enumerate(WORDS * 4)]
+    (data / "probe.jsonl").write_text("".join(json.dumps(r) + "\n" for r in labelled))
+    (data / "perplexity.txt").write_text(" ".join(prompts * 3))
+    probe = save_probe(Probe(torch.randn(32, generator=torch.Generator().manual_seed(3)), 0.0), root / "probe.pt")
+    return {"base": base, "tuned": tuned, "data": data, "probe": probe}
+
+
+def run_hypotheses(pytester: pytest.Pytester, project: dict[str, Path], *args: str) -> Any:
+    shutil.copytree(HYPOTHESES, pytester.path / "hypotheses", ignore=shutil.ignore_patterns("__pycache__"))
+    pytester.makeconftest(CONFTEST.format(data=str(project["data"])))
+    return pytester.runpytest_subprocess(
+        "hypotheses", "--mt-base", str(project["base"]), "--mt-tuned", str(project["tuned"]),
+        "--mt-probe", str(project["probe"]), "--mt-profile", "smoke", "--mt-resamples", "300",
+        "--mt-cache-dir", str(pytester.path / "cache"), "-p", "no:cacheprovider", "-q", *args)
+
+
+def test_suite_on_a_tiny_pair_reports_every_claim_and_exit_code_follows_verdicts(
+        pytester: pytest.Pytester, tiny_project: dict[str, Path]) -> None:
+    from mechtests.data import load_prompts
+    from mechtests.generation import GenerationConfig, generate
+    from mechtests.models import load_pair
+
+    result = run_hypotheses(pytester, tiny_project, "--mt-json", "report.json", "--mt-html", "report.html")
+    report = json.loads((pytester.path / "report.json").read_text())
+    claims = {(c["nodeid"], c["claim"]): c for c in report["claims"]}
+    names = {c["claim"] for c in report["claims"]}
+    outcomes = result.parseoutcomes()
+
+    # every claim family reached a verdict, with estimate and CI
+    expected = {"dpo_reduces_toxicity", "dpo_perplexity_cost", "dpo_f1_cost", "probe_separates_toxic_text",
+                "weights_stay_close", "top_toxic_neurons_dampened", "tp_down_is_a_minority", "every_group_contributes",
+                "anti_toxic_promotion_matters", "adjustments_are_noisy_fraction", "adjustments_are_noisy_gross",
+                "reduction_in_later_layers", "attribution_is_complete", "probe_subtraction_detoxifies"}
+    assert expected <= names, sorted(expected - names)
+    for c in report["claims"]:
+        assert c["verdict"] in ("pass", "fail", "inconclusive") and c["estimate"] is not None
+        assert c["ci_low"] <= c["estimate"] + 1e-9 and c["estimate"] <= c["ci_high"] + 1e-9
+        assert c["reference"] is not None and c["reference"]["source"].startswith("PAPER.md")
+        # pytest outcome follows the verdict (smoke profile: inconclusive -> skip)
+        assert c["outcome"] == {"pass": "passed", "fail": "failed", "inconclusive": "skipped"}[c["verdict"]], c
+
+    # exit code follows the verdicts: 1 exactly when a test failed
+    assert result.ret == (1 if outcomes.get("failed", 0) else 0)
+    assert outcomes.get("errors", 0) == 0, result.stdout.str()[-3000:]
+
+    # known answers: the vowel rows moved (claim 3 fails), completeness is an identity
+    weights = next(c for c in report["claims"] if c["claim"] == "weights_stay_close")
+    assert weights["verdict"] == "fail" and weights["estimate"] < 0.99
+    complete = next(c for c in report["claims"] if c["claim"] == "attribution_is_complete")
+    assert complete["verdict"] == "pass" and complete["estimate"] < 1e-4
+
+    # claim 1's estimate equals a direct computation on the same prompts
+    pair = load_pair(str(tiny_project["base"]), str(tiny_project["tuned"]), name="check")
+    prompts = load_prompts(tiny_project["data"] / "challenge.jsonl")
+    cfg = GenerationConfig(max_new_tokens=20, max_prompt_tokens=32, batch_size=32, n_blocks=20)
+    tox_b = vowel_share(generate(pair.base, prompts, config=cfg).continuations)
+    tox_t = vowel_share(generate(pair.tuned, prompts, config=cfg).continuations)
+    reduce = next(c for c in report["claims"] if c["claim"] == "dpo_reduces_toxicity")
+    assert reduce["estimate"] == pytest.approx(1 - tox_t.mean() / tox_b.mean(), rel=1e-9)
+    assert reduce["verdict"] == "pass"
+
+    # the HTML report carries the papers' figures
+    html = (pytester.path / "report.html").read_text()
+    for title in ("Share of the probe-projected reduction per group", "Reduction per layer",
+                  "Activation change vs cosine", "Recovered fraction vs k"):
+        assert title in html, title
+    assert len(claims) == len(report["claims"])
