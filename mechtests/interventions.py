@@ -167,9 +167,14 @@ class PatchFromModel:
     def applied(self, model: LoadedModel) -> Iterator[LoadedModel]:
         _check_fits(neurons := self.neurons, model)
         _check_fits(neurons, self.source)
+        if self.source is model or not len(neurons):
+            # Patching a model from itself on the same tokens is the identity; running it as its
+            # own source would also fire the caller's hooks (e.g. statistics) twice.
+            yield model
+            return
         by_layer = {layer: idx.to(model.device) for layer, idx in neurons.by_layer().items()}
         captured: dict[int, torch.Tensor] = {}
-        state: dict[str, object] = {"past": None}
+        state: dict[str, object] = {"past": None, "in_source": False}
         source = self.source
 
         def capture(layer: int, idx: torch.Tensor) -> Callable[[torch.Tensor], None]:
@@ -179,17 +184,25 @@ class PatchFromModel:
             return hook
 
         def run_source(inputs: ForwardInputs) -> None:
+            if state.get("in_source"):
+                return  # the source is the patched model itself: its own run is not patched
             captured.clear()
             past = state["past"] if inputs.continues_cache else None
-            with source.hooks([(source.neuron_hook(layer), capture(layer, idx)) for layer, idx in by_layer.items()]):
-                out = source.forward(inputs.input_ids.to(source.device),
-                                     None if inputs.attention_mask is None else inputs.attention_mask.to(source.device),
-                                     position_ids=None if inputs.position_ids is None else inputs.position_ids.to(source.device),
-                                     past=past, use_cache=inputs.uses_cache, last_only=True)
+            state["in_source"] = True
+            try:
+                with source.hooks([(source.neuron_hook(layer), capture(layer, idx)) for layer, idx in by_layer.items()]):
+                    out = source.forward(inputs.input_ids.to(source.device),
+                                         None if inputs.attention_mask is None else inputs.attention_mask.to(source.device),
+                                         position_ids=None if inputs.position_ids is None else inputs.position_ids.to(source.device),
+                                         past=past, use_cache=inputs.uses_cache, last_only=True)
+            finally:
+                state["in_source"] = False
             state["past"] = out.past
 
         def patch(layer: int, idx: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
             def hook(a: torch.Tensor) -> torch.Tensor:
+                if state.get("in_source"):
+                    return a
                 values = captured.get(layer)
                 if values is None or values.shape[:-1] != a.shape[:-1]:
                     raise UsageError("PatchFromModel: the source model did not run on the same tokens; "

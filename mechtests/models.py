@@ -96,6 +96,8 @@ class LoadedModel:
         self._value_vectors: torch.Tensor | None = None
         # transformers 5.x renamed ``past_key_values`` to ``cache``; older versions use the old name.
         self._cache_kw = "cache" if "cache" in inspect.signature(hf_model.forward).parameters else "past_key_values"
+        if self._cache_kw == "cache":
+            _bridge_cache_kwarg_fix(bridge, self.n_layers)
 
     def __repr__(self) -> str:
         return (
@@ -251,6 +253,24 @@ class LoadedModel:
         out = self._hf(input_ids=input_ids, **kwargs)
         past_out = getattr(out, self._cache_kw, None) if kwargs["use_cache"] else None
         return ForwardOutput(out.logits, past_out)
+
+
+def _bridge_cache_kwarg_fix(bridge: Any, n_layers: int) -> None:
+    """Hand each attention bridge the KV cache under the name it reads.
+
+    TransformerLens 4.3's attention bridges look for ``past_key_values`` (or ``layer_past``),
+    while transformers 5.x passes the cache as ``cache``: without this, cached decoding silently
+    attends to the new token only (a test compares cached generation with full forward passes).
+    A forward pre-hook on the bridge's own attention modules copies the kwarg; nothing is patched.
+    """
+
+    def pre_hook(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if kwargs.get("cache") is not None and kwargs.get("past_key_values") is None:
+            kwargs = {**kwargs, "past_key_values": kwargs["cache"]}
+        return args, kwargs
+
+    for layer in range(n_layers):
+        bridge.blocks[layer].attn.register_forward_pre_hook(pre_hook, with_kwargs=True)
 
 
 def _adapt(fn: HookFn) -> Callable[..., torch.Tensor | None]:
