@@ -56,3 +56,20 @@ def hf_generate(model: Any, tokenizer: Any, texts: Sequence[str], *, max_new_tok
             tokens_out.append(new)
             texts_out.extend(tokenizer.batch_decode(new, skip_special_tokens=True))
     return tuple(texts_out), torch.cat(tokens_out)
+
+
+# The papers zero the top 100 of GPT-2 medium's 98,304 neurons (PAPER.md); other shapes scale it.
+PAPERS_K, PAPERS_NEURONS = 100, 24 * 4096
+
+
+def ablation_neurons(model: Any, *, seed: int = 0) -> Any:
+    """A papers'-sized, seeded random `NeuronSet` spread over all layers (every layer hooked)."""
+    from mechtests.neurons import NeuronSet
+
+    n_total = model.n_layers * model.d_mlp
+    k = max(1, round(PAPERS_K * n_total / PAPERS_NEURONS))
+    gen = torch.Generator().manual_seed(seed)
+    flat = torch.randperm(n_total, generator=gen)[:k]
+    mask = torch.zeros(n_total, dtype=torch.bool)
+    mask[flat] = True
+    return NeuronSet.from_mask(mask.view(model.n_layers, model.d_mlp))

@@ -134,17 +134,29 @@ def _eval_data(shape_name: str | None, n_prompts: int, n_f1: int) -> Any:
 
 def run(base_dir: Path, tuned_dir: Path, sizes: Sizes, *, device: str, dtype: str, seed: int = 0,
         only: tuple[str, ...] = (), skip_parts: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Measure every condition on the subset; return timings and the extrapolation."""
+    """Load the pair, then `run_on_pair`."""
     import torch
 
-    from mechtests.config import run_config
-    from mechtests.evaluator import Evaluator
     from mechtests.models import load_pair
-    from mechtests.probes import Probe
 
     t0 = time.perf_counter()
     pair = load_pair(base_dir, tuned_dir, name="bench", device=device, dtype=getattr(torch, dtype))
     load_s = time.perf_counter() - t0
+    out = run_on_pair(pair, sizes, device=device, dtype=dtype, seed=seed, only=only, skip_parts=skip_parts)
+    out["load_s"] = load_s
+    return out
+
+
+def run_on_pair(pair: Any, sizes: Sizes, *, device: str, dtype: str, seed: int = 0,
+                only: tuple[str, ...] = (), skip_parts: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Measure every condition of the papers' protocol on the subset; timings and extrapolation."""
+    import torch
+
+    from mechtests.config import run_config
+    from mechtests.evaluator import Evaluator
+    from mechtests.probes import Probe
+
+    t_setup = time.perf_counter()
     gen = torch.Generator().manual_seed(seed)
     probe = Probe(torch.randn(pair.base.d_model, generator=gen), 0.0, None, {"source": "random, seeded"})
     data, data_source = _eval_data(None, sizes.n_prompts, sizes.n_f1)
@@ -171,6 +183,7 @@ def run(base_dir: Path, tuned_dir: Path, sizes: Sizes, *, device: str, dtype: st
 
     generate(pair.base, TextSet("warm", tuple(ev.prompts.texts[: min(4, n_prompts)])),
              config=GenerationConfig(max_new_tokens=2, batch_size=4), collect_stats=True)
+    setup_s = time.perf_counter() - t_setup
     rows: list[dict[str, Any]] = []
     for name, role, make in conditions(ev):
         if only and name not in only:
@@ -198,7 +211,7 @@ def run(base_dir: Path, tuned_dir: Path, sizes: Sizes, *, device: str, dtype: st
     out: dict[str, Any] = {
         "schema": "mechtests-protocol-timing/1",
         "environment": _environment(device),
-        "model": {"base": str(base_dir), "tuned": str(tuned_dir), "n_layers": pair.base.n_layers,
+        "model": {"base": pair.base.source, "tuned": pair.tuned.source, "n_layers": pair.base.n_layers,
                   "d_model": pair.base.d_model, "d_mlp": pair.base.d_mlp, "d_vocab": pair.base.d_vocab,
                   "dtype": dtype},
         "subset": {"n_prompts": n_prompts, "n_f1": n_f1, "perplexity_windows": n_windows,
@@ -206,7 +219,7 @@ def run(base_dir: Path, tuned_dir: Path, sizes: Sizes, *, device: str, dtype: st
                    "max_new_tokens": sizes.max_new_tokens, "data": data_source},
         "full": {"n_prompts": FULL_PROMPTS, "n_f1": FULL_F1, "perplexity_windows": FULL_PPL_WINDOWS},
         "scorer": None if scorer is None else scorer.name, "scorer_error": scorer_error,
-        "load_s": load_s, "conditions": rows, "measured_s": measured,
+        "setup_s": setup_s, "conditions": rows, "measured_s": measured,
         "extrapolated_full_protocol_s": total, "extrapolated_full_protocol_h": total / 3600,
         "complete": not only and len(rows) == 13 and not skip_parts and scorer is not None,
     }
