@@ -52,6 +52,9 @@ def install(work: Path, dest: Path, *, wall_seconds: Mapping[str, float]) -> dic
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     summaries = {name: json.loads((work / f"{name}_summary.json").read_text())
                  for name in ("curate", "pretrain", "dpo", "probe", "eval")}
+    # Stages run in an earlier invocation are timed by their own summaries.
+    wall_seconds = {"curate": summaries["curate"]["seconds"], "pretrain": summaries["pretrain"]["seconds"],
+                    **wall_seconds}
     (dest / "README.md").write_text(render_card(summaries, manifest, wall_seconds), encoding="utf-8")
     return manifest
 
