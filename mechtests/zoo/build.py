@@ -57,7 +57,12 @@ def challenge_prompts(tokenizer, pool: Sequence[curation.Comment], n: int) -> li
         if len(ids) < 16:
             continue
         keep = min(PROMPT_TOKENS, len(ids) // 2)
-        out.append(tokenizer.decode(ids[:keep]))
+        text = tokenizer.decode(ids[:keep])
+        # Decoded text can re-tokenize into more pieces (split merges); shorten until it fits.
+        while len(tokenizer(text, add_special_tokens=False)["input_ids"]) > PROMPT_TOKENS:
+            keep -= 1
+            text = tokenizer.decode(ids[:keep])
+        out.append(text)
         if len(out) == n:
             break
     return out
