@@ -49,15 +49,14 @@ def vowel_share(texts: Any) -> np.ndarray:
     return np.array([sum(c in VOWELS for c in t) / max(len(t), 1) for t in texts], dtype=np.float64)
 
 
-@pytest.fixture(scope="module")
-def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def build_tiny_project(root: Path) -> dict[str, Path]:
+    """Tiny base/tuned checkpoints, a data directory in the zoo's layout, and a probe file."""
     import torch
     from safetensors.torch import load_file
 
     from mechtests.probes import Probe, save_probe
     from mechtests.testing import byte_tokenizer, make_tiny_checkpoint, perturbed_copy, set_weights
 
-    root = tmp_path_factory.mktemp("tiny_project")
     original = make_tiny_checkpoint(root / "original", n_layers=2, d_model=32, d_mlp=64, n_ctx=64, seed=0)
     tuned = perturbed_copy(original, root / "tuned", scale=0.02, seed=1)
     base = perturbed_copy(original, root / "base", scale=0.0, seed=1)
@@ -77,6 +76,11 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (data / "perplexity.txt").write_text(" ".join(prompts * 3))
     probe = save_probe(Probe(torch.randn(32, generator=torch.Generator().manual_seed(3)), 0.0), root / "probe.pt")
     return {"base": base, "tuned": tuned, "data": data, "probe": probe}
+
+
+@pytest.fixture(scope="module")
+def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return build_tiny_project(tmp_path_factory.mktemp("tiny_project"))
 
 
 def run_hypotheses(pytester: pytest.Pytester, project: dict[str, Path], *args: str) -> Any:

@@ -1,0 +1,46 @@
+"""The README's "Write your own claim" example runs, as written, on a tiny pair."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from test_hypotheses_run import CONFTEST, build_tiny_project
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_example() -> str:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Write your own claim", 1)[1].split("\n## ", 1)[0]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "README's 'Write your own claim' section has no python code block"
+    return match.group(1)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    # module scope: built (torch imported) before pytester snapshots sys.modules
+    return build_tiny_project(tmp_path_factory.mktemp("readme_project"))
+
+
+def test_readme_example_is_a_real_claim(pytester: pytest.Pytester, project: dict[str, Path]) -> None:
+    code = readme_example()
+    assert "def test_" in code and "claim(" in code
+    (pytester.path / "my_claims").mkdir()
+    (pytester.path / "my_claims" / "test_my_claims.py").write_text(code)
+    pytester.makeconftest(CONFTEST.format(data=str(project["data"])))
+    result = pytester.runpytest_subprocess(
+        "my_claims", "--mt-base", str(project["base"]), "--mt-tuned", str(project["tuned"]),
+        "--mt-probe", str(project["probe"]), "--mt-resamples", "300", "--mt-no-cache", "--mt-json", "r.json",
+        "-p", "no:cacheprovider", "-q")
+    report = json.loads((pytester.path / "r.json").read_text())
+    (record,) = report["claims"]
+    assert record["claim"] == "top20_ablation_recovers_little" and record["params"] == {"k": 20}
+    assert record["verdict"] in ("pass", "fail", "inconclusive")
+    assert record["ci_low"] <= record["estimate"] <= record["ci_high"]
+    expected = {"pass": "passed", "fail": "failed", "inconclusive": "skipped"}[record["verdict"]]
+    assert result.parseoutcomes().get(expected) == 1, result.stdout.str()[-2000:]
