@@ -242,6 +242,11 @@ class ScaleKeys:
     @contextlib.contextmanager
     def applied(self, model: LoadedModel) -> Iterator[LoadedModel]:
         factor = float(self.factor)
+        if factor == 1.0:
+            # Exactly the identity: skip the hook, whose (pre - b) + b would round.
+            _check_fits(self.neurons, model)
+            yield model
+            return
 
         def make(layer: int, idx: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
             bias = model.mlp_in_bias(layer)[idx]
