@@ -229,3 +229,32 @@ def test_model_card_reports_every_bar_met() -> None:
     card = (ZOO_DIR / "README.md").read_text(encoding="utf-8")
     assert "NOT met" not in card
     assert card.count("| met |") == 5
+
+
+# ---------------------------------------------------------------- DPO on a tiny checkpoint
+
+
+def test_sampling_is_seeded_and_dpo_via_trl_yields_a_close_compatible_twin(tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from mechtests.models import load_pair
+    from mechtests.testing import make_tiny_checkpoint
+    from mechtests.zoo.dpo import DpoSettings, sample_continuations, train_dpo
+    from mechtests.zoo.evaluate import weight_cosines
+
+    base = make_tiny_checkpoint(tmp_path / "base", n_layers=1, d_model=16, d_mlp=32, n_ctx=64)
+    tok, model = AutoTokenizer.from_pretrained(base), AutoModelForCausalLM.from_pretrained(base)
+    settings = DpoSettings(k=3, new_tokens=4, sample_batch=2, batch_size=4, lr=1e-3)
+    prompts = ["hello there", "you are", "what a"]
+    first = sample_continuations(model, tok, prompts, settings=settings)
+    assert first == sample_continuations(model, tok, prompts, settings=settings)
+    assert [len(row) for row in first] == [3, 3, 3]
+    pairs = [{"prompt": p, "chosen": " nice and kind", "rejected": " bad bad bad"} for p in prompts] * 3
+    summary = train_dpo(base, pairs, tmp_path / "tuned", settings=settings, work_dir=tmp_path)
+    assert summary["n_pairs"] == 9
+    cosines = weight_cosines(base, tmp_path / "tuned")
+    assert 0.9 < min(cosines.values()) < 1.0  # moved, but only slightly
+    pair = load_pair(base, tmp_path / "tuned")
+    assert pair.base.fingerprint != pair.tuned.fingerprint
+    with pytest.raises(DataError, match="no DPO pairs"):
+        train_dpo(base, [], tmp_path / "t2", settings=settings, work_dir=tmp_path)

@@ -109,6 +109,7 @@ def train_dpo(base_dir: Path, pairs: Sequence[dict[str, str]], out_dir: Path, *,
         lr_scheduler_type="linear", warmup_steps=0, seed=settings.seed, data_seed=settings.seed,
         max_length=model.config.n_positions, logging_steps=10, save_strategy="no", report_to=[],
         use_cpu=True, bf16=False, dataloader_num_workers=0, dataset_num_proc=None,
+        gradient_checkpointing=False,  # TRL turns it on by default; tiny model, no memory pressure
     )
     trainer = DPOTrainer(model=model, args=config, train_dataset=Dataset.from_list(list(pairs)),
                          processing_class=tok)
