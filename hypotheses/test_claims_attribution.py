@@ -106,8 +106,12 @@ def test_attribution_is_complete(evaluator: Evaluator, probe, claim) -> None:
     from mechtests.stats import Estimate
 
     texts = evaluator.prompts.head(min(len(evaluator.prompts), 64))
-    result = completeness(evaluator.pair, probe, texts)
+    def compute() -> dict[str, float]:
+        result = completeness(evaluator.pair, probe, texts)
+        return {"relative_residual": float(result.relative_residual), "total_change": float(result.total_change)}
+
+    result = evaluator.cached("completeness", {"texts": texts.sha256}, compute)
     claim("attribution_is_complete", metric="|residual| / |total change of probe projection|", direction="<",
-          threshold=1e-4, estimate=Estimate.exact(abs(float(result.relative_residual))),
+          threshold=1e-4, estimate=Estimate.exact(abs(result["relative_residual"])),
           reference=ref("claim 12: completeness is an identity", 0.0),
-          params={"total_change": round(float(result.total_change), 6), "n_texts": len(texts)})
+          params={"total_change": round(result["total_change"], 6), "n_texts": len(texts)})

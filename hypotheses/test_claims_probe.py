@@ -38,7 +38,9 @@ def test_probe_separates_toxic_text(evaluator: Evaluator, probe, eval_data, mt_c
     n = getattr(mt_config, "n_probe_eval", None)
     if n and n < len(data):
         data = data.head(n)
-    correct = probe_correct(evaluator.model("base"), probe, data).astype(np.float64)
+    correct = np.asarray(evaluator.cached(
+        "probe_correct", {"data": data.sha256},
+        lambda: probe_correct(evaluator.model("base"), probe, data).astype(np.float64)), dtype=np.float64)
     claim("probe_separates_toxic_text", metric="held-out accuracy", direction=">", threshold=0.85,
           samples=(correct,), statistic=np.mean, reference=ref("Setup: probe accuracy 94% (B)", 0.94),
           params={"n_examples": int(correct.size)})

@@ -50,14 +50,15 @@ def steering_alpha(evaluator: Evaluator, relative: float) -> float:
     """
     from mechtests.probes import pooled_residual
 
+    texts = evaluator.prompts.head(min(len(evaluator.prompts), 64))
+
     def compute() -> float:
         base = evaluator.model("base")
-        texts = evaluator.prompts.head(min(len(evaluator.prompts), 64))
         pooled = pooled_residual(base, texts, hook_name=base.mlp_out_hook(base.n_layers - 1),
                                  max_tokens=int(getattr(evaluator.config, "max_prompt_tokens", 32) or 32))
         return float(pooled.norm(dim=-1).mean())
 
-    return relative * float(evaluator.memo("last_mlp_out_norm", compute))
+    return relative * float(evaluator.cached("last_mlp_out_norm", {"texts": texts.sha256}, compute))
 
 
 @pytest.mark.parametrize("relative", [1.0], ids=lambda r: f"alpha{r:g}xnorm")

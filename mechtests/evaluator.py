@@ -264,6 +264,26 @@ class Evaluator:
 
         return np.asarray(self._cached("f1", key, compute), dtype=np.float64)
 
+    def probe_key(self) -> str:
+        """Content identity of the probe (sha256 of weight, bias and hook name)."""
+
+        def compute() -> str:
+            w = self.probe.weight.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+            return _sha256(w.hex() + repr(float(self.probe.bias)) + str(self.probe.hook_name))
+
+        return self.memo("probe_key", compute)
+
+    def cached(self, kind: str, key: Mapping[str, Any], compute: Callable[[], Any]) -> Any:
+        """Cache any pair-level result (memory + disk) under ``key`` plus both models' fingerprints,
+        the probe and the protocol version, e.g. a probe accuracy or a completeness check.
+
+        Example:
+            >>> ev.cached("probe_accuracy", {"data": data.sha256}, lambda: compute())  # doctest: +SKIP
+        """
+        full = {"protocol": PROTOCOL_VERSION, "base": self.pair.base.fingerprint,
+                "tuned": self.pair.tuned.fingerprint, "probe": self.probe_key(), **dict(key)}
+        return self._cached(kind, full, compute)
+
     # ------------------------------------------------------------------ derived, memory only
     def memo(self, name: str, compute: Callable[[], Any]) -> Any:
         """Memoise a cheap derived quantity (cosines, selections) for this session."""
