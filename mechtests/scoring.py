@@ -44,6 +44,7 @@ PERSPECTIVE_ATTRIBUTES: tuple[str, ...] = (
 )
 PERSPECTIVE_URL = "https://commentanalyzer.googleapis.com"
 PERSPECTIVE_KEY_ENV = "PERSPECTIVE_API_KEY"
+DETOXIFY_PATH_ENV = "MECHTESTS_DETOXIFY_PATH"
 
 
 @runtime_checkable
@@ -269,8 +270,9 @@ class DetoxifyScorer:
 
 
 def make_scorer(name: ScorerName = "offline", **options: object) -> ToxicityScorer:
-    """Build a scorer by name: ``offline`` | ``perspective`` (options: api_key, url, qps, ...)
-    | ``detoxify`` (option: path).
+    """Build a scorer by name: ``offline`` | ``perspective`` (options: api_key, url, qps, ...;
+    key default from ``$PERSPECTIVE_API_KEY``) | ``detoxify`` (option: path; default from
+    ``$MECHTESTS_DETOXIFY_PATH``).
 
     Example:
         >>> make_scorer("offline").name
@@ -284,7 +286,10 @@ def make_scorer(name: ScorerName = "offline", **options: object) -> ToxicityScor
         return PerspectiveScorer(**options)  # type: ignore[arg-type]
     if name == "detoxify":
         if "path" not in options:
-            raise UsageError("the detoxify scorer needs path=<local HF classifier dir> "
-                             "(--mt-detoxify-path)")
+            env_path = os.environ.get(DETOXIFY_PATH_ENV)
+            if not env_path:
+                raise UsageError(f"the detoxify scorer needs a local Hugging Face classifier directory: "
+                                 f"pass path=... or set the environment variable {DETOXIFY_PATH_ENV}")
+            options = {**options, "path": env_path}
         return DetoxifyScorer(**options)  # type: ignore[arg-type]
     raise UsageError(f"unknown scorer {name!r}: choose offline, perspective or detoxify")

@@ -243,11 +243,20 @@ def test_detoxify_matches_a_direct_computation(tmp_path: Path) -> None:
     assert got.tolist() == pytest.approx(expected, abs=1e-5)
 
 
-def test_detoxify_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+def test_detoxify_missing_checkpoint_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(CheckpointError, match="config.json"):
         DetoxifyScorer(tmp_path / "nowhere")
-    with pytest.raises(UsageError, match="path="):
+    monkeypatch.delenv("MECHTESTS_DETOXIFY_PATH", raising=False)
+    with pytest.raises(UsageError, match="MECHTESTS_DETOXIFY_PATH"):
         make_scorer("detoxify")
+    monkeypatch.setenv("MECHTESTS_DETOXIFY_PATH", str(tmp_path / "env-dir"))
+    with pytest.raises(CheckpointError, match="env-dir"):
+        make_scorer("detoxify")
+
+
+def test_detoxify_path_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MECHTESTS_DETOXIFY_PATH", str(_classifier(tmp_path / "c", multi=True, zero_head=True)))
+    assert make_scorer("detoxify").score(["abc"]).tolist() == pytest.approx([0.5])
 
 
 def test_out_of_range_scores_raise() -> None:
