@@ -279,3 +279,21 @@ def test_shares_sum_to_one_and_resampling_all_blocks_once_is_the_point_estimate(
     assert sum(shares.values()) == pytest.approx(1.0, abs=1e-9)
     perm = rng.permutation(n_blocks).astype(float)
     assert attr.shares(perm) == pytest.approx(shares, rel=1e-9, abs=1e-12)
+
+
+def test_cached_pair_results_are_keyed_by_both_models_and_probe(pair: Any, probe: Any, tmp_path: Path) -> None:
+    from mechtests.probes import Probe
+
+    calls: list[int] = []
+
+    def compute() -> dict[str, float]:
+        calls.append(1)
+        return {"value": 0.25}
+
+    assert make_evaluator(pair, probe, Cache(tmp_path)).cached("thing", {"x": 1}, compute) == {"value": 0.25}
+    assert make_evaluator(pair, probe, Cache(tmp_path)).cached("thing", {"x": 1}, compute) == {"value": 0.25}
+    assert len(calls) == 1  # second session: from disk
+    other_probe = Probe(probe.weight * -1.0, 0.0)
+    make_evaluator(pair, other_probe, Cache(tmp_path)).cached("thing", {"x": 1}, compute)
+    make_evaluator(pair, probe, Cache(tmp_path)).cached("thing", {"x": 2}, compute)
+    assert len(calls) == 3
