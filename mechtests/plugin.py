@@ -50,7 +50,7 @@ _OPTIONS: tuple[tuple[str, str | None, str], ...] = (
     ("save", "NAME", "store this run as baseline NAME under .mechtests/baselines/"),
     ("compare", "NAME|PATH", "print each claim's change against a stored baseline (or report file)"),
     ("compare_fail", "EXPR", "fail tests whose claim moved past a tolerance vs --mt-compare: comma list of "
-     "estimate:0.05 (absolute), estimate:10% (relative), ci_low:..., ci_high:..., verdict (any flip)"),
+     "estimate:0.05 (absolute), estimate:10%% (relative), ci_low:..., ci_high:..., verdict (any flip)"),
     ("inconclusive", "{fail,skip,pass}", "pytest outcome of an inconclusive claim (default: fail in ci/full, skip in smoke)"),
     ("cache_dir", "DIR", "content-addressed cache of computed conditions (default .mechtests/cache)"),
     ("no_cache", None, "keep the cache in memory only (nothing read from or written to disk)"),
