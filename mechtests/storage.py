@@ -378,6 +378,6 @@ def violations(before: Mapping[str, Any], after: Mapping[str, Any], tolerances: 
             limit = tol.amount * abs(a) if tol.relative else tol.amount  # type: ignore[operator]
             moved = abs(float(b) - float(a)) > limit + 1e-12
         if moved:
-            out.append(f"claim {after['claim']} on pair {after['pair']} moved from {_fmt(a)} to {_fmt(b)} "
-                       f"({tol.describe()})")
+            on = f" on pair {after['pair']}" if after.get("pair") else ""
+            out.append(f"claim {after['claim']}{on} moved from {_fmt(a)} to {_fmt(b)} ({tol.describe()})")
     return out

@@ -1,0 +1,146 @@
+"""The plugin across runs and processes: baselines, comparisons, pytest-xdist parity."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import hypothesis.strategies  # noqa: F401  (pre-import: see tests/test_plugin.py)
+import mechtests.claims  # noqa: F401
+import mechtests.stats  # noqa: F401
+import mechtests.storage  # noqa: F401
+from mechtests.report import check_report
+
+MOVING = """
+import numpy as np
+from pathlib import Path
+
+def test_moving(claim):
+    effect = float(Path(__file__).with_name("effect.txt").read_text())
+    x = np.random.default_rng(0).normal(0.0, 0.02, 64)
+    x = x - x.mean() + effect          # sample mean exactly `effect`
+    claim("moving", metric="m", direction=">", threshold=0.3, samples=(x,))
+
+def test_stable(claim):
+    claim("stable", metric="m", direction="<", threshold=1.0, estimate=0.5)
+"""
+
+
+def _run(pytester: pytest.Pytester, effect: float, *args: str) -> pytest.RunResult:
+    (pytester.path / "effect.txt").write_text(str(effect))
+    return pytester.runpytest(*args)
+
+
+def test_save_then_compare_prints_each_change(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_moving=MOVING)
+    result = _run(pytester, 0.5, "--mt-save", "main")
+    result.assert_outcomes(passed=2)
+    stored = pytester.path / ".mechtests" / "baselines" / "main.json"
+    result.stdout.fnmatch_lines([f"mechtests: baseline 'main' saved to {stored}"])
+    doc = json.loads(stored.read_text())
+    check_report(doc)
+    assert doc["environment"]["python"] and doc["environment"]["torch"]
+    assert {c["claim"]: c["estimate"] for c in doc["claims"]} == {"moving": pytest.approx(0.5), "stable": 0.5}
+
+    result = _run(pytester, 0.45, "--mt-compare", "main")
+    result.assert_outcomes(passed=2)  # comparing alone never fails a test
+    result.stdout.re_match_lines([r"-+ mechtests: change against baseline .*main.json -+",
+                                  r"claim\s+pair\s+baseline\s+now\s+change\s+verdict",
+                                  r"moving\s+-\s+0.5\s+0.45\s+-0.05\s+pass",
+                                  r"stable\s+-\s+0.5\s+0.5\s+\+0\s+pass"], consecutive=False)
+
+
+@pytest.mark.parametrize("effect, expr, message", [
+    (0.45, "estimate:0.02", "claim moving moved from 0.5 to 0.45 (estimate: 0.02 absolute)"),
+    (0.45, "estimate:5%", "claim moving moved from 0.5 to 0.45 (estimate: 5% relative)"),
+    (0.301, "verdict", "claim moving moved from pass to inconclusive (verdict: any change)"),
+])
+def test_compare_fail_fails_only_the_moved_claims_test(pytester: pytest.Pytester, effect: float, expr: str,
+                                                       message: str) -> None:
+    pytester.makepyfile(test_moving=MOVING)
+    _run(pytester, 0.5, "--mt-save", "main").assert_outcomes(passed=2)
+    result = _run(pytester, effect, "--mt-compare", "main", "--mt-compare-fail", expr, "--mt-json", "r.json")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["FAILED test_moving.py::test_moving - Failed: claim moving moved from*"])
+    assert message in result.stdout.str()
+    doc = json.loads((pytester.path / "r.json").read_text())
+    assert {c["claim"]: c["outcome"] for c in doc["claims"]} == {"moving": "failed", "stable": "passed"}
+
+
+def test_compare_within_tolerance_passes_and_accepts_a_report_path(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_moving=MOVING)
+    _run(pytester, 0.5, "--mt-json", "first.json").assert_outcomes(passed=2)
+    result = _run(pytester, 0.49, "--mt-compare", "first.json", "--mt-compare-fail", "estimate:0.02,verdict")
+    result.assert_outcomes(passed=2)
+
+
+# ---- pytest-xdist ---------------------------------------------------------------------------------
+
+XDIST_PROJECT = """
+import numpy as np
+import pytest
+
+SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"><text>{}</text></svg>'
+
+@pytest.mark.parametrize("k", [4, 8, 16, 32, 64, 128])
+def test_ladder(k, claim, mt_figures):
+    mt_figures.add(f"figure k={k}", SVG.format(k))
+    x = np.random.default_rng(k).normal(0.35, 0.2, k)
+    claim("ladder", metric="m", direction=">", threshold=0.3, samples=(x,), params={"k": k})
+
+@pytest.mark.parametrize("i", range(6))
+def test_pairs_of_claims(i, claim):
+    rng = np.random.default_rng(100 + i)
+    b = rng.uniform(0.2, 0.8, 50)
+    t = b * (0.5 + 0.1 * i) + rng.normal(0, 0.05, 50)
+    claim("reduction", metric="1 - t/b", direction=">", threshold=0.3, samples=(b, t),
+          statistic=lambda b, t, axis=-1: 1 - t.mean(axis=axis) / b.mean(axis=axis), params={"i": i})
+    claim("cost", metric="t/b", direction="within", threshold=(0.0, 0.9), samples=(b, t),
+          statistic=lambda b, t: float(t.mean() / b.mean()), params={"i": i})
+
+def test_shared_cache(mt_cache, tmp_path_factory):
+    import os, time
+    from pathlib import Path
+    log = Path(__file__).with_name("computed.log")
+    def compute():
+        with open(log, "a") as fh:
+            fh.write(f"{os.getpid()}\\n")
+        time.sleep(0.3)
+        return np.arange(10.0)
+    assert mt_cache.get_or_compute("shared", {"v": 1}, compute).sum() == 45.0
+
+test_shared_cache_2 = test_shared_cache
+"""
+
+
+def _comparable(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in c.items() if k != "seconds"} for c in doc["claims"]]
+
+
+def test_xdist_report_equals_serial_report(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_project=XDIST_PROJECT)
+    serial = pytester.runpytest("--mt-json", "serial.json", "--mt-html", "serial.html", "--mt-inconclusive", "pass")
+    (pytester.path / "computed.log").unlink()
+    (pytester.path / ".mechtests" / "cache").rename(pytester.path / "serial-cache")
+    parallel = pytester.runpytest("-n", "2", "--mt-json", "xdist.json", "--mt-html", "xdist.html",
+                                  "--mt-inconclusive", "pass", "--mt-save", "par")
+    outcomes = serial.parseoutcomes()
+    assert parallel.parseoutcomes() == outcomes and outcomes["passed"] + outcomes.get("failed", 0) == 14
+    s_doc = json.loads((pytester.path / "serial.json").read_text())
+    x_doc = json.loads((pytester.path / "xdist.json").read_text())
+    check_report(x_doc)
+    assert len(x_doc["claims"]) == len(s_doc["claims"]) >= 14
+    assert _comparable(x_doc) == _comparable(s_doc)  # verdicts, CIs, p and Holm-adjusted p alike
+    assert {c["verdict"] for c in x_doc["claims"]} == {"pass", "fail", "inconclusive"}  # a real mix
+    baseline = json.loads((pytester.path / ".mechtests" / "baselines" / "par.json").read_text())
+    assert _comparable(baseline) == _comparable(s_doc)
+    # figures made on the workers reach the controller's HTML report, in the same order
+    s_html, x_html = ((pytester.path / n).read_text() for n in ("serial.html", "xdist.html"))
+    positions = [x_html.index(f"figure k={k}") for k in (128, 16, 32, 4, 64, 8)]  # sorted by title
+    assert positions == sorted(positions)
+    assert s_html.count("<figure>") == x_html.count("<figure>") == 6
+    # the two cache users ran on different workers and still computed once
+    assert len((pytester.path / "computed.log").read_text().split()) == 1
