@@ -1,0 +1,116 @@
+"""The plugin's model fixtures on real (tiny, random-init) Hugging Face checkpoint pairs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+# Pre-import what the inner runs load lazily (pytester restores sys.modules after each inner
+# run, and torch's C extensions cannot be imported twice in one process).
+import hypothesis.strategies  # noqa: F401
+import mechtests.claims  # noqa: F401
+import mechtests.models  # noqa: F401
+import mechtests.probes
+import mechtests.stats  # noqa: F401
+import mechtests.storage  # noqa: F401
+import transformer_lens.model_bridge  # noqa: F401
+import transformers  # noqa: F401
+from mechtests.report import check_report
+from mechtests.testing import make_tiny_checkpoint, perturbed_copy
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    base = make_tiny_checkpoint(root / "base", n_layers=2, d_model=32, d_mlp=64)
+    tuned = perturbed_copy(base, root / "tuned", scale=1e-3)
+    wide = make_tiny_checkpoint(root / "wide", n_layers=2, d_model=32, d_mlp=128)
+    # Load once out here so every lazily imported extension module is already in sys.modules.
+    mechtests.models.load_pair(base, tuned, name="warm-up")
+    return base, tuned, wide
+
+
+INNER = """
+import torch
+
+SEEN = []
+
+def test_weights_stay_close(model_pair, claim):
+    SEEN.append(id(model_pair))
+    base = dict(model_pair.base.bridge.named_parameters())
+    tuned = dict(model_pair.tuned.bridge.named_parameters())
+    cos = min(float(torch.nn.functional.cosine_similarity(base[n].flatten(), tuned[n].flatten(), dim=0))
+              for n in base if base[n].ndim == 2)
+    claim("weights_stay_close", metric="min cosine", direction=">", threshold=0.99, estimate=cos)
+
+def test_same_pair_object(model_pair, mt_config):
+    SEEN.append(id(model_pair))
+    assert len(set(SEEN)) == 1          # loaded once per session
+    assert model_pair.base.d_mlp == 64 and str(model_pair.base.dtype) == "torch." + mt_config.dtype
+"""
+
+
+def test_custom_pair_is_loaded_once_and_fingerprinted(pytester: pytest.Pytester,
+                                                      tiny_pair: tuple[Path, Path, Path]) -> None:
+    base, tuned, _ = tiny_pair
+    pytester.makepyfile(test_inner=INNER)
+    result = pytester.runpytest("-v", "--mt-base", str(base), "--mt-tuned", str(tuned), "--mt-json", "r.json")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*test_weights_stay_close[[]custom[]] PASSED*"])
+    doc = json.loads((pytester.path / "r.json").read_text())
+    check_report(doc)
+    pair = doc["pairs"]["custom"]
+    assert pair["base"]["source"] == str(base) and pair["tuned"]["source"] == str(tuned)
+    assert len(pair["base"]["sha256"]) == 64 and pair["base"]["sha256"] != pair["tuned"]["sha256"]
+    [rec] = doc["claims"]
+    assert rec["pair"] == "custom" and rec["verdict"] == "pass" and rec["estimate"] > 0.99
+
+
+def test_named_pairs_from_pyproject_run_each_test_per_pair(pytester: pytest.Pytester,
+                                                           tiny_pair: tuple[Path, Path, Path]) -> None:
+    base, tuned, _ = tiny_pair
+    pytester.makepyprojecttoml(f"""
+[tool.mechtests.pairs.first]
+base = "{base}"
+tuned = "{tuned}"
+[tool.mechtests.pairs.second]
+base = "{tuned}"
+tuned = "{base}"
+""")
+    pytester.makepyfile(test_inner=INNER.replace("assert len(set(SEEN)) == 1", "assert len(set(SEEN)) <= 2"))
+    result = pytester.runpytest("-v", "--mt-pair", "first,second", "--mt-json", "r.json")
+    result.assert_outcomes(passed=4)
+    doc = json.loads((pytester.path / "r.json").read_text())
+    assert doc["pairs"]["first"]["base"]["sha256"] == doc["pairs"]["second"]["tuned"]["sha256"]
+    assert sorted(c["pair"] for c in doc["claims"]) == ["first", "second"]
+
+
+def test_incompatible_pair_is_a_clear_error(pytester: pytest.Pytester, tiny_pair: tuple[Path, Path, Path]) -> None:
+    base, _, wide = tiny_pair
+    pytester.makepyfile(test_inner=INNER)
+    result = pytester.runpytest("--mt-base", str(base), "--mt-tuned", str(wide))
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*IncompatiblePairError: base and tuned models differ in d_mlp: base has 64, tuned has 128*"])
+
+
+def test_probe_option_loads_the_given_probe_and_checks_its_width(pytester: pytest.Pytester,
+                                                                  tiny_pair: tuple[Path, Path, Path]) -> None:
+    base, tuned, _ = tiny_pair
+    good = pytester.path / "probe.pt"
+    torch.save(torch.linspace(-1, 1, 32), good)  # a raw [d_model] tensor, like the papers' probe.pt
+    bad = pytester.path / "bad.pt"
+    mechtests.probes.save_probe(mechtests.probes.Probe(torch.ones(48)), bad)
+    pytester.makepyfile(test_probe="""
+        import torch
+        def test_probe(probe):
+            assert probe.d_model == 32
+            torch.testing.assert_close(probe.weight, torch.linspace(-1, 1, 32))
+    """)
+    common = ["--mt-base", str(base), "--mt-tuned", str(tuned)]
+    pytester.runpytest(*common, "--mt-probe", str(good)).assert_outcomes(passed=1)
+    result = pytester.runpytest(*common, "--mt-probe", str(bad))
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*UsageError*48*32*"])
