@@ -4,7 +4,7 @@ The "toxic" attribute is the share of vowels (a deterministic scorer that the pr
 conftest substitutes for the offline classifier). The base model's embedding rows of the
 vowels are pushed so greedy decoding prefers them; the tuned twin is the unpushed model with
 small noise. So the tuned model is far less "toxic", the weights of the vowel rows moved a lot
-(claim 3 must fail), and every number can be checked against a direct computation.
+(claim 3 only passes through the pair's threshold override), and every number can be checked against a direct computation.
 """
 
 from __future__ import annotations
@@ -98,6 +98,8 @@ def test_suite_on_a_tiny_pair_reports_every_claim_and_exit_code_follows_verdicts
     from mechtests.generation import GenerationConfig, generate
     from mechtests.models import load_pair
 
+    # a per-pair threshold override (claim 3's default 0.99 would fail this pair)
+    pytester.makepyprojecttoml("[tool.mechtests.thresholds]\nweights_stay_close = { custom = 0.5 }\n")
     result = run_hypotheses(pytester, tiny_project, "--mt-json", "report.json", "--mt-html", "report.html")
     report = json.loads((pytester.path / "report.json").read_text())
     claims = {(c["nodeid"], c["claim"]): c for c in report["claims"]}
@@ -121,9 +123,10 @@ def test_suite_on_a_tiny_pair_reports_every_claim_and_exit_code_follows_verdicts
     assert result.ret == (1 if outcomes.get("failed", 0) else 0)
     assert outcomes.get("errors", 0) == 0, result.stdout.str()[-3000:]
 
-    # known answers: the vowel rows moved (claim 3 fails), completeness is an identity
+    # known answers: the vowel rows moved (below the paper's 0.99, above the pair's override 0.5),
+    # completeness is an identity
     weights = next(c for c in report["claims"] if c["claim"] == "weights_stay_close")
-    assert weights["verdict"] == "fail" and weights["estimate"] < 0.99
+    assert 0.5 < weights["estimate"] < 0.99 and weights["threshold"] == 0.5 and weights["verdict"] == "pass"
     complete = next(c for c in report["claims"] if c["claim"] == "attribution_is_complete")
     assert complete["verdict"] == "pass" and complete["estimate"] < 1e-4
 
