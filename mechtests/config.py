@@ -244,6 +244,23 @@ def _output(value: Any, where: str, base: Path) -> Path:
     return p
 
 
+def _check_device(device: str, where: str) -> None:
+    """Refuse an accelerator this machine does not have (imports torch only for non-CPU devices)."""
+    if device == "cpu":
+        return
+    import torch
+
+    if device == "mps":
+        if not torch.backends.mps.is_available():
+            raise UsageError(f"{where}: 'mps' is not available on this machine. Fix: --mt-device cpu.")
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= count:
+        raise UsageError(f"{where}: {device!r} is not available (this machine has {count} CUDA device(s)). "
+                         "Fix: --mt-device cpu, or a cuda:N with N below the device count.")
+
+
 def _number(value: Any, where: str, kind: type, *, low: float | None = None, high: float | None = None,
             open_interval: bool = False) -> Any:
     try:
@@ -352,6 +369,7 @@ def resolve_settings(src: Sources, *, rootdir: Path) -> Settings:
     if v is not None:
         if not _DEVICE.match(str(v)):
             raise UsageError(f"{where}: {v!r} is not a device. Fix: cpu, cuda, cuda:N or mps.")
+        _check_device(str(v), where)
         overrides["device"] = str(v)
     v, where, _ = get("dtype")
     if v is not None:

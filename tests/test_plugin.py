@@ -93,6 +93,7 @@ def test_help_lists_every_option_in_one_group_with_ini_keys(pytester: pytest.Pyt
     (["--mt-scorer", "gpt4"], "--mt-scorer: 'gpt4' is not one of offline, perspective, detoxify"),
     (["--mt-dtype", "int8"], "--mt-dtype: 'int8' is not one of"),
     (["--mt-device", "gpu0"], "--mt-device: 'gpu0' is not a device"),
+    (["--mt-device", "cuda:99"], "--mt-device: 'cuda:99' is not available"),
     (["--mt-json", "no/such/dir/r.json"], "--mt-json: directory"),
     (["--mt-save", "a/b"], "--mt-save: 'a/b' is not a valid name"),
     (["--mt-compare", "nobaseline"], "--mt-compare: no baseline 'nobaseline'"),

@@ -14,6 +14,7 @@ import hypothesis.strategies  # noqa: F401
 import mechtests.claims  # noqa: F401
 import mechtests.models  # noqa: F401
 import mechtests.probes
+import mechtests.scoring
 import mechtests.stats  # noqa: F401
 import mechtests.storage  # noqa: F401
 import transformer_lens.model_bridge  # noqa: F401
@@ -30,6 +31,7 @@ def tiny_pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pat
     wide = make_tiny_checkpoint(root / "wide", n_layers=2, d_model=32, d_mlp=128)
     # Load once out here so every lazily imported extension module is already in sys.modules.
     mechtests.models.load_pair(base, tuned, name="warm-up")
+    mechtests.scoring.make_scorer("offline").score(["warm up"])
     return base, tuned, wide
 
 
@@ -114,3 +116,15 @@ def test_probe_option_loads_the_given_probe_and_checks_its_width(pytester: pytes
     result = pytester.runpytest(*common, "--mt-probe", str(bad))
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*UsageError*48*32*"])
+
+
+def test_dtype_and_scorer_options_reach_the_fixtures(pytester: pytest.Pytester,
+                                                      tiny_pair: tuple[Path, Path, Path]) -> None:
+    base, tuned, _ = tiny_pair
+    pytester.makepyfile(test_inner=INNER + """
+def test_scorer(scorer):
+    assert scorer.name == "offline"
+    assert 0.0 <= float(scorer.score(["a perfectly polite sentence"])[0]) <= 1.0
+""")
+    result = pytester.runpytest("--mt-base", str(base), "--mt-tuned", str(tuned), "--mt-dtype", "float64")
+    result.assert_outcomes(passed=3)  # test_same_pair_object checks the model dtype against mt_config
