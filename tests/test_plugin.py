@@ -101,7 +101,7 @@ def test_help_lists_every_option_in_one_group_with_ini_keys(pytester: pytest.Pyt
 ])
 def test_bad_option_values_are_usage_errors_at_startup(pytester: pytest.Pytester, args: list[str],
                                                        message: str) -> None:
-    pytester.makepyfile(test_never="def test_never():\n    raise AssertionError('must not run')\n")
+    pytester.makepyfile(test_mti_never="def test_never():\n    raise AssertionError('must not run')\n")
     result = pytester.runpytest(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = result.stderr.str()
@@ -143,7 +143,7 @@ def test_bad_ini_value_names_the_ini_key(pytester: pytest.Pytester) -> None:
 def test_option_precedence_cli_over_ini_over_pyproject(pytester: pytest.Pytester) -> None:
     pytester.makepyprojecttoml('[tool.mechtests]\nprofile = "full"\nseed = 5\nresamples = 300\nconfidence = 0.8\n'
                                '[tool.pytest.ini_options]\nmt_seed = "6"\n')
-    pytester.makepyfile(test_cfg="""
+    pytester.makepyfile(test_mti_cfg="""
         def test_cfg(mt_config):
             print("CFG", mt_config.profile, mt_config.seed, mt_config.n_resamples, mt_config.confidence,
                   mt_config.inconclusive, mt_config.n_prompts)
@@ -165,7 +165,7 @@ def test_option_precedence_cli_over_ini_over_pyproject(pytester: pytest.Pytester
     (["--mt-inconclusive", "skip", "--mt-profile", "ci"], {"passed": 2, "failed": 1, "skipped": 1}),
 ])
 def test_verdicts_map_to_outcomes(pytester: pytest.Pytester, args: list[str], outcomes: dict[str, int]) -> None:
-    pytester.makepyfile(test_claims=CLAIMS)
+    pytester.makepyfile(test_mti_claims=CLAIMS)
     result = pytester.runpytest(*args, "--mt-json", "r.json")
     result.assert_outcomes(**outcomes)
     doc = _json(pytester)
@@ -178,7 +178,7 @@ def test_verdicts_map_to_outcomes(pytester: pytest.Pytester, args: list[str], ou
 
 
 def test_failure_and_skip_messages_explain_the_verdict(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_claims=CLAIMS)
+    pytester.makepyfile(test_mti_claims=CLAIMS)
     result = pytester.runpytest("-rs")
     result.stdout.re_match_lines([
         r"refuted: mean score = 0.09\d+ \(95% CI 0.0\d+ to 0.1\d+, n=64, p=\S+\) > 0.3 -> fail",
@@ -189,7 +189,7 @@ def test_failure_and_skip_messages_explain_the_verdict(pytester: pytest.Pytester
 
 
 def test_nan_samples_fail_with_numerical_error(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_nan="""
+    pytester.makepyfile(test_mti_nan="""
         import numpy as np
         def test_nan(claim):
             claim("broken", metric="m", direction=">", threshold=0.1, samples=(np.array([0.2, np.nan, 0.3]),))
@@ -200,7 +200,7 @@ def test_nan_samples_fail_with_numerical_error(pytester: pytest.Pytester) -> Non
 
 
 def test_terminal_summary_table(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_claims=CLAIMS)
+    pytester.makepyfile(test_mti_claims=CLAIMS)
     result = pytester.runpytest()
     result.stdout.re_match_lines([
         r"=+ mechtests claims =+",
@@ -213,7 +213,7 @@ def test_terminal_summary_table(pytester: pytest.Pytester) -> None:
 
 
 def test_report_section_per_test(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_claims=CLAIMS)
+    pytester.makepyfile(test_mti_claims=CLAIMS)
     result = pytester.runpytest("-rA", "-k", "test_pass")
     result.stdout.re_match_lines([r"-+ mechtests claims -+",
                                   r"above: mean score = 0.5\d* \(95% CI .*, n=64, p=\S+\) > 0.3 -> pass",
@@ -221,7 +221,7 @@ def test_report_section_per_test(pytester: pytest.Pytester) -> None:
 
 
 def test_json_report_schema_holm_and_content(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_claims=CLAIMS + """
+    pytester.makepyfile(test_mti_claims=CLAIMS + """
 def test_two_claims_one_test(claim):
     import numpy as np
     x = np.random.default_rng(9).normal(1.0, 0.2, 40)
@@ -238,7 +238,7 @@ def test_two_claims_one_test(claim):
     assert tuple(above) == CLAIM_KEYS
     assert above["params"] == {"k": 7} and above["reference"] == {"source": "paper A", "value": 0.54}
     assert above["confidence"] == 0.9 and above["n"] == 64 and above["seconds"] >= 0
-    assert above["nodeid"] == "test_claims.py::test_pass" and above["pair"] is None
+    assert above["nodeid"] == "test_mti_claims.py::test_pass" and above["pair"] is None
     assert claims["identity"]["p_value"] is None and claims["identity"]["p_adjusted"] is None
     raw = [c["p_value"] for c in doc["claims"] if c["p_value"] is not None]
     m = len(raw)
@@ -252,7 +252,7 @@ def test_two_claims_one_test(claim):
 
 
 def test_same_seed_same_numbers_different_seed_different_numbers(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_claims=CLAIMS)
+    pytester.makepyfile(test_mti_claims=CLAIMS)
     pytester.runpytest("--mt-json", "a.json")
     pytester.runpytest("--mt-json", "b.json")
     pytester.runpytest("--mt-json", "c.json", "--mt-seed", "1")
@@ -262,7 +262,7 @@ def test_same_seed_same_numbers_different_seed_different_numbers(pytester: pytes
 
 
 def test_junit_properties(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_claims=CLAIMS)
+    pytester.makepyfile(test_mti_claims=CLAIMS)
     pytester.runpytest("--junitxml", "junit.xml")
     root = ET.parse(pytester.path / "junit.xml").getroot()
     case = next(tc for tc in root.iter("testcase") if tc.get("name") == "test_pass")
@@ -292,7 +292,7 @@ def test_t(claim):
 ])
 def test_threshold_overrides(pytester: pytest.Pytester, toml: str, threshold: str, outcome: str) -> None:
     pytester.makepyprojecttoml(toml)
-    pytester.makepyfile(test_t=THRESHOLD_TEST)
+    pytester.makepyfile(test_mti_t=THRESHOLD_TEST)
     result = pytester.runpytest("-s", "--mt-json", "r.json")
     result.assert_outcomes(**{outcome: 1})
     assert _json(pytester)["claims"][0]["threshold"] == float(threshold)
@@ -302,7 +302,7 @@ def test_threshold_overrides(pytester: pytest.Pytester, toml: str, threshold: st
 
 def test_threshold_override_of_the_wrong_shape_is_a_clear_error(pytester: pytest.Pytester) -> None:
     pytester.makepyprojecttoml("[tool.mechtests.thresholds]\ntunable = [0.1, 0.2]\n")
-    pytester.makepyfile(test_t=THRESHOLD_TEST)
+    pytester.makepyfile(test_mti_t=THRESHOLD_TEST)
     result = pytester.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*needs one number*(threshold (0.1, 0.2) comes from [[]tool.mechtests.thresholds[]])*"])
@@ -321,7 +321,7 @@ def test_fig_b(mt_figures):
 
 
 def test_html_report_with_figures(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_figs=FIGURES)
+    pytester.makepyfile(test_mti_figs=FIGURES)
     result = pytester.runpytest("--mt-html", "r.html")
     result.assert_outcomes(passed=2)
     page = (pytester.path / "r.html").read_text()
@@ -331,7 +331,7 @@ def test_html_report_with_figures(pytester: pytest.Pytester) -> None:
 
 
 def test_bad_figure_is_rejected(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_bad="def test_bad(mt_figures):\n    mt_figures.add('x', '<img src=\"http://a/b.png\">')\n")
+    pytester.makepyfile(test_mti_bad="def test_bad(mt_figures):\n    mt_figures.add('x', '<img src=\"http://a/b.png\">')\n")
     result = pytester.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*figure 'x': a figure must be one inline <svg>...</svg> element*"])
@@ -347,7 +347,7 @@ def test_cache(mt_cache):
 
 
 def test_cache_dir_and_no_cache(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_cache=CACHE_TEST)
+    pytester.makepyfile(test_mti_cache=CACHE_TEST)
     out = pytester.runpytest("-s").stdout.str()
     assert f"ROOT {pytester.path / '.mechtests' / 'cache'}" in out and "VALUE [1, 2, 3] 1" in out
     out = pytester.runpytest("-s").stdout.str()
@@ -389,7 +389,7 @@ def _pairs_project(pytester: pytest.Pytester) -> None:
         (pytester.path / d).mkdir(parents=True)
     (pytester.path / "prompts.txt").write_text("a prompt\n")
     pytester.makepyprojecttoml(PAIRS_TOML)
-    pytester.makepyfile(test_pairs=PAIRS_TEST)
+    pytester.makepyfile(test_mti_pairs=PAIRS_TEST)
 
 
 def test_pairs_parametrize_tests_that_need_them(pytester: pytest.Pytester) -> None:
@@ -419,4 +419,4 @@ def test_pair_selection(pytester: pytest.Pytester, args: list[str], ids: list[st
     _pairs_project(pytester)
     result = pytester.runpytest("--collect-only", "-q", *args)
     lines = [ln for ln in result.stdout.lines if "test_on_pair[" in ln]
-    assert lines == [f"test_pairs.py::test_on_pair[{i}]" for i in ids]
+    assert lines == [f"test_mti_pairs.py::test_on_pair[{i}]" for i in ids]

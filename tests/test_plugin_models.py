@@ -58,7 +58,7 @@ def test_same_pair_object(model_pair, mt_config):
 def test_custom_pair_is_loaded_once_and_fingerprinted(pytester: pytest.Pytester,
                                                       tiny_pair: tuple[Path, Path, Path]) -> None:
     base, tuned, _ = tiny_pair
-    pytester.makepyfile(test_inner=INNER)
+    pytester.makepyfile(test_mti_inner=INNER)
     result = pytester.runpytest("-v", "--mt-base", str(base), "--mt-tuned", str(tuned), "--mt-json", "r.json")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*test_weights_stay_close[[]custom[]] PASSED*"])
@@ -82,7 +82,7 @@ tuned = "{tuned}"
 base = "{tuned}"
 tuned = "{base}"
 """)
-    pytester.makepyfile(test_inner=INNER.replace("assert len(set(SEEN)) == 1", "assert len(set(SEEN)) <= 2"))
+    pytester.makepyfile(test_mti_inner=INNER.replace("assert len(set(SEEN)) == 1", "assert len(set(SEEN)) <= 2"))
     result = pytester.runpytest("-v", "--mt-pair", "first,second", "--mt-json", "r.json")
     result.assert_outcomes(passed=4)
     doc = json.loads((pytester.path / "r.json").read_text())
@@ -92,7 +92,7 @@ tuned = "{base}"
 
 def test_incompatible_pair_is_a_clear_error(pytester: pytest.Pytester, tiny_pair: tuple[Path, Path, Path]) -> None:
     base, _, wide = tiny_pair
-    pytester.makepyfile(test_inner=INNER)
+    pytester.makepyfile(test_mti_inner=INNER)
     result = pytester.runpytest("--mt-base", str(base), "--mt-tuned", str(wide))
     result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines(["*IncompatiblePairError: base and tuned models differ in d_mlp: base has 64, tuned has 128*"])
@@ -105,7 +105,7 @@ def test_probe_option_loads_the_given_probe_and_checks_its_width(pytester: pytes
     torch.save(torch.linspace(-1, 1, 32), good)  # a raw [d_model] tensor, like the papers' probe.pt
     bad = pytester.path / "bad.pt"
     mechtests.probes.save_probe(mechtests.probes.Probe(torch.ones(48)), bad)
-    pytester.makepyfile(test_probe="""
+    pytester.makepyfile(test_mti_probe="""
         import torch
         def test_probe(probe):
             assert probe.d_model == 32
@@ -121,7 +121,7 @@ def test_probe_option_loads_the_given_probe_and_checks_its_width(pytester: pytes
 def test_dtype_and_scorer_options_reach_the_fixtures(pytester: pytest.Pytester,
                                                       tiny_pair: tuple[Path, Path, Path]) -> None:
     base, tuned, _ = tiny_pair
-    pytester.makepyfile(test_inner=INNER + """
+    pytester.makepyfile(test_mti_inner=INNER + """
 def test_scorer(scorer):
     assert scorer.name == "offline"
     assert 0.0 <= float(scorer.score(["a perfectly polite sentence"])[0]) <= 1.0

@@ -35,7 +35,7 @@ def _run(pytester: pytest.Pytester, effect: float, *args: str) -> pytest.RunResu
 
 
 def test_save_then_compare_prints_each_change(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_moving=MOVING)
+    pytester.makepyfile(test_mti_moving=MOVING)
     result = _run(pytester, 0.5, "--mt-save", "main")
     result.assert_outcomes(passed=2)
     stored = pytester.path / ".mechtests" / "baselines" / "main.json"
@@ -60,18 +60,18 @@ def test_save_then_compare_prints_each_change(pytester: pytest.Pytester) -> None
 ])
 def test_compare_fail_fails_only_the_moved_claims_test(pytester: pytest.Pytester, effect: float, expr: str,
                                                        message: str) -> None:
-    pytester.makepyfile(test_moving=MOVING)
+    pytester.makepyfile(test_mti_moving=MOVING)
     _run(pytester, 0.5, "--mt-save", "main").assert_outcomes(passed=2)
     result = _run(pytester, effect, "--mt-compare", "main", "--mt-compare-fail", expr, "--mt-json", "r.json")
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["FAILED test_moving.py::test_moving - Failed: claim moving moved from*"])
+    result.stdout.fnmatch_lines(["FAILED test_mti_moving.py::test_moving - Failed: claim moving moved from*"])
     assert message in result.stdout.str()
     doc = json.loads((pytester.path / "r.json").read_text())
     assert {c["claim"]: c["outcome"] for c in doc["claims"]} == {"moving": "failed", "stable": "passed"}
 
 
 def test_compare_within_tolerance_passes_and_accepts_a_report_path(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_moving=MOVING)
+    pytester.makepyfile(test_mti_moving=MOVING)
     _run(pytester, 0.5, "--mt-json", "first.json").assert_outcomes(passed=2)
     result = _run(pytester, 0.49, "--mt-compare", "first.json", "--mt-compare-fail", "estimate:0.02,verdict")
     result.assert_outcomes(passed=2)
@@ -121,7 +121,7 @@ def _comparable(doc: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_xdist_report_equals_serial_report(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_project=XDIST_PROJECT)
+    pytester.makepyfile(test_mti_project=XDIST_PROJECT)
     serial = pytester.runpytest("--mt-json", "serial.json", "--mt-html", "serial.html", "--mt-inconclusive", "pass")
     (pytester.path / "computed.log").unlink()
     (pytester.path / ".mechtests" / "cache").rename(pytester.path / "serial-cache")
