@@ -311,7 +311,8 @@ def weights_fingerprint(state: dict[str, torch.Tensor]) -> str:
     for name in sorted(state):
         tensor = state[name].detach().to("cpu").contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        if tensor.numel():
+            digest.update(tensor.view(torch.uint8).numpy())  # a buffer view: no copy
     return digest.hexdigest()
 
 
@@ -416,7 +417,10 @@ def _boot(hf: Any, tokenizer: Any, label: str, digest: str, device: str | torch.
 
     if tokenizer.pad_token_id is None:
         # GPT-2 style tokenizers have no pad token; padding is masked, so any id works.
-        tokenizer.pad_token = tokenizer.eos_token
+        if tokenizer.eos_token is not None:
+            tokenizer.pad_token = tokenizer.eos_token
+        else:
+            tokenizer.pad_token = tokenizer.convert_ids_to_tokens(0)
     tokenizer.padding_side = "left"
     hf.eval()
     for param in hf.parameters():

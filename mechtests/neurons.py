@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import torch
@@ -93,8 +94,12 @@ class NeuronSet:
     def __iter__(self) -> Iterator[tuple[int, int]]:
         return iter(zip(self.layers, self.indices))
 
+    @cached_property
+    def _pairs(self) -> frozenset[tuple[int, int]]:
+        return frozenset(zip(self.layers, self.indices))
+
     def __contains__(self, item: object) -> bool:
-        return item in set(zip(self.layers, self.indices))
+        return item in self._pairs
 
     def key(self) -> str:
         """Stable content identity for cache keys."""
@@ -112,7 +117,7 @@ class NeuronSet:
 
     def __sub__(self, other: NeuronSet) -> NeuronSet:
         self._check_same_shape(other)
-        drop = set(other)
+        drop = other._pairs
         return NeuronSet.from_pairs([p for p in self if p not in drop], n_layers=self.n_layers, d_mlp=self.d_mlp)
 
 
