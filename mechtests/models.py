@@ -332,6 +332,12 @@ def _load_hf(source: str, dtype: torch.dtype) -> tuple[Any, Any]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
     except Exception as exc:  # noqa: BLE001 - any loader failure is a checkpoint problem
+        if not is_path:
+            raise CheckpointError(
+                source, f"is not a local directory, and loading it as a Hugging Face hub name failed "
+                f"({type(exc).__name__}: {exc})",
+                "give an existing checkpoint directory, or a hub name while the hub or its cache is reachable",
+            ) from exc
         raise CheckpointError(source, f"cannot load the tokenizer ({type(exc).__name__}: {exc})",
                               "save the tokenizer next to the weights (tokenizer.save_pretrained(DIR))") from exc
     try:

@@ -212,3 +212,4 @@ def test_hub_name_goes_through_the_same_loader(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(CheckpointError) as info:
         load_model("mechtests-nonexistent-org/no-such-model")
     assert "mechtests-nonexistent-org/no-such-model" in str(info.value)
+    assert "not a local directory" in str(info.value)
