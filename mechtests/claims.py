@@ -79,9 +79,27 @@ class ClaimResult:
         return (f"{self.name}{where}: {self.metric} = {e.value:.4g} ({ci}{n}{p}) "
                 f"{format_threshold(self.direction, self.threshold)} -> {self.verdict}")
 
+    def margin(self) -> float | None:
+        """How far the estimate lies past the threshold on the claimed side (negative: short of it).
+
+        For ``within`` the distance to the nearer bound (positive inside the interval).
+        """
+        v, t = self.estimate.value, self.threshold
+        if self.direction == ">":
+            return v - float(t)  # type: ignore[arg-type]
+        if self.direction == "<":
+            return float(t) - v  # type: ignore[arg-type]
+        lo, hi = t  # type: ignore[misc]
+        return min(v - lo, hi - v)
+
     def explanation(self) -> str:
         """The summary plus why: which side of the threshold the interval lies on."""
         lines = [self.summary()]
+        margin = self.margin()
+        if margin is not None:
+            se = self.estimate.standard_error
+            scaled = f", {margin / se:+.2f} standard errors" if se else ""
+            lines.append(f"margin past the threshold on the claimed side: {margin:+.4g}{scaled}.")
         if self.verdict == "fail":
             lines.append("the whole interval lies on the other side of the threshold: the claim is refuted.")
         elif self.verdict == "inconclusive":

@@ -127,3 +127,11 @@ def test_seeds_differ_per_claim_and_reproduce() -> None:
     one = evaluate_claim("a", metric="m", direction=">", threshold=0.0, samples=(x,), n_resamples=300, seed=1)
     two = evaluate_claim("a", metric="m", direction=">", threshold=0.0, samples=(x,), n_resamples=300, seed=1)
     assert one == two
+
+
+@pytest.mark.parametrize("direction, threshold, margin", [(">", 0.3, 0.2), ("<", 0.3, -0.2), ("within", (0.4, 0.7), 0.1)])
+def test_margin_is_the_signed_effect_past_the_threshold(direction: str, threshold: object, margin: float) -> None:
+    e = Estimate(0.5, 0.45, 0.55, 0.95, 30, 0.01, "BCa", 0.025)
+    r = evaluate_claim("c", metric="m", direction=direction, threshold=threshold, estimate=e)  # type: ignore[arg-type]
+    assert r.margin() == pytest.approx(margin)
+    assert f"{margin / 0.025:+.2f} standard errors" in r.explanation()

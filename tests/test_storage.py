@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mechtests.errors import UsageError
 from mechtests.stats import Estimate
@@ -173,3 +175,20 @@ def test_violations_absolute_relative_and_verdict() -> None:
         "claim c on pair p moved from 0.5 to 0.4 (estimate: 10% relative)"]
     # exactly at the tolerance is not a move
     assert violations(before, dict(before, estimate=0.55), parse_compare_fail("estimate:0.05")) == []
+
+
+_leaves = st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.floats(allow_nan=False) | st.text(max_size=8)
+_values = st.recursive(_leaves, lambda kids: st.lists(kids, max_size=4) | st.tuples(kids, kids)
+                       | st.dictionaries(st.text(max_size=5), kids, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(value=_values, arr=st.lists(st.floats(allow_nan=False, width=32), max_size=6))
+def test_round_trip_property(tmp_path_factory: pytest.TempPathFactory, value: object, arr: list[float]) -> None:
+    root = tmp_path_factory.mktemp("rt")
+    payload = {"value": value, "array": np.asarray(arr, dtype=np.float32)}
+    Cache(root).get_or_compute("rt", {"k": 1}, lambda: payload)
+    got = Cache(root).get_or_compute("rt", {"k": 1}, lambda: pytest.fail("recomputed"))
+    assert got["value"] == value and type(got["value"]) is type(value)
+    np.testing.assert_array_equal(got["array"], payload["array"])
+    assert got["array"].dtype == np.float32
