@@ -84,6 +84,7 @@ class MechtestsState:
     settings: Settings
     is_worker: bool
     baseline: dict[str, Any] | None = None
+    baseline_index: dict[tuple[str, str], Any] = dataclasses.field(default_factory=dict)
     tolerances: tuple[Any, ...] = ()
     cache: Cache | None = None
     records: list[dict[str, Any]] = dataclasses.field(default_factory=list)
@@ -138,7 +139,10 @@ def _state(config: pytest.Config) -> MechtestsState:
         if settings.compare is not None:
             from mechtests.storage import load_report, parse_compare_fail
 
+            from mechtests.storage import index_claims
+
             st.baseline = load_report(settings.compare)
+            st.baseline_index = index_claims(st.baseline)
             if settings.compare_fail:
                 st.tolerances = parse_compare_fail(settings.compare_fail)
     except MtUsageError as exc:
@@ -374,9 +378,9 @@ class ClaimRecorder:
         st = self._state
         if st.baseline is None or not st.tolerances:
             return []
-        from mechtests.storage import claim_key, index_claims, violations
+        from mechtests.storage import claim_key, violations
 
-        before = index_claims(st.baseline).get(claim_key(record))
+        before = st.baseline_index.get(claim_key(record))
         return [] if before is None else violations(before, record, st.tolerances)
 
 
