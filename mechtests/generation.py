@@ -18,14 +18,14 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import torch
 
 from mechtests.data import TextSet, left_padded_batch
-from mechtests.errors import NumericalError, UsageError
+from mechtests.errors import DataError, NumericalError, UsageError
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -142,7 +142,7 @@ def check_fits_context(model: LoadedModel, config: GenerationConfig) -> None:
         )
 
 
-def generate(model: LoadedModel, prompts: TextSet, *, config: GenerationConfig | None = None,
+def generate(model: LoadedModel, prompts: TextSet | Sequence[str], *, config: GenerationConfig | None = None,
              intervention: SupportsApplied | None = None, collect_stats: bool = False) -> GenerationResult:
     """Greedy continuations of ``prompts`` (in input order), with ``intervention`` active at every step.
 
@@ -160,6 +160,8 @@ def generate(model: LoadedModel, prompts: TextSet, *, config: GenerationConfig |
         (1, torch.Size([1, 5]))
     """
     config = config or GenerationConfig()
+    if not isinstance(prompts, TextSet):
+        prompts = TextSet("prompts", tuple(prompts))
     if len(prompts) == 0:
         raise UsageError(f"prompt set {prompts.name!r} is empty; give at least one prompt")
     check_fits_context(model, config)
@@ -169,6 +171,10 @@ def generate(model: LoadedModel, prompts: TextSet, *, config: GenerationConfig |
     # makes this invisible in the results, which are scattered back to input order.
     lengths = [len(ids[-config.max_prompt_tokens:]) for ids in
                model.tokenizer(list(prompts.texts), add_special_tokens=False)["input_ids"]]
+    if 0 in lengths:
+        empty = lengths.index(0)
+        raise DataError(f"prompt {empty} of {prompts.name!r} ({prompts.texts[empty]!r}) has no tokens; "
+                        "remove empty prompts")
     order = sorted(range(n), key=lambda i: lengths[i])
     new_tokens = torch.zeros((n, steps), dtype=torch.long)
     collector = _StatsCollector(model, config.n_blocks) if collect_stats else None

@@ -163,8 +163,9 @@ def test_bad_inputs(tiny_pairs: dict[str, ModelPair]) -> None:
     model = tiny_pairs["gpt2"].base
     with pytest.raises(UsageError, match="is empty"):
         generate(model, TextSet("none", ()), config=CFG)
-    with pytest.raises(DataError, match="has no tokens"):
-        generate(model, TextSet("e", ("fine", "")), config=CFG)
+    with pytest.raises(DataError, match="prompt 2 of 'e' .* has no tokens"):
+        generate(model, TextSet("e", ("fine", "also fine", "")), config=CFG)
+    assert generate(model, ["a list works too"], config=CFG).new_tokens.shape == (1, CFG.max_new_tokens)  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="exceeds the context length n_ctx=64"):
         generate(model, PROMPTS, config=GenerationConfig(max_new_tokens=20, max_prompt_tokens=50))
     for field in ("max_new_tokens", "max_prompt_tokens", "batch_size", "n_blocks"):
