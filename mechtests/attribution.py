@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import torch
@@ -96,8 +95,8 @@ def group_attribution(cosines: torch.Tensor, base_activation: torch.Tensor, tune
     shares = {name: (sums[name] / total if total != 0 else float("nan")) for name in GROUPS + MIRRORS}
     return GroupAttribution(
         reduction=reduction,
-        groups=MappingProxyType({name: NeuronSet.from_mask(mask) for name, mask in masks.items()}),
-        sums=MappingProxyType(sums), counts=MappingProxyType(counts), shares=MappingProxyType(shares),
+        groups={name: NeuronSet.from_mask(mask) for name, mask in masks.items()},
+        sums=sums, counts=counts, shares=shares,
         net=float(reduction.sum()), gross_decrease=float(reduction[reduction > 0].sum()),
         gross_increase=float(-reduction[reduction < 0].sum()),
     )
@@ -200,4 +199,4 @@ def completeness(pair: ModelPair, probe: Probe, texts: TextSet | Sequence[str], 
     relative = abs(residual) / abs(total) if total != 0 else (0.0 if residual == 0 else float("inf"))
     if not all(map(lambda v: v == v, [total, residual])):  # NaN check without numpy
         raise NumericalError("completeness: NaN in the projections")
-    return Completeness(total, MappingProxyType(parts), residual, relative)
+    return Completeness(total, parts, residual, relative)

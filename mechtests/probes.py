@@ -12,7 +12,6 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -54,7 +53,7 @@ class Probe:
             raise UsageError("probe weight is all zeros: it has no direction")
         object.__setattr__(self, "weight", weight)
         object.__setattr__(self, "bias", float(self.bias))
-        object.__setattr__(self, "metadata", MappingProxyType(dict(self.metadata)))
+        object.__setattr__(self, "metadata", dict(self.metadata))  # a copy: callers cannot alter it
 
     @property
     def d_model(self) -> int:
