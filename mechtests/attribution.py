@@ -37,7 +37,7 @@ def neuron_projections(model: LoadedModel, probe: Probe, mean_activation: torch.
     expected = (model.n_layers, model.d_mlp)
     if tuple(mean_activation.shape) != expected:
         raise UsageError(f"mean_activation has shape {tuple(mean_activation.shape)}, expected {expected}")
-    value_dots = model.all_value_vectors().to("cpu", torch.float64) @ probe.direction.to(torch.float64)
+    value_dots = model.value_projections(probe.direction)
     out = mean_activation.detach().to("cpu", torch.float64) * value_dots
     if not bool(torch.isfinite(out).all()):
         raise NumericalError(f"{model.source}: NaN/inf in the neuron projections")

@@ -93,7 +93,6 @@ class LoadedModel:
         first = next(hf_model.parameters())
         self.device: torch.device = first.device
         self.dtype: torch.dtype = first.dtype
-        self._value_vectors: torch.Tensor | None = None
         # transformers 5.x renamed ``past_key_values`` to ``cache``; older versions use the old name.
         self._cache_kw = "cache" if "cache" in inspect.signature(hf_model.forward).parameters else "past_key_values"
         if self._cache_kw == "cache":
@@ -168,10 +167,24 @@ class LoadedModel:
         return self._mlp(layer).W_out.detach()
 
     def all_value_vectors(self) -> torch.Tensor:
-        """``[n_layers, d_mlp, d_model]`` value vectors of every layer (cached; weights never change)."""
-        if self._value_vectors is None:
-            self._value_vectors = torch.stack([self.value_vectors(layer) for layer in range(self.n_layers)])
-        return self._value_vectors
+        """``[n_layers, d_mlp, d_model]`` value vectors of every layer (a new stacked copy).
+
+        For projections prefer :meth:`value_projections`, which never holds a second copy of
+        every ``W_out`` in memory.
+        """
+        return torch.stack([self.value_vectors(layer) for layer in range(self.n_layers)])
+
+    def value_projections(self, direction: torch.Tensor) -> torch.Tensor:
+        """``[n_layers, d_mlp]`` float64 (cpu): ``w_i . direction`` for every value vector, layer by layer."""
+        if direction.numel() != self.d_model:
+            raise UsageError(f"direction of width {direction.numel()} on {self.source} (d_model={self.d_model})")
+        d = direction.reshape(-1).to(self.device, torch.float64)
+        return torch.stack([(self.value_vectors(layer).to(torch.float64) @ d).cpu() for layer in range(self.n_layers)])
+
+    def value_norms(self) -> torch.Tensor:
+        """``[n_layers, d_mlp]`` float64 (cpu): the norm of every value vector."""
+        return torch.stack([self.value_vectors(layer).to(torch.float64).norm(dim=-1).cpu()
+                            for layer in range(self.n_layers)])
 
     def key_vectors(self, layer: int) -> torch.Tensor:
         """Columns of ``W_in`` (``W_up`` for gated MLPs): ``[d_model, d_mlp]``, detached."""

@@ -129,12 +129,10 @@ def neuron_cosines(model: LoadedModel, probe: Probe) -> torch.Tensor:
         torch.Size([24, 4096])
     """
     probe.check_width(model)
-    values = model.all_value_vectors().to("cpu", torch.float32)
-    direction = probe.direction
-    norms = values.norm(dim=-1)
-    dots = values @ direction
+    dots = model.value_projections(probe.direction)
+    norms = model.value_norms()
     # A zero value vector has no direction: cosine 0 puts it in no group.
-    return torch.where(norms > 0, dots / norms.clamp(min=1e-30), torch.zeros_like(dots))
+    return torch.where(norms > 0, dots / norms.clamp(min=1e-300), torch.zeros_like(dots)).to(torch.float32)
 
 
 def top_k_by_cosine(cosines: torch.Tensor, k: int, *, among: torch.Tensor | None = None) -> NeuronSet:

@@ -213,3 +213,13 @@ def test_hub_name_goes_through_the_same_loader(monkeypatch: pytest.MonkeyPatch) 
         load_model("mechtests-nonexistent-org/no-such-model")
     assert "mechtests-nonexistent-org/no-such-model" in str(info.value)
     assert "not a local directory" in str(info.value)
+
+
+def test_value_projections_and_norms(tiny_pair: ModelPair) -> None:
+    model = tiny_pair.base
+    direction = torch.randn(model.d_model, generator=torch.Generator().manual_seed(0))
+    values = model.all_value_vectors().double()
+    torch.testing.assert_close(model.value_projections(direction), values @ direction.double())
+    torch.testing.assert_close(model.value_norms(), values.norm(dim=-1))
+    with pytest.raises(UsageError, match="width 3"):
+        model.value_projections(torch.ones(3))
