@@ -111,6 +111,7 @@ class PairSpec:
     tuned: str | None = None
     probe: Path | None = None
     prompts: Path | None = None
+    data: Path | None = None
     thresholds: Mapping[str, Threshold] = field(default_factory=dict)
 
     @property
@@ -134,6 +135,7 @@ class Settings:
     cache_dir: Path | None = None
     probe: Path | None = None
     prompts: Path | None = None
+    data: Path | None = None
 
     def pair(self, name: str) -> PairSpec:
         for spec in self.pairs:
@@ -162,7 +164,7 @@ class Settings:
 # Option keys: CLI dest is "mt_" + key, the ini key is "mt_" + key, [tool.mechtests] uses key.
 OPTION_KEYS: tuple[str, ...] = (
     "base", "tuned", "pair", "profile", "device", "dtype", "seed", "json", "html", "save", "compare",
-    "compare_fail", "inconclusive", "cache_dir", "no_cache", "probe", "prompts", "scorer",
+    "compare_fail", "inconclusive", "cache_dir", "no_cache", "probe", "prompts", "data", "scorer",
     "confidence", "resamples",
 )
 TOOL_TABLES: tuple[str, ...] = ("pairs", "thresholds")
@@ -328,9 +330,9 @@ def _named_pairs(table: Any, base: Path, where: str) -> dict[str, PairSpec]:
             raise UsageError(f"{at}: the names {DEFAULT_PAIR!r} and {CUSTOM_PAIR!r} are reserved; rename the pair.")
         if not isinstance(spec, dict):
             raise UsageError(f"{at} must be a table with base = ..., tuned = ....")
-        unknown = sorted(set(spec) - {"base", "tuned", "probe", "prompts", "thresholds"})
+        unknown = sorted(set(spec) - {"base", "tuned", "probe", "prompts", "data", "thresholds"})
         if unknown:
-            raise UsageError(f"{at}: unknown key(s) {unknown}; known: base, tuned, probe, prompts, thresholds.")
+            raise UsageError(f"{at}: unknown key(s) {unknown}; known: base, tuned, probe, prompts, data, thresholds.")
         for key in ("base", "tuned"):
             if key not in spec:
                 raise UsageError(f"{at}: missing {key} = PATH_OR_HUB_NAME.")
@@ -340,6 +342,7 @@ def _named_pairs(table: Any, base: Path, where: str) -> dict[str, PairSpec]:
             tuned=_model_source(spec["tuned"], f"{at}.tuned", base),
             probe=_path(spec["probe"], f"{at}.probe", base) if "probe" in spec else None,
             prompts=_path(spec["prompts"], f"{at}.prompts", base) if "prompts" in spec else None,
+            data=_path(spec["data"], f"{at}.data", base) if "data" in spec else None,
             thresholds={c: t["*"] for c, t in _thresholds(spec.get("thresholds", {}), f"{at}.thresholds").items()},
         )
     return pairs
@@ -401,6 +404,8 @@ def resolve_settings(src: Sources, *, rootdir: Path) -> Settings:
     probe = _path(probe_v, where, b) if probe_v is not None else None
     prompts_v, where, b = get("prompts")
     prompts = _path(prompts_v, where, b) if prompts_v is not None else None
+    data_v, where, b = get("data")
+    data = _path(data_v, where, b) if data_v is not None else None
 
     available: dict[str, PairSpec] = {DEFAULT_PAIR: PairSpec(DEFAULT_PAIR)}
     available.update(_named_pairs(src.tool.get("pairs", {}), src.tool_dir, "[tool.mechtests.pairs]"))
@@ -451,6 +456,7 @@ def resolve_settings(src: Sources, *, rootdir: Path) -> Settings:
                                          else rootdir / ".mechtests" / "cache"),
         probe=probe,
         prompts=prompts,
+        data=data,
     )
 
 

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 
 # (key, metavar, help). CLI --mt-KEY, ini mt_KEY, [tool.mechtests] KEY.
 _OPTIONS: tuple[tuple[str, str | None, str], ...] = (
-    ("base", "PATH_OR_NAME", "base model: Hugging Face checkpoint directory or hub name (needs --mt-tuned)"),
+    ("base", "PATH_OR_NAME", "base model: Hugging Face checkpoint directory or hub name (needs --mt-tuned); "
+     "write --mt-base=PATH: pytest reads a separate PATH as a test path when it picks the rootdir"),
     ("tuned", "PATH_OR_NAME", "fine-tuned twin of --mt-base (same architecture and tokenizer)"),
     ("pair", "NAME[,NAME]", "named pair(s) from [tool.mechtests.pairs.NAME]; 'default' = the embedded pair, "
      "'custom' = --mt-base/--mt-tuned, 'all' = every configured pair (repeatable)"),
@@ -56,6 +57,8 @@ _OPTIONS: tuple[tuple[str, str | None, str], ...] = (
     ("no_cache", None, "keep the cache in memory only (nothing read from or written to disk)"),
     ("probe", "PATH", "toxicity probe file (own format or a raw [d_model] tensor .pt such as the papers' probe.pt)"),
     ("prompts", "PATH", "challenge prompts: JSONL ('prompt' or RealToxicityPrompts' prompt.text) or .txt"),
+    ("data", "DIR", "evaluation data directory (challenge.jsonl, probe.jsonl, perplexity.txt, f1.jsonl); "
+     "default: the embedded pair's"),
     ("scorer", "{offline,perspective,detoxify}", "toxicity scorer (default offline)"),
     ("confidence", "LEVEL", "two-sided confidence level of every interval, in (0, 1) (default 0.95)"),
     ("resamples", "INT", "bootstrap resamples (default per profile: 1000 / 2000 / 9999)"),
@@ -248,11 +251,13 @@ def model_pair(mt_pair: PairSpec, mt_config: RunConfig, request: pytest.FixtureR
 
 @pytest.fixture(scope="session")
 def eval_data(mt_pair: PairSpec, request: pytest.FixtureRequest) -> Any:
-    """The pair's evaluation data: the zoo's sets, challenge prompts from --mt-prompts or the pair."""
+    """The pair's evaluation data (--mt-data, the pair's, else the zoo's); challenge prompts
+    replaced by --mt-prompts or the pair's ``prompts``."""
     from mechtests.zoo import load_eval_data
 
     st = _state(request.config)
-    data = load_eval_data(st.zoo_pair().data_dir)
+    # --mt-data > the pair's data = DIR > the embedded pair's data (no zoo weights needed).
+    data = load_eval_data(st.settings.data or mt_pair.data)
     prompts = st.settings.prompts or mt_pair.prompts
     if prompts is not None:
         from mechtests.data import load_prompts

@@ -61,7 +61,7 @@ def _by_claim(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
 ALL_FLAGS = ["--mt-base", "--mt-tuned", "--mt-pair", "--mt-profile", "--mt-device", "--mt-dtype", "--mt-seed",
              "--mt-json", "--mt-html", "--mt-save", "--mt-compare", "--mt-compare-fail", "--mt-inconclusive",
              "--mt-cache-dir", "--mt-no-cache", "--mt-probe", "--mt-prompts", "--mt-scorer", "--mt-confidence",
-             "--mt-resamples"]
+             "--mt-resamples", "--mt-data"]
 
 
 def test_help_lists_every_option_in_one_group_with_ini_keys(pytester: pytest.Pytester) -> None:
@@ -88,6 +88,7 @@ def test_help_lists_every_option_in_one_group_with_ini_keys(pytester: pytest.Pyt
     (["--mt-base", "./nowhere", "--mt-tuned", "gpt2"], "--mt-base: './nowhere' is neither an existing checkpoint"),
     (["--mt-probe", "missing.pt"], "--mt-probe: path"),
     (["--mt-prompts", "missing.jsonl"], "--mt-prompts: path"),
+    (["--mt-data", "nodata"], "--mt-data: path"),
     (["--mt-pair", "nosuch"], "--mt-pair: unknown pair 'nosuch'"),
     (["--mt-inconclusive", "maybe"], "--mt-inconclusive: 'maybe' is not one of fail, skip, pass"),
     (["--mt-scorer", "gpt4"], "--mt-scorer: 'gpt4' is not one of offline, perspective, detoxify"),
@@ -183,7 +184,7 @@ def test_failure_and_skip_messages_explain_the_verdict(pytester: pytest.Pytester
     result.stdout.re_match_lines([
         r"refuted: mean score = 0.09\d+ \(95% CI 0.0\d+ to 0.1\d+, n=64, p=\S+\) > 0.3 -> fail",
         r"the whole interval lies on the other side of the threshold: the claim is refuted.",
-        r"SKIPPED .*undecided: .* -> inconclusive; the interval contains the threshold.*about n=\d+ would likely "
+        r"SKIPPED .*undecided: .* -> inconclusive; .*the interval contains the threshold.*about n=\d+ would likely "
         r"decide it at the observed spread \(now n=16\)",
     ], consecutive=False)
 

@@ -128,3 +128,48 @@ def test_scorer(scorer):
 """)
     result = pytester.runpytest("--mt-base", str(base), "--mt-tuned", str(tuned), "--mt-dtype", "float64")
     result.assert_outcomes(passed=3)  # test_same_pair_object checks the model dtype against mt_config
+
+
+def _data_dir(root: Path) -> Path:
+    """A tiny evaluation set in the zoo's layout (challenge, probe, perplexity, F1)."""
+    root.mkdir()
+    prompts = [f"Prompt number {i} says" for i in range(8)]
+    (root / "challenge.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    (root / "f1.jsonl").write_text("".join(json.dumps({"prompt": p + " more words here"}) + "\n" for p in prompts))
+    rows = [{"text": ("you idiot " if i % 2 else "have a nice day ") * 3, "label": i % 2} for i in range(40)]
+    (root / "probe.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "perplexity.txt").write_text("The quick brown fox jumps over the lazy dog. " * 20)
+    return root
+
+
+def test_evaluator_chain_end_to_end_with_a_trained_cached_probe(pytester: pytest.Pytester,
+                                                                tiny_pair: tuple[Path, Path, Path]) -> None:
+    """--mt-data + no probe: the probe is trained with the base model, cached, reused next session."""
+    base, tuned, _ = tiny_pair
+    data = _data_dir(pytester.path / "evaldata")
+    pytester.makepyfile(test_mti_chain="""
+        import numpy as np
+
+        def test_toxicity_claim(evaluator, eval_data, claim):
+            assert len(eval_data.challenge) == 8
+            tox_base, tox_tuned = evaluator.toxicity("base"), evaluator.toxicity("tuned")
+            assert tox_base.shape == tox_tuned.shape == (8,)
+            claim("tox_change", metric="mean tox tuned - base", direction="within", threshold=(-1.0, 1.0),
+                  samples=(tox_base, tox_tuned), statistic=lambda b, t: float(t.mean() - b.mean()))
+
+        def test_probe_is_cached(probe, mt_cache):
+            assert probe.d_model == 32
+            print("PROBE-CACHE", mt_cache.stats.disk_hits, mt_cache.stats.computed)
+    """)
+    # "--opt=PATH": pytest takes a separate PATH argument for a test path when it picks rootdir.
+    args = ["-s", f"--mt-base={base}", f"--mt-tuned={tuned}", f"--mt-data={data}", "--mt-json", "r.json",
+            "--mt-profile", "smoke", "--mt-resamples", "200"]
+    first = pytester.runpytest(*args)
+    first.assert_outcomes(passed=2)
+    doc = json.loads((pytester.path / "r.json").read_text())
+    assert [(c["claim"], c["pair"], c["verdict"], c["n"]) for c in doc["claims"]] == [("tox_change", "custom", "pass", 8)]
+    assert (pytester.path / ".mechtests" / "cache" / "probe").is_dir()
+    second = pytester.runpytest(*args)
+    second.assert_outcomes(passed=2)
+    hits = [ln.split("PROBE-CACHE")[1].split() for ln in second.stdout.lines if "PROBE-CACHE" in ln]
+    assert hits and int(hits[0][0]) >= 1  # the probe (and generations) came from disk
