@@ -488,6 +488,13 @@ class _Collector:
                 terminalreporter.write_line(line)
         for line in st.written:
             terminalreporter.write_line(line)
+        # A threshold override whose claim never ran is most likely a typo in pyproject.toml.
+        configured = set(st.settings.thresholds) | {c for p in st.settings.pairs for c in p.thresholds}
+        unused = sorted(configured - {r["claim"] for r in st.records})
+        if st.records and unused:
+            terminalreporter.write_line(f"mechtests: threshold override(s) for claim(s) that did not run: "
+                                        f"{', '.join(unused)} (check the names in [tool.mechtests.thresholds])",
+                                        yellow=True)
 
 
 class _WorkerHooks:

@@ -421,3 +421,11 @@ def test_pair_selection(pytester: pytest.Pytester, args: list[str], ids: list[st
     result = pytester.runpytest("--collect-only", "-q", *args)
     lines = [ln for ln in result.stdout.lines if "test_on_pair[" in ln]
     assert lines == [f"test_mti_pairs.py::test_on_pair[{i}]" for i in ids]
+
+
+def test_unused_threshold_override_is_reported(pytester: pytest.Pytester) -> None:
+    pytester.makepyprojecttoml("[tool.mechtests.thresholds]\ntunabel = 0.4\n")
+    pytester.makepyfile(test_mti_t=THRESHOLD_TEST)
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["mechtests: threshold override(s) for claim(s) that did not run: tunabel *"])
