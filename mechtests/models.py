@@ -157,6 +157,15 @@ class LoadedModel:
             return ("hook_embed", "hook_pos_embed")
         return ("hook_embed",)
 
+    @property
+    def has_post_sublayer_norms(self) -> bool:
+        """True when attention/MLP outputs pass a norm before entering the residual (Gemma-2/3).
+
+        Then an MLP's residual write is ``norm(sum_i a_i w_i + b)``, not linear in the neurons.
+        """
+        block = self.bridge.blocks[0]
+        return any(name in dict(block.named_children()) for name in ("ln1_post", "ln2_post"))
+
     # ---- weights ----------------------------------------------------------------------------
     def _mlp(self, layer: int) -> Any:
         self._check_layer(layer)

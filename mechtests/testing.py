@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import torch
 
-Arch = Literal["gpt2", "llama"]
+Arch = Literal["gpt2", "llama", "mistral", "gemma2"]
 EOT = "<|endoftext|>"
 BYTE_VOCAB_SIZE = 257
 
@@ -85,7 +85,26 @@ def hf_config_for(arch: Arch, *, n_layers: int, d_model: int, d_mlp: int, n_head
             bos_token_id=d_vocab - 1, eos_token_id=d_vocab - 1, pad_token_id=d_vocab - 1,
             initializer_range=initializer_range, tie_word_embeddings=False,
         )
-    raise ValueError(f"arch must be 'gpt2' or 'llama', got {arch!r}")
+    if arch == "mistral":
+        from transformers import MistralConfig
+
+        return MistralConfig(
+            vocab_size=d_vocab, max_position_embeddings=n_ctx, hidden_size=d_model, num_hidden_layers=n_layers,
+            num_attention_heads=n_heads, num_key_value_heads=n_heads, intermediate_size=d_mlp, hidden_act="silu",
+            bos_token_id=d_vocab - 1, eos_token_id=d_vocab - 1, pad_token_id=d_vocab - 1,
+            initializer_range=initializer_range, tie_word_embeddings=False, sliding_window=None,
+        )
+    if arch == "gemma2":
+        from transformers import Gemma2Config
+
+        head_dim = d_model // n_heads
+        return Gemma2Config(
+            vocab_size=d_vocab, max_position_embeddings=n_ctx, hidden_size=d_model, num_hidden_layers=n_layers,
+            num_attention_heads=n_heads, num_key_value_heads=n_heads, intermediate_size=d_mlp, head_dim=head_dim,
+            query_pre_attn_scalar=head_dim, sliding_window=n_ctx, bos_token_id=d_vocab - 1, eos_token_id=d_vocab - 1,
+            pad_token_id=d_vocab - 1, initializer_range=initializer_range,
+        )
+    raise ValueError(f"arch must be one of 'gpt2', 'llama', 'mistral', 'gemma2', got {arch!r}")
 
 
 def make_tiny_checkpoint(directory: str | os.PathLike[str], *, arch: Arch = "gpt2", n_layers: int = 2,

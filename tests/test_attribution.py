@@ -125,3 +125,23 @@ def test_neuron_parts_match_projection_of_pooled_activations(tiny_pair: ModelPai
     neuron_change = float((neuron_projections(tiny_pair.base, probe, means["base"])
                            - neuron_projections(tiny_pair.tuned, probe, means["tuned"])).sum())
     assert completeness(tiny_pair, probe, TEXTS).parts["neurons"] == pytest.approx(neuron_change, rel=1e-5, abs=1e-9)
+
+
+@pytest.mark.parametrize("arch", ["mistral", "gemma2"])
+def test_other_gated_architectures(tmp_path: Path, arch: str) -> None:
+    """Mistral (Llama-like) satisfies the identity; Gemma-2's post-sublayer norms make it not
+    apply, which completeness says instead of returning a wrong residual."""
+    from mechtests.models import load_pair
+    from mechtests.testing import perturbed_copy
+
+    base = make_tiny_checkpoint(tmp_path / "base", arch=arch)  # type: ignore[arg-type]
+    pair = load_pair(base, perturbed_copy(base, tmp_path / "tuned", scale=0.05))
+    assert pair.base.mlp_kind == "gated"
+    probe = Probe(torch.randn(32, generator=torch.Generator().manual_seed(0)), 0.0)
+    if arch == "gemma2":
+        assert pair.base.has_post_sublayer_norms
+        with pytest.raises(UsageError, match="post-sublayer norms|pass a norm"):
+            completeness(pair, probe, TEXTS)
+    else:
+        assert not pair.base.has_post_sublayer_norms
+        assert completeness(pair, probe, TEXTS).relative_residual < 1e-4

@@ -83,6 +83,7 @@ def test_hook_names(tiny_pair: ModelPair) -> None:
     assert model.embed_hooks == (("hook_embed",) if model.mlp_kind == "gated" else ("hook_embed", "hook_pos_embed"))
     with pytest.raises(UsageError, match="layer 2 is out of range"):
         model.neuron_hook(2)
+    assert not model.has_post_sublayer_norms
 
 
 def test_fingerprints(tiny_checkpoints: dict[str, tuple[Path, Path]], tiny_pairs: dict[str, ModelPair]) -> None:
