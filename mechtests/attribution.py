@@ -13,7 +13,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -134,7 +135,7 @@ def _decomposed_projection(model: LoadedModel, probe: Probe, texts: Sequence[str
     bias_dot = sum(float(model.mlp_out_bias(layer).to(torch.float64) @ direction) for layer in range(model.n_layers))
     captured: dict[str, torch.Tensor] = {}
 
-    def grab(name: str):  # noqa: ANN202 - tiny closure factory
+    def grab(name: str) -> Callable[[torch.Tensor], None]:
         def hook(x: torch.Tensor) -> None:
             captured[name] = x
 
@@ -204,6 +205,6 @@ def completeness(pair: ModelPair, probe: Probe, texts: TextSet | Sequence[str], 
     parts = {name: base_parts[name] - tuned_parts[name] for name in base_parts}
     residual = total - sum(parts.values())
     relative = abs(residual) / abs(total) if total != 0 else (0.0 if residual == 0 else float("inf"))
-    if not all(map(lambda v: v == v, [total, residual])):  # NaN check without numpy
-        raise NumericalError("completeness: NaN in the projections")
+    if not (math.isfinite(total) and math.isfinite(residual)):
+        raise NumericalError("completeness: NaN/inf in the projections; check the models and the probe")
     return Completeness(total, parts, residual, relative)
