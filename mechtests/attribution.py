@@ -152,7 +152,7 @@ def _decomposed_projection(model: LoadedModel, probe: Probe, texts: Sequence[str
                                           device=model.device)
             model.forward(ids, mask, last_only=True)
 
-            def pooled(key: str) -> torch.Tensor:
+            def pooled(key: str, mask: torch.Tensor = mask) -> torch.Tensor:
                 return masked_mean(captured[key].to(torch.float64), mask)
 
             sums["total"] += float((pooled("final") @ direction).sum())

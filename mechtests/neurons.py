@@ -47,7 +47,7 @@ class NeuronSet:
             raise UsageError(f"NeuronSet needs n_layers >= 1 and d_mlp >= 1, got {self.n_layers}, {self.d_mlp}")
         if len(self.layers) != len(self.indices):
             raise UsageError(f"NeuronSet: {len(self.layers)} layers but {len(self.indices)} indices")
-        pairs = sorted(set(zip((int(v) for v in self.layers), (int(v) for v in self.indices))))
+        pairs = sorted(set(zip((int(v) for v in self.layers), (int(v) for v in self.indices), strict=True)))
         for layer, index in pairs:
             if not (0 <= layer < self.n_layers and 0 <= index < self.d_mlp):
                 raise UsageError(
@@ -84,7 +84,7 @@ class NeuronSet:
     def by_layer(self) -> dict[int, torch.Tensor]:
         """``{layer: LongTensor of indices}`` for the layers that hold neurons of the set."""
         out: dict[int, list[int]] = {}
-        for layer, index in zip(self.layers, self.indices):
+        for layer, index in zip(self.layers, self.indices, strict=True):
             out.setdefault(layer, []).append(index)
         return {layer: torch.tensor(idx, dtype=torch.long) for layer, idx in out.items()}
 
@@ -92,11 +92,11 @@ class NeuronSet:
         return len(self.layers)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter(zip(self.layers, self.indices))
+        return iter(zip(self.layers, self.indices, strict=True))
 
     @cached_property
     def _pairs(self) -> frozenset[tuple[int, int]]:
-        return frozenset(zip(self.layers, self.indices))
+        return frozenset(zip(self.layers, self.indices, strict=True))
 
     def __contains__(self, item: object) -> bool:
         return item in self._pairs
@@ -104,7 +104,7 @@ class NeuronSet:
     def key(self) -> str:
         """Stable content identity for cache keys."""
         digest = hashlib.sha256(f"{self.n_layers}x{self.d_mlp}:".encode())
-        digest.update(",".join(f"{l}.{i}" for l, i in self).encode())
+        digest.update(",".join(f"{layer}.{index}" for layer, index in self).encode())
         return f"neurons[{len(self)}]:{digest.hexdigest()[:16]}"
 
     def _check_same_shape(self, other: NeuronSet) -> None:
