@@ -289,6 +289,9 @@ def bootstrap_estimate(
         # BCa on a statistic with a (near-)degenerate bootstrap distribution warns and
         # returns NaN bounds; we detect that below and fall back to the percentile interval.
         warnings.simplefilter("ignore", category=stats.DegenerateDataWarning)
+        # ... and a 0/0 in its acceleration (all jackknife values equal) warns as RuntimeWarning;
+        # a statistic that really is undefined shows up as NaN replicates, checked below.
+        warnings.simplefilter("ignore", category=RuntimeWarning)
         res = stats.bootstrap(data, statistic, n_resamples=int(n_resamples), paired=paired,
                               vectorized=vectorized, confidence_level=confidence, method=method,
                               rng=rng)

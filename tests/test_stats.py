@@ -193,3 +193,16 @@ def test_statistical_honesty_power_well_past_the_threshold(name: str) -> None:
     verdicts = [evaluate_claim("h", metric="m", direction=">", threshold=0.3, samples=draw(rng, effect, 200),
                                statistic=statistic, n_resamples=999, seed=i).verdict for i in range(500)]
     assert verdicts.count("pass") / 500 >= 0.95
+
+
+def test_constant_jackknife_falls_back_to_percentile_without_warnings() -> None:
+    """A statistic whose leave-one-out values are all equal makes BCa undefined (0/0)."""
+    import warnings
+
+    x = np.array([0.0] * 19 + [1.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = bootstrap_estimate((x,), lambda a, axis=-1: np.median(a, axis=axis), n_resamples=300, seed=0,
+                                 threshold=0.5, direction="<")
+    assert (est.value, est.ci_low, est.ci_high, est.method) == (0.0, 0.0, 0.0, "percentile")
+    assert est.p_value == pytest.approx(0.5 / 300)  # below every replicate: the resolution limit
