@@ -282,20 +282,32 @@ def attribution_figures(attr: Any, *, confidence: float = 0.95, n_resamples: int
     return figs
 
 
-def recovery_figure(points: Sequence[Mapping[str, Any]]) -> str:
+RECOVERY_RANGE = (-1.0, 2.0)
+
+
+def recovery_figure(points: Sequence[Mapping[str, Any]], *, clip: tuple[float, float] = RECOVERY_RANGE) -> str:
     """Recovered fraction vs k per family, with CI bands, from recorded claim points.
+
+    A ratio's bootstrap interval explodes when the tuned model's reduction is small on some
+    resamples; values are clipped to ``clip`` so one wild band does not flatten the figure.
 
     Args:
         points: mappings with ``family``, ``k``, ``estimate``, ``ci_low``, ``ci_high``.
+        clip: the y range drawn.
     """
+    lo, hi = clip
+
+    def c(v: Any) -> float:
+        return float(min(max(float(v), lo), hi))
+
     fams: dict[str, list[Any]] = {}
     for p in points:
         fams.setdefault(str(p["family"]), []).append(p)
     series = []
     for fam, ps in sorted(fams.items()):
         ps = sorted(ps, key=lambda p: p["k"])
-        series.append(Series(fam, tuple(float(p["k"]) for p in ps), tuple(float(p["estimate"]) for p in ps),
-                             tuple(float(p["ci_low"]) for p in ps), tuple(float(p["ci_high"]) for p in ps)))
+        series.append(Series(fam, tuple(float(p["k"]) for p in ps), tuple(c(p["estimate"]) for p in ps),
+                             tuple(c(p["ci_low"]) for p in ps), tuple(c(p["ci_high"]) for p in ps)))
     return line_chart(series, title="Fraction of DPO's toxicity reduction recovered", xlabel="neurons (k)",
-                      ylabel="recovered", log_x=True, hline=1.0, hline_label="tuned model")
-
+                      ylabel=f"recovered (clipped to [{lo:g}, {hi:g}])", log_x=True, hline=1.0,
+                      hline_label="tuned model")

@@ -111,3 +111,12 @@ def test_recovery_figure_one_series_per_family() -> None:
            for f in ("zero top-k", "zero top-k positive") for k in (4, 8)]
     root = parse(figures.recovery_figure(pts))
     assert len(root.findall(f"{SVG}polyline")) == 2
+
+
+def test_recovery_figure_clips_exploding_intervals() -> None:
+    pts = [{"family": "f", "k": 4, "estimate": 0.2, "ci_low": -8811.0, "ci_high": 0.9},
+           {"family": "f", "k": 8, "estimate": 0.3, "ci_low": 0.1, "ci_high": 0.5}]
+    root = parse(figures.recovery_figure(pts))
+    ticks = [float(t.text) for t in root.findall(f"{SVG}text") if t.get("text-anchor") == "end" and t.text
+             and t.text.lstrip("-").replace(".", "").isdigit()]
+    assert min(ticks) >= -1.0 and max(ticks) <= 2.0
