@@ -19,7 +19,6 @@ Example (a test file):
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -511,37 +510,11 @@ class _WorkerHooks:
         }
 
 
-def report_document(st: MechtestsState) -> dict[str, Any]:
-    """The session's ``mechtests-report/1`` document, Holm-adjusted p-values filled in."""
-    from mechtests.report import build_report, environment, sort_claims
-    from mechtests.stats import holm
-
-    records = sort_claims(st.records)
-    for rec, p_adj in zip(records, holm([r["p_value"] for r in records])):
-        rec["p_adjusted"] = p_adj
-    st.records = records
-    run = st.settings.run
-    # Pairs that were loaded or that a claim ran on; a run of model-free claims lists none.
-    used = {r["pair"] for r in records} | {k for k, v in st.pairs.items() if v["base"]["sha256"] is not None}
-    pairs = {k: v for k, v in st.pairs.items() if k in used}
-    return build_report(config=run.to_dict(), environment=environment(run.device, run.dtype, rootdir=st.settings.rootdir),
-                        pairs=pairs, claims=records)
-
-
 def write_outputs(st: MechtestsState) -> None:
-    """JSON report, HTML report and baseline, as asked; controller only."""
-    from mechtests.report import render_html
-    from mechtests.storage import BaselineStore, atomic_write_bytes
+    """Holm-adjust the session's p-values; write the JSON/HTML reports and the baseline asked for."""
+    from mechtests.report import session_document, write_session_outputs
 
-    doc = report_document(st)
     s = st.settings
-    if s.json_path is not None:
-        atomic_write_bytes(s.json_path, (json.dumps(doc, indent=2) + "\n").encode())
-        st.written.append(f"mechtests: JSON report written to {s.json_path}")
-    if s.html_path is not None:
-        figures = sorted(st.figures, key=lambda f: f.title)
-        atomic_write_bytes(s.html_path, render_html(doc, figures).encode())
-        st.written.append(f"mechtests: HTML report written to {s.html_path}")
-    if s.save is not None:
-        path = BaselineStore(s.rootdir / ".mechtests" / "baselines").save(s.save, doc)
-        st.written.append(f"mechtests: baseline {s.save!r} saved to {path}")
+    doc, st.records = session_document(st.records, st.pairs, s.run, rootdir=s.rootdir)
+    st.written.extend(write_session_outputs(doc, st.figures, json_path=s.json_path, html_path=s.html_path,
+                                            save=s.save, baselines=s.rootdir / ".mechtests" / "baselines"))

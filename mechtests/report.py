@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import importlib.metadata
+import json
 import platform
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -24,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mechtests.storage import REPORT_SCHEMA
+from mechtests.storage import REPORT_SCHEMA, BaselineStore, atomic_write_bytes
 
 TOP_KEYS = ("schema", "created", "environment", "config", "pairs", "claims")
 ENV_KEYS = ("mechtests", "python", "torch", "transformer_lens", "device", "dtype", "git_commit")
@@ -245,3 +246,40 @@ def check_svg(svg: str) -> str:
     if "<script" in lower or "href=\"http" in lower or "href='http" in lower:
         raise ValueError("a figure must be self-contained: no <script>, no external links")
     return text
+
+
+# ---- a session's outputs ---------------------------------------------------------------------
+
+def session_document(records: Sequence[Mapping[str, Any]], pairs: Mapping[str, Mapping[str, Any]], run: Any, *,
+                     rootdir: Path | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The session's report document and its records, sorted, with Holm-adjusted p-values.
+
+    ``pairs`` lists only pairs that were loaded (sha256 known) or that a claim ran on, so a run
+    of model-free claims lists none. ``run`` is the `RunConfig`.
+    """
+    from mechtests.stats import holm
+
+    ordered = sort_claims(records)
+    for rec, p_adj in zip(ordered, holm([r["p_value"] for r in ordered])):
+        rec["p_adjusted"] = p_adj
+    used = {r["pair"] for r in ordered} | {k for k, v in pairs.items() if v["base"]["sha256"] is not None}
+    doc = build_report(config=run.to_dict(), environment=environment(run.device, run.dtype, rootdir=rootdir),
+                       pairs={k: v for k, v in pairs.items() if k in used}, claims=ordered)
+    return doc, ordered
+
+
+def write_session_outputs(doc: Mapping[str, Any], figures: Sequence[Figure], *, json_path: Path | None,
+                          html_path: Path | None, save: str | None, baselines: Path) -> list[str]:
+    """Write the JSON report, the HTML report (figures sorted by title) and the baseline; one
+    message per file written."""
+    written = []
+    if json_path is not None:
+        atomic_write_bytes(json_path, (json.dumps(doc, indent=2) + "\n").encode())
+        written.append(f"mechtests: JSON report written to {json_path}")
+    if html_path is not None:
+        atomic_write_bytes(html_path, render_html(doc, sorted(figures, key=lambda f: f.title)).encode())
+        written.append(f"mechtests: HTML report written to {html_path}")
+    if save is not None:
+        path = BaselineStore(baselines).save(save, doc)
+        written.append(f"mechtests: baseline {save!r} saved to {path}")
+    return written
