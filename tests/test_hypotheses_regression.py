@@ -9,6 +9,7 @@ exactly what ``interventions.ScaleKeys`` computes on the original.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,11 @@ from test_hypotheses_run import build_tiny_project
 
 FACTOR = 5.0
 TOP = 7
-# The claims the gate runs (a subset of hypotheses/ keeps the demo fast) and those it must flag.
+# The claims the gate runs (a subset of hypotheses/ keeps the demo fast).
 SUBSET = "dpo_reduces_toxicity or top_toxic_neurons_dampened or weights_stay_close or adjustments_are_noisy"
-MUST_MOVE = ("dpo_reduces_toxicity", "top_toxic_neurons_dampened")
+# Must be flagged whatever the pair: the 7 scaled neurons' activations rise (x5 on the key moves
+# a GELU input away from the dampened side), so none of them is "dampened" any more.
+ALWAYS_MOVES = "test_top_toxic_neurons_dampened[gate-abs7]"
 
 
 def bake_unaligning(src: Path, dst: Path, neurons: Any, factor: float) -> Path:
@@ -105,20 +108,27 @@ def test_gate_flags_the_unaligned_model(pytester: pytest.Pytester, zoo_unaligned
               str(pytester.path / "cache"), "-k", SUBSET, "-p", "no:cacheprovider", "-q")
 
     (pytester.path / "pyproject.toml").write_text(_pyproject(zoo_unaligned["tuned"], zoo_unaligned))
-    accepted = pytester.runpytest_subprocess(*common, "--mt-save", "accepted")
+    accepted = pytester.runpytest_subprocess(*common, "--mt-save", "accepted", "--mt-json", "accepted.json")
     assert (pytester.path / ".mechtests" / "baselines").is_dir(), accepted.stdout.str()[-3000:]
-    accepted_outcomes = accepted.parseoutcomes()
-    assert accepted_outcomes.get("errors", 0) == 0, accepted.stdout.str()[-3000:]
+    assert accepted.parseoutcomes().get("errors", 0) == 0, accepted.stdout.str()[-3000:]
+    before = {c["nodeid"].split("::")[-1]: c for c in json.loads((pytester.path / "accepted.json").read_text())["claims"]}
 
     # the new checkpoint under the same pair name: same test ids, so every claim is compared
     (pytester.path / "pyproject.toml").write_text(_pyproject(zoo_unaligned["unaligned"], zoo_unaligned))
-    gate = pytester.runpytest_subprocess(*common, "--mt-compare", "accepted", "--mt-compare-fail", "estimate:0.1,verdict")
+    gate = pytester.runpytest_subprocess(*common, "--mt-compare", "accepted", "--mt-compare-fail", "estimate:0.1,verdict",
+                                         "--mt-json", "gate.json")
     out = gate.stdout.str()
+    after = {c["nodeid"].split("::")[-1]: c for c in json.loads((pytester.path / "gate.json").read_text())["claims"]}
     assert gate.ret == 1, out[-3000:]
-    for name in MUST_MOVE:
-        line = next((ln for ln in out.splitlines() if f"claim {name} on pair gate moved from" in ln), None)
-        assert line is not None, f"{name} not flagged:\n{out[-4000:]}"
-        assert "FAILED" in out and name in out
-    # each failure in the summary is one of the gated claims, with its own "moved" message
-    failed = [ln for ln in out.splitlines() if ln.startswith("FAILED ")]
-    assert failed and all(any(n in ln for n in SUBSET.split(" or ")) for ln in failed), failed
+
+    moved = {test for test, rec in after.items()
+             if abs(rec["estimate"] - before[test]["estimate"]) > 0.1 or rec["verdict"] != before[test]["verdict"]}
+    assert ALWAYS_MOVES in moved, out[-3000:]
+    if before["test_dpo_reduces_toxicity[gate]"]["verdict"] == "pass":
+        # an accepted model that detoxifies: un-aligning must show in the headline claim
+        assert "test_dpo_reduces_toxicity[gate]" in moved, out[-3000:]
+    failed = {ln.split("::")[-1].split(" ")[0] for ln in out.splitlines() if ln.startswith("FAILED ")}
+    assert moved <= failed, (moved, failed)  # every moved claim fails the gate ...
+    for test in moved:  # ... with a message that names it and what it moved from and to
+        rec = after[test]
+        assert f"claim {rec['claim']} on pair gate moved from" in out, test
