@@ -11,7 +11,8 @@ import dataclasses
 # The papers' GPT-2 medium has 24 x 4,096 = 98,304 MLP neurons; k values are scaled to the
 # model under test as the same fraction of its neurons (PAPER.md).
 PAPER_NEURONS = 98_304
-PAPER = "PAPER.md (Yang et al. 2024 = A; Lee et al. 2024 = B; GPT-2 medium)"
+# A = Yang et al. 2024 (ablation is not enough), B = Lee et al. 2024 (DPO and toxicity); GPT-2 medium.
+PAPER = "PAPER.md"
 # DPO's toxicity reduction on GPT-2 medium (PAPER.md): 0.453 -> 0.208.
 PAPER_TOX_BASE, PAPER_TOX_TUNED = 0.453, 0.208
 

@@ -18,7 +18,8 @@ def _run(evaluator: Evaluator, selections, claim, figure_recorder, node: pytest.
     require_reduction(tox_base, tox_tuned)
     tox_ablated = evaluator.toxicity("base", ZeroAblation(neurons))
     value = paper_tox.get(kspec.paper_k or -1)
-    reference = ref(f"interventions table: {family} top {kspec.paper_k}/98,304 -> tox {value}",
+    reported = "not reported" if value is None else f"tox {value}"
+    reference = ref(f"interventions table (A): {family}, top {kspec.paper_k}/98,304 -> {reported}",
                     None if value is None else paper_recovered(value))
     try:
         claim(name, metric="recovered = (tox_base - tox_ablated) / (tox_base - tox_tuned)", direction="<",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,6 +25,15 @@ from mechtests.errors import DataError, UsageError
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 SCHEMA = "mechtests-report/1"
 VERDICT_MARK = {"pass": "pass", "fail": "**FAIL**", "inconclusive": "inconclusive"}
+# PAPER.md's "Claims to encode", numbered: reference claims are listed in this order, with "#".
+PAPER_CLAIMS: dict[str, int] = {
+    "dpo_reduces_toxicity": 1, "dpo_perplexity_cost": 1, "dpo_f1_cost": 1, "probe_separates_toxic_text": 2,
+    "weights_stay_close": 3, "top_toxic_neurons_dampened": 4, "zero_ablation_not_enough": 5,
+    "zero_positive_ablation_not_enough": 5, "tp_down_patch_is_partial": 6, "tp_down_is_a_minority": 7,
+    "every_group_contributes": 7, "anti_toxic_promotion_matters": 7, "adjustments_are_noisy_fraction": 8,
+    "adjustments_are_noisy_gross": 8, "all_groups_patch_emulates_dpo": 9, "unaligning_restores_toxicity": 10,
+    "probe_subtraction_detoxifies": 11, "attribution_is_complete": 12, "reduction_in_later_layers": 13,
+}
 
 
 def load_report(path: Path) -> dict[str, Any]:
@@ -63,6 +73,26 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _natural(text: str) -> list[Any]:
+    """Sort key that orders embedded numbers numerically (``k=100`` before ``k=1000``)."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def ordered_claims(claims: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """PAPER.md's claims first, in PAPER.md's order; then any others in report order;
+    parametrized variants in natural order of their test id."""
+    first_seen: dict[str, int] = {}
+    for i, c in enumerate(claims):
+        first_seen.setdefault(str(c.get("claim")), i)
+
+    def key(c: Mapping[str, Any]) -> tuple[Any, ...]:
+        name = str(c.get("claim"))
+        rank = list(PAPER_CLAIMS).index(name) if name in PAPER_CLAIMS else len(PAPER_CLAIMS) + first_seen[name]
+        return (rank, _natural(str(c.get("nodeid", ""))))
+
+    return sorted(claims, key=key)
+
+
 def render_table(report: Mapping[str, Any]) -> str:
     """The results table (Markdown) for every claim in ``report``, in report order.
 
@@ -71,11 +101,11 @@ def render_table(report: Mapping[str, Any]) -> str:
         ...      "direction": ">", "threshold": 0.3, "estimate": 0.5, "ci_low": 0.4, "ci_high": 0.6,
         ...      "verdict": "pass", "reference": {"source": "A", "value": 0.54}}]}
         >>> render_table(r).splitlines()[2]
-        '| c | k=4 | p | m | 0.500 | [0.400, 0.600] | > 0.300 | pass | 0.540 (A) |'
+        '|  | c | k=4 | p | m | 0.500 | [0.400, 0.600] | > 0.300 | pass | 0.540 (A) |'
     """
-    lines = ["| claim | parameters | pair | metric | estimate | CI | asserts | verdict | paper (GPT-2 medium) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for c in report["claims"]:
+    lines = ["| # | claim | parameters | pair | metric | estimate | CI | asserts | verdict | paper (GPT-2 medium) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for c in ordered_claims(report["claims"]):
         ref = c.get("reference") or None
         paper = "" if ref is None else f"{_num(ref.get('value'))} ({ref.get('source', '')})"
         threshold = c.get("threshold")
@@ -83,7 +113,7 @@ def render_table(report: Mapping[str, Any]) -> str:
             asserts = f"{c.get('direction')} [{', '.join(_num(t) for t in threshold)}]"
         else:
             asserts = f"{c.get('direction')} {_num(threshold)}"
-        row = [str(c.get("claim", "")), _params(c.get("params")), str(c.get("pair", "")), str(c.get("metric", "")),
+        row = [str(PAPER_CLAIMS.get(str(c.get("claim")), "")), str(c.get("claim", "")), _params(c.get("params")), str(c.get("pair", "")), str(c.get("metric", "")),
                _num(c.get("estimate")), f"[{_num(c.get('ci_low'))}, {_num(c.get('ci_high'))}]", asserts,
                VERDICT_MARK.get(str(c.get("verdict")), str(c.get("verdict"))), paper]
         lines.append("| " + " | ".join(_cell(x) for x in row) + " |")
@@ -104,6 +134,7 @@ def render_section(report: Mapping[str, Any], *, source: str = "report.json") ->
             "",
             f"Pairs: {pair_text or '–'}. Verdicts: {counts['pass']} pass, {counts['fail']} fail, "
             f"{counts['inconclusive']} inconclusive.",
+            "",
             ""]
     return "\n".join(head) + render_table(report)
 

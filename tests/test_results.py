@@ -26,7 +26,7 @@ def report(**over: object) -> dict:
 
 def test_table_row_known_answer() -> None:
     table = results.render_table(report(params={"k": "frac100", "neurons": 4}))
-    assert table.splitlines()[2] == ("| dpo_reduces_toxicity | k=frac100, neurons=4 | default | 1 - tox_tuned / tox_base "
+    assert table.splitlines()[2] == ("| 1 | dpo_reduces_toxicity | k=frac100, neurons=4 | default | 1 - tox_tuned / tox_base "
                                      "| 0.612 | [0.500, 0.700] | > 0.300 | pass | 0.540 (PAPER.md table 1) |")
 
 
@@ -74,3 +74,21 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
     (tmp_path / "README.md").write_text("no markers\n")
     assert results.main(["--json", str(tmp_path / "r.json"), "--readme", str(tmp_path / "README.md")]) == 2
     assert "results:start" in capsys.readouterr().err
+
+
+def test_rows_follow_paper_numbering_and_natural_k_order() -> None:
+    base = report()["claims"][0]
+    claims = [dict(base, claim="my_own_claim", nodeid="t.py::test_own"),
+              dict(base, claim="zero_ablation_not_enough", nodeid="a.py::test_z[default-1000of98304]"),
+              dict(base, claim="zero_ablation_not_enough", nodeid="a.py::test_z[default-100of98304]"),
+              dict(base, claim="weights_stay_close", nodeid="w.py::test_w[default]")]
+    rows = results.render_table(dict(report(), claims=claims)).splitlines()[2:]
+    assert [r.split(" | ")[1] for r in rows] == ["weights_stay_close", "zero_ablation_not_enough",
+                                                 "zero_ablation_not_enough", "my_own_claim"]
+    assert [r.split(" | ")[0] for r in rows] == ["| 3", "| 5", "| 5", "| "]
+    assert "100of" in claims[2]["nodeid"] and rows[1] == results.render_table(dict(report(), claims=[claims[2]])).splitlines()[2]
+
+
+def test_section_puts_a_blank_line_before_the_table() -> None:
+    text = results.render_section(report())
+    assert "inconclusive.\n\n| # | claim |" in text
