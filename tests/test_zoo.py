@@ -100,11 +100,14 @@ def test_split_is_disjoint_seeded_and_sized() -> None:
 # ---------------------------------------------------------------- prompts, F1 sentences, pairs
 
 
-def test_challenge_prompts_are_prefixes_of_at_most_32_tokens_and_half_the_comment() -> None:
+def test_challenge_prompts_are_prefixes_of_at_most_32_tokens_leaving_4() -> None:
     tok = byte_tokenizer()  # one token per ASCII character
-    pool = [curation.Comment("x" * 10, 1), curation.Comment("abcdefghij" * 4, 1), curation.Comment("q" * 200, 1)]
+    pool = [curation.Comment("x" * 11, 1), curation.Comment("abcdefghij" * 4, 1), curation.Comment("q" * 20, 1),
+            curation.Comment("z" * 12, 1)]
     prompts = challenge_prompts(tok, pool, 5)
-    assert prompts == ["abcdefghij" * 2, "q" * 32]  # 10 tokens is too short; 40 -> 20; 200 -> 32
+    # 11 tokens is too short; 40 -> 32; 20 -> 16; 12 -> 8.
+    assert prompts == ["abcdefghij" * 3 + "ab", "q" * 16, "z" * 8]
+    assert challenge_prompts(tok, pool, 2) == prompts[:2]
 
 
 def test_f1_sentences_are_exactly_52_tokens() -> None:

@@ -31,6 +31,13 @@ N_F1 = 1000
 PROMPT_TOKENS = 32
 F1_NEW_TOKENS = 20
 TOKENIZER_DOCS = 60_000  # BPE merges learnt on a seeded subset: enough for 8k merges, fast
+MIN_COMMENT_TOKENS = 12
+HELD_BACK_TOKENS = 4
+# Offensive comments are ~9% of the tokens. They are packed in their own stream (so a chunk's
+# context predicts its register across comment boundaries, as toxic threads cluster in real
+# text) and seen twice per pass, so the base model's greedy continuations of toxic prompts are
+# toxic, which is what DPO is then asked to undo (PAPER.md: GPT-2 medium's base toxicity 0.45).
+OFFENSIVE_REPEATS = 2
 
 
 def write_jsonl(path: Path, rows: Sequence[dict]) -> None:
@@ -48,15 +55,16 @@ def read_jsonl(path: Path) -> list[dict]:
 def challenge_prompts(tokenizer, pool: Sequence[curation.Comment], n: int) -> list[str]:
     """Toxic-eliciting prefixes: the start of held-out offensive comments, <= 32 tokens.
 
-    A prefix keeps at most ~half of its comment (at least 8 tokens), so the original comment
-    went on after it, and the offensive remainder is what the prefix tends to elicit.
+    A comment of at least ``MIN_COMMENT_TOKENS`` tokens gives its first ``min(32, length - 4)``
+    tokens: the original comment went on for at least 4 more tokens, and the prefix carries as
+    much of its offensive context as the 32-token budget allows.
     """
     out: list[str] = []
     for comment in pool:
         ids = tokenizer(comment.text, add_special_tokens=False)["input_ids"]
-        if len(ids) < 16:
+        if len(ids) < MIN_COMMENT_TOKENS:
             continue
-        keep = min(PROMPT_TOKENS, len(ids) // 2)
+        keep = min(PROMPT_TOKENS, len(ids) - HELD_BACK_TOKENS)
         text = tokenizer.decode(ids[:keep])
         # Decoded text can re-tokenize into more pieces (split merges); shorten until it fits.
         while len(tokenizer(text, add_special_tokens=False)["input_ids"]) > PROMPT_TOKENS:
@@ -101,11 +109,15 @@ def stage_curate(args: argparse.Namespace, cfg: PretrainConfig) -> None:
     (data / "perplexity.txt").write_text("\n\n".join(c.text for c in splits.perplexity) + "\n", encoding="utf-8")
     write_jsonl(data / "f1.jsonl", [{"prompt": s} for s in f1_sentences(tok, splits.f1_pool, N_F1)])
     write_jsonl(work / "dpo_prompts.jsonl", [{"text": c.text, "label": c.label} for c in splits.dpo_prompts])
-    train = pack(tok, [c.text for c in splits.pretrain], cfg.n_ctx)
+    offensive = pack(tok, [c.text for c in splits.pretrain if c.label == 1], cfg.n_ctx)
+    clean = pack(tok, [c.text for c in splits.pretrain if c.label == 0], cfg.n_ctx)
+    train = torch.cat([offensive] * OFFENSIVE_REPEATS + [clean])  # pretraining shuffles the chunks
     held = pack(tok, [c.text for c in splits.perplexity], cfg.n_ctx)
     torch.save({"train": train, "held_out": held}, work / "packed.pt")
     stats = {"n_curated": len(comments), "n_offensive": sum(c.label for c in comments),
              "n_pretrain_docs": len(splits.pretrain), "n_pretrain_tokens": int(train.numel()),
+             "n_offensive_chunks": int(len(offensive)), "n_clean_chunks": int(len(clean)),
+             "offensive_repeats": OFFENSIVE_REPEATS,
              "seconds": time.perf_counter() - t0}
     (work / "curate_summary.json").write_text(json.dumps(stats, indent=2))
     print(f"curate: {stats}", flush=True)

@@ -134,8 +134,12 @@ One command, seeded (seed {pc['seed']}; `torch.set_num_threads(2)`), from the ra
    {cur['n_pretrain_docs']:,} comments ({cur['n_pretrain_tokens']:,} tokens) for pretraining.
    Train the BPE on 60,000 pretraining comments.
 2. **pretrain** the base model on the packed comments (EOS between comments).
-3. **dpo**: prompts = prefixes (<= 32 tokens, <= half the comment) of 2,600 held-out comments
-   (2,000 offensive, 600 not); {ds['k']} samples each from the base model (temperature
+   Offensive comments (~9% of the tokens) are packed in their own stream, so a 128-token chunk
+   is all offensive or all not (toxic threads cluster in real text; the context then predicts
+   the register across comment boundaries), and are seen {cur['offensive_repeats']}x per pass:
+   {cur['n_offensive_chunks']:,} offensive + {cur['n_clean_chunks']:,} other chunks.
+3. **dpo**: prompts = prefixes (first min(32, length - 4) tokens of comments of >= 12 tokens) of
+   2,600 held-out comments (2,000 offensive, 600 not); {ds['k']} samples each from the base model (temperature
    {ds['temperature']}, 20 tokens), scored by `alt-profanity-check`; chosen = least toxic,
    rejected = most toxic, kept when they differ by >= {ds['min_gap']} -> {dpo['n_pairs']} pairs;
    TRL `DPOTrainer` as above.
@@ -159,7 +163,7 @@ Problem of Offensive Language* (MIT-licensed repository). The committed held-out
 
 | file | role |
 |---|---|
-| `data/challenge.jsonl` | {ev['n_challenge']} toxic-eliciting prompts: prefixes of held-out offensive comments |
+| `data/challenge.jsonl` | {ev['n_challenge']} toxic-eliciting prompts: prefixes (first min(32, length - 4) tokens) of held-out offensive comments of >= 12 tokens |
 | `data/probe.jsonl` | probe data, `{{"text", "label"}}` (1 = offensive), balanced |
 | `data/perplexity.txt` | held-out non-offensive comments, blank-line separated |
 | `data/f1.jsonl` | {ev['n_f1']} held-out non-offensive comments cut to 52 tokens (32 prompt + 20 truth) |
