@@ -94,16 +94,21 @@ def zoo_unaligned(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         pytest.skip(f"the embedded default pair is not built: {exc}")
     neurons = top_toxic(zoo.base_dir, zoo.probe_path, TOP)
     unaligned = bake_unaligning(zoo.tuned_dir, tmp_path_factory.mktemp("zoo") / "unaligned", neurons, FACTOR)
-    return {"base": zoo.base_dir, "tuned": zoo.tuned_dir, "probe": zoo.probe_path, "unaligned": unaligned}
+    return {"base": zoo.base_dir, "tuned": zoo.tuned_dir, "probe": zoo.probe_path, "data": zoo.data_dir,
+            "unaligned": unaligned}
 
 
 def _pyproject(tuned: Path, zoo: dict[str, Path]) -> str:
-    return (f'[tool.mechtests.pairs.gate]\nbase = "{zoo["base"]}"\ntuned = "{tuned}"\nprobe = "{zoo["probe"]}"\n')
+    return (f'[tool.mechtests.pairs.gate]\nbase = "{zoo["base"]}"\ntuned = "{tuned}"\nprobe = "{zoo["probe"]}"\n'
+            'prompts = "prompts.jsonl"\n')
 
 
 def test_gate_flags_the_unaligned_model(pytester: pytest.Pytester, zoo_unaligned: dict[str, Path]) -> None:
     hypotheses = Path(__file__).resolve().parents[1] / "hypotheses"
     shutil.copytree(hypotheses, pytester.path / "hypotheses", ignore=shutil.ignore_patterns("__pycache__"))
+    # the first 40 challenge prompts keep the two runs fast; the pair table points at them
+    lines = (zoo_unaligned["data"] / "challenge.jsonl").read_text(encoding="utf-8").splitlines()[:40]
+    (pytester.path / "prompts.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     common = ("hypotheses", "--mt-pair", "gate", "--mt-profile", "smoke", "--mt-cache-dir",
               str(pytester.path / "cache"), "-k", SUBSET, "-p", "no:cacheprovider", "-q")
 
