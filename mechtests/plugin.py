@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from mechtests.config import DEFAULT_PAIR, PROFILES, PairSpec, RunConfig, Settings, Sources, read_tool_table, resolve_settings
+from mechtests.config import PROFILES, PairSpec, RunConfig, Settings, Sources, read_tool_table, resolve_settings
 from mechtests.errors import MechtestsError
 from mechtests.errors import UsageError as MtUsageError
 
