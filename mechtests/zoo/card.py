@@ -186,5 +186,7 @@ Problem of Offensive Language* (MIT-licensed repository). The committed held-out
 A {pre['n_parameters'] / 1e6:.1f}M-parameter model trained for minutes on comments is far
 weaker than GPT-2 medium: its text is only locally fluent, and toxicity is measured by an
 offline bag-of-words classifier, not Perspective API. The pair exists so the claims can be
-run and checked end to end; numbers on it are not the papers' numbers.
+run and checked end to end; numbers on it are not the papers' numbers. De-duplication is
+exact (case-blind), so Wikipedia's templated warnings, which recur with small variations,
+appear in several splits (e.g. one 52-token F1 sentence equals a probe text).
 """
