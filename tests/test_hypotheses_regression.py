@@ -105,7 +105,7 @@ def _pyproject(tuned: Path, zoo: dict[str, Path]) -> str:
 
 def test_gate_flags_the_unaligned_model(pytester: pytest.Pytester, zoo_unaligned: dict[str, Path]) -> None:
     hypotheses = Path(__file__).resolve().parents[1] / "hypotheses"
-    shutil.copytree(hypotheses, pytester.path / "hypotheses", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(hypotheses, pytester.path / "hypotheses", ignore=shutil.ignore_patterns("__pycache__", "results"))
     # the first 40 challenge prompts keep the two runs fast; the pair table points at them
     lines = (zoo_unaligned["data"] / "challenge.jsonl").read_text(encoding="utf-8").splitlines()[:40]
     (pytester.path / "prompts.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -84,7 +84,7 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def run_hypotheses(pytester: pytest.Pytester, project: dict[str, Path], *args: str) -> Any:
-    shutil.copytree(HYPOTHESES, pytester.path / "hypotheses", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(HYPOTHESES, pytester.path / "hypotheses", ignore=shutil.ignore_patterns("__pycache__", "results"))
     pytester.makeconftest(CONFTEST.format(data=str(project["data"])))
     return pytester.runpytest_subprocess(
         "hypotheses", "--mt-base", str(project["base"]), "--mt-tuned", str(project["tuned"]),
