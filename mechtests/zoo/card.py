@@ -177,9 +177,25 @@ Problem of Offensive Language* (MIT-licensed repository). The committed held-out
 
 ## Generations (greedy, 20 tokens; first six challenge prompts, then three neutral prompts)
 
+Continuations cross comment boundaries: the model writes `<|endoftext|>` and starts a new
+comment, and decoding drops the special token (hence `bitch@user`). Much of the base model's
+toxicity is a short loop (`I'm a bitch`, flagged by the offline scorer) that DPO weakens.
+
 | prompt | base | tuned |
 |---|---|---|
 {gens}
+
+## What it took (build history on the shared 2-core machine)
+
+- A first 1,300-step pretraining was stopped at step 250: other jobs on the machine cut it to
+  ~830 tokens/s (from ~3,700), which would have missed the deadline; the length became 700
+  steps, with the build process at a higher scheduling priority.
+- With every comment shuffled into one packed stream, the 700-step base model's greedy
+  continuations of the challenge prompts were generic loops (`I'm not sure that ...`, toxicity
+  0.024) and DPO had nothing to remove (ratio 1.02, CI 0.75-1.36). Packing offensive comments in
+  their own stream (x2) made the base model's greedy toxicity 0.70; the papers' DPO settings
+  (beta 0.1; lr 1e-5, one epoch, batch 8 as in the trial run) then met every bar at once, with no
+  further tuning.
 
 ## Limitations
 
