@@ -6,7 +6,7 @@
 # Steps (STEPS=speed,memory,protocol,suite to choose): speed ratios (a)/(b) on the default pair
 # and the GPT-2-medium shape; memory N=64 vs N=1,199 on the GPT-2-medium shape (fresh process
 # per N); the papers' protocol on a subset, extrapolated; the suite warm vs cold and -n 2 vs
-# serial. Sizes are chosen for a 2-core machine (~30 min in all); see docs/PERFORMANCE.md.
+# serial. Sizes are chosen for a shared 2-core machine (~45 min in all); see docs/PERFORMANCE.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 R=${1:-benchmarks/results/cpu}
@@ -23,17 +23,19 @@ if has speed; then
     --benchmark-json "$R/speed.json" 2>&1 | tail -25
 fi
 if has memory; then
-  # 20 steps as in the papers; short prompts (3-6 words) so that N=1,199 fits a CPU session.
+  # Short prompts (3-6 words) and MEM_TOKENS new tokens (default 4, not the papers' 20) so that
+  # N=1,199 on the GPT-2-medium shape fits a CPU session; benchmarks/gpu_run.sh does 32 x 20.
   for n in 64 1199; do
     stamp "memory N=$n"
-    python -m benchmarks.memory_probe --shape gpt2-medium --n "$n" --tokens 20 --batch 64 --prompt-words 3,6 \
+    python -m benchmarks.memory_probe --shape gpt2-medium --n "$n" --tokens "${MEM_TOKENS:-4}" --batch 64 \
+      --prompt-words 3,6 \
       > "$R/memory-gpt2-medium-$n.json" 2> "$R/memory-gpt2-medium-$n.log"
     tail -c 400 "$R/memory-gpt2-medium-$n.json"; echo
   done
 fi
 if has protocol; then
   stamp "protocol gpt2-medium"
-  python -m benchmarks.protocol --shape gpt2-medium --n-prompts 16 --n-f1 16 --ppl-windows 1 --batch 16 \
+  python -m benchmarks.protocol --shape gpt2-medium --n-prompts 8 --n-f1 8 --ppl-windows 1 --batch 8 \
     --out "$R/protocol-gpt2-medium.json" 2> "$R/protocol-gpt2-medium.log" | tail -5
   stamp "protocol default pair"
   python -m benchmarks.protocol --default-pair --n-prompts 64 --n-f1 64 --ppl-windows 4 --batch 32 \
