@@ -305,7 +305,13 @@ def bootstrap_estimate(
         )
     low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
     used = method
-    if not (math.isfinite(low) and math.isfinite(high)):
+    if np.ptp(dist) == 0.0:
+        # The samples vary but the statistic does not (e.g. a fraction of neurons that is the same
+        # on every resample): BCa's bias correction and acceleration are then meaningless and its
+        # p-value would contradict the zero-width interval; the percentile rule is exact here.
+        low = high = float(dist[0])
+        used = "percentile"
+    elif not (math.isfinite(low) and math.isfinite(high)):
         alpha = (1.0 - confidence) / 2.0
         low, high = (float(v) for v in np.percentile(dist, [100 * alpha, 100 * (1 - alpha)]))
         used = "percentile"

@@ -7,11 +7,19 @@ restore the models, so sharing them across tests is safe (and is itself tested).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 pytest_plugins = ["pytester"]
+
+# CI must be reproducible: under CI=true hypothesis replays the same examples every run
+# (derandomize); locally it keeps exploring new ones. `--hypothesis-profile` overrides either.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 ARCHS = ("gpt2", "llama")
 

@@ -67,7 +67,9 @@ def test_p_value_inverts_the_interval(seed: int, shift: float, n: int, method: s
         est = bootstrap_estimate((x,), np.mean, n_resamples=400, seed=seed, threshold=t, direction=direction,  # type: ignore[arg-type]
                                  method=method)  # type: ignore[arg-type]
         excluded = est.ci_low > t if direction == ">" else est.ci_high < t
-        assert (est.p_value < 0.025) == excluded
+        # A p-value exactly at alpha/2 is a tie between the replicate grid and the interval's
+        # interpolated bound: either side is right there, so ties count for both.
+        assert (est.p_value <= 0.025) if excluded else (est.p_value >= 0.025)
 
 
 def test_one_sided_p_known_answers() -> None:
@@ -206,3 +208,18 @@ def test_constant_jackknife_falls_back_to_percentile_without_warnings() -> None:
                                  threshold=0.5, direction="<")
     assert (est.value, est.ci_low, est.ci_high, est.method) == (0.0, 0.0, 0.0, "percentile")
     assert est.p_value == pytest.approx(0.5 / 300)  # below every replicate: the resolution limit
+
+
+def test_constant_statistic_on_varying_samples_has_a_p_value_consistent_with_its_interval() -> None:
+    # The samples vary, the statistic does not: a zero-width interval above the threshold must
+    # come with the smallest p the resamples can show, and one below it with the largest.
+    samples = (np.array([0.1, 0.9, 0.4, 0.7, 0.2, 0.8]),)
+
+    def constant(x: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.full(np.shape(x)[:-1] if np.ndim(x) > 1 else (), 0.548)
+
+    above = bootstrap_estimate(samples, constant, n_resamples=199, seed=1, threshold=0.5, direction=">")
+    below = bootstrap_estimate(samples, constant, n_resamples=199, seed=1, threshold=0.6, direction=">")
+    assert (above.ci_low, above.ci_high) == (pytest.approx(0.548), pytest.approx(0.548))
+    assert above.p_value == pytest.approx(0.5 / 199) and below.p_value == pytest.approx(1 - 0.5 / 199)
+    assert above.method == below.method == "percentile"
