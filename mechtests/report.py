@@ -6,7 +6,7 @@ not apply, and `check_report` verifies that. The HTML page is one self-contained
 CSS, inline SVG figures, no scripts and no external assets.
 
 Example:
-    >>> doc = build_report(config={"profile": "smoke"}, environment=environment("cpu", "float32"),
+    >>> doc = build_report(config={"profile": "smoke", "seed": 0, "confidence": 0.95, "n_resamples": 1000}, environment=environment("cpu", "float32"),
     ...                    pairs={}, claims=[], created="2026-01-01T00:00:00+00:00")
     >>> check_report(doc) is None and doc["schema"]
     'mechtests-report/1'
@@ -150,6 +150,17 @@ def _threshold_text(c: Mapping[str, Any]) -> str:
     return f"within {_num(t)}" if c["direction"] == "within" else f"{c['direction']} {_num(t)}"
 
 
+def claim_label(c: Mapping[str, Any]) -> str:
+    """The claim's name plus its test's parameter id, so parametrized rows stay distinguishable.
+
+    Example:
+        >>> claim_label({"claim": "ablation", "nodeid": "h/test_a.py::test_zero[default-100of98304]"})
+        'ablation[default-100of98304]'
+    """
+    nodeid = str(c.get("nodeid") or "")
+    return str(c["claim"]) + ("[" + nodeid.split("[", 1)[1] if "[" in nodeid else "")
+
+
 def table_rows(claims: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     """Header + one row per claim: claim, pair, estimate, CI, threshold, verdict, p, p_adj, n."""
     rows = [["claim", "pair", "estimate", "CI", "threshold", "verdict", "p", "p_adj", "n"]]
@@ -158,7 +169,7 @@ def table_rows(claims: Sequence[Mapping[str, Any]]) -> list[list[str]]:
         verdict = c["verdict"]
         if verdict == "inconclusive" and c.get("_n_to_decide"):
             verdict += f" (n~{c['_n_to_decide']})"
-        rows.append([str(c["claim"]), str(c["pair"] or "-"), _num(c["estimate"]), ci, _threshold_text(c), verdict,
+        rows.append([claim_label(c), str(c["pair"] or "-"), _num(c["estimate"]), ci, _threshold_text(c), verdict,
                      _num(c["p_value"], 3), _num(c["p_adjusted"], 3), _num(c["n"])])
     return rows
 
@@ -179,16 +190,16 @@ def comparison_lines(claims: Sequence[Mapping[str, Any]], baseline: Mapping[str,
     for c in claims:
         b = before.get(claim_key(c))
         if b is None:
-            rows.append([str(c["claim"]), str(c["pair"] or "-"), "-", _num(c["estimate"]), "new", c["verdict"]])
+            rows.append([claim_label(c), str(c["pair"] or "-"), "-", _num(c["estimate"]), "new", c["verdict"]])
             continue
         delta = (c["estimate"] - b["estimate"]) if None not in (c["estimate"], b["estimate"]) else None
         flip = c["verdict"] if b["verdict"] == c["verdict"] else f"{b['verdict']} -> {c['verdict']}"
-        rows.append([str(c["claim"]), str(c["pair"] or "-"), _num(b["estimate"]), _num(c["estimate"]),
+        rows.append([claim_label(c), str(c["pair"] or "-"), _num(b["estimate"]), _num(c["estimate"]),
                      ("+" if delta is not None and delta >= 0 else "") + _num(delta), flip])
     now = {claim_key(c) for c in claims}
     for key, b in before.items():
         if key not in now:
-            rows.append([str(b["claim"]), str(b["pair"] or "-"), _num(b["estimate"]), "-", "missing", b["verdict"]])
+            rows.append([claim_label(b), str(b["pair"] or "-"), _num(b["estimate"]), "-", "missing", b["verdict"]])
     return format_table(rows)
 
 

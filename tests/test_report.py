@@ -77,13 +77,20 @@ def test_table_rows_show_ci_threshold_verdict_and_deciding_n() -> None:
     assert len(lines) == 3 and set(lines[1]) <= {"-", " "}
 
 
+def test_table_rows_tell_parametrized_claims_apart() -> None:
+    r = evaluate_claim("ablation", metric="m", direction="<", threshold=0.75,
+                       estimate=Estimate(0.2, 0.1, 0.3, 0.95, 40, 0.001))
+    recs = [r.to_record(nodeid=f"h/test_a.py::test_zero[default-{k}]", p_adjusted=0.002) for k in ("k100", "k200")]
+    assert [row[0] for row in table_rows(recs)[1:]] == ["ablation[default-k100]", "ablation[default-k200]"]
+
+
 def test_comparison_lines_show_moves_new_and_missing() -> None:
     base = _doc()
     now = [dict(c) for c in base["claims"]]
     now[1] = dict(now[1], estimate=0.42, verdict="pass")
     now[0] = dict(now[0], nodeid="t.py::new")
     text = "\n".join(comparison_lines(now, base))
-    assert re.search(r"b_claim\s+default\s+0.5\s+0.42\s+-0.08\s+pass", text)
+    assert re.search(r"b_claim\[default\]\s+default\s+0.5\s+0.42\s+-0.08\s+pass", text)
     assert re.search(r"a_claim\s+-\s+-\s+0.15\s+new", text)
     assert re.search(r"a_claim\s+-\s+0.15\s+-\s+missing", text)
 
