@@ -10,10 +10,10 @@ generation protocol, the scorer name), so twenty claims that need the base model
 share one computation, and a changed checkpoint never reuses a stale result.
 
 Example:
-    >>> ev = Evaluator(pair, probe=probe, scorer=scorer, data=eval_data, config=cfg, cache=cache)
-    >>> tox_base = ev.toxicity("base")                         # np.ndarray[N], one per prompt
-    >>> tox_abl = ev.toxicity("base", ZeroAblation(neurons))   # one more generation pass
-    >>> stats = ev.neuron_stats("base")                        # served by the first pass
+    >>> ev = Evaluator(pair, probe=probe, scorer=scorer, data=eval_data, config=cfg, cache=cache)  # doctest: +SKIP
+    >>> tox_base = ev.toxicity("base")                         # np.ndarray[N], one per prompt  # doctest: +SKIP
+    >>> tox_abl = ev.toxicity("base", ZeroAblation(neurons))   # one more generation pass  # doctest: +SKIP
+    >>> stats = ev.neuron_stats("base")                        # served by the first pass  # doctest: +SKIP
 """
 
 from __future__ import annotations

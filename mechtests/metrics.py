@@ -11,8 +11,8 @@
 Per-sample arrays are float64 numpy on the CPU so they feed the bootstrap directly.
 
 Example:
-    >>> bag_f1([1, 2, 3], [2, 3, 4, 5])
-    0.5714285714285714
+    >>> round(bag_f1([1, 2, 3], [2, 3, 4, 5]), 6)  # precision 2/3, recall 2/4
+    0.571429
 """
 
 from __future__ import annotations
