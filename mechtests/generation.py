@@ -203,14 +203,15 @@ def _greedy(model: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, steps: in
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     out = model.forward(ids, mask, position_ids=positions, use_cache=True, last_only=True)
     chosen: list[torch.Tensor] = []
+    # NaN (and +inf) logits propagate into each row's maximum, so checking the maxima finds them
+    # without a second scan of [batch, vocab] logits; the flags are read once per batch, after
+    # the loop, because reading them every step would force a device sync per token.
+    finite_steps: list[torch.Tensor] = []
     for step in range(steps):
-        logits = out.logits[:, -1, :]
-        if not bool(torch.isfinite(logits).all()):
-            raise NumericalError(f"{model.source}: non-finite logits at generation step {step}; "
-                                 "the weights or an intervention produce NaN/inf")
+        best, token = out.logits[:, -1, :].max(dim=-1)
+        finite_steps.append(torch.isfinite(best).all())
         if collector is not None:
             collector.step()
-        token = logits.argmax(dim=-1)
         chosen.append(token)
         if step == steps - 1:
             break
@@ -218,4 +219,9 @@ def _greedy(model: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, steps: in
         positions = positions[:, -1:] + 1
         out = model.forward(token[:, None], mask, position_ids=positions, past=out.past, use_cache=True,
                             last_only=True)
+    finite = torch.stack(finite_steps)
+    if not bool(finite.all()):
+        step = int((~finite).nonzero()[0])
+        raise NumericalError(f"{model.source}: non-finite logits at generation step {step}; "
+                             "the weights or an intervention produce NaN/inf")
     return torch.stack(chosen, dim=1)

@@ -190,3 +190,6 @@ def test_nan_activations_raise(tiny_checkpoints: dict[str, tuple[object, object]
     model = load_model(broken)
     with pytest.raises(NumericalError, match="non-finite"):
         generate(model, PROMPTS, config=CFG, collect_stats=True)
+    # Without statistics the logits themselves are checked, and the first bad step is named.
+    with pytest.raises(NumericalError, match="non-finite logits at generation step 0"):
+        generate(model, PROMPTS, config=CFG, collect_stats=False)
