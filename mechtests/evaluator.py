@@ -369,17 +369,9 @@ def group_masks(cosines: np.ndarray, base_activation: np.ndarray, tuned_activati
         >>> [name for name in GROUP_NAMES if m[name].any()]
         ['TP_down', 'AN_up']
     """
-    toxic, anti = cosines > 0, cosines < 0
-    positive = base_activation >= 0
-    negative = ~positive
-    down, up = tuned_activation < base_activation, tuned_activation > base_activation
-    # cos == 0 or no change: in no group, exactly as neurons.group_masks.
-    return {
-        "TP_down": toxic & positive & down, "TN_down": toxic & negative & down,
-        "AP_up": anti & positive & up, "AN_up": anti & negative & up,
-        "TP_up": toxic & positive & up, "TN_up": toxic & negative & up,
-        "AP_down": anti & positive & down, "AN_down": anti & negative & down,
-    }
+    from mechtests.neurons import group_rule
+
+    return group_rule(cosines, base_activation, tuned_activation)
 
 
 @dataclasses.dataclass(frozen=True)

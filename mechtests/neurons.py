@@ -15,11 +15,14 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
 from mechtests.errors import UsageError
+
+# A numpy array or a torch tensor: the group rule only needs element-wise comparisons and `&`.
+ArrayT = TypeVar("ArrayT")
 
 if TYPE_CHECKING:
     from mechtests.models import LoadedModel
@@ -200,6 +203,22 @@ def group_masks(cosines: torch.Tensor, base_activation: torch.Tensor,
         raise UsageError(f"shapes differ: cosines {tuple(cosines.shape)}, base {tuple(base_activation.shape)}, "
                          f"tuned {tuple(tuned_activation.shape)}")
     cos, base, tuned = cosines.cpu(), base_activation.cpu().to(torch.float64), tuned_activation.cpu().to(torch.float64)
+    return group_rule(cos, base, tuned)
+
+
+def group_rule(cos: ArrayT, base: ArrayT, tuned: ArrayT) -> dict[str, ArrayT]:
+    """PAPER.md's group table as element-wise masks: the one place the eight groups are defined.
+
+    Works on numpy arrays and torch tensors of any (equal) shape alike, so the engine's
+    :func:`group_masks` and the evaluator's vectorised bootstrap share this definition (the
+    original analysis code mislabelled a group; two copies of the rule could drift apart).
+
+    Example:
+        >>> import numpy as np
+        >>> m = group_rule(np.array([1.0, -1.0]), np.array([0.5, -0.5]), np.array([0.2, -0.1]))
+        >>> [name for name in GROUPS + MIRRORS if m[name].any()]
+        ['TP_down', 'AN_up']
+    """
     toxic, anti = cos > 0, cos < 0
     positive, negative = base >= 0, base < 0
     down, up = tuned < base, tuned > base
