@@ -226,14 +226,18 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON data")
 
 
-def claim_seed(seed: int, name: str, pair: str | None, params: Mapping[str, Any]) -> int:
+def claim_seed(seed: int, name: str, params: Mapping[str, Any]) -> int:
     """A per-claim seed: independent resampling per claim, identical in serial and xdist runs.
 
+    The pair's name is deliberately not part of it: a pair reached under another name (the
+    default pair, or the same directories through --mt-base/--mt-tuned) gives the same report,
+    and two pairs tested on the same prompts share resample indices (common random numbers).
+
     Example:
-        >>> claim_seed(0, "a", None, {}) == claim_seed(0, "a", None, {})
+        >>> claim_seed(0, "a", {}) == claim_seed(0, "a", {}) != claim_seed(0, "b", {})
         True
     """
-    text = json.dumps([int(seed), name, pair, dict(params)], sort_keys=True)
+    text = json.dumps([int(seed), name, dict(params)], sort_keys=True)
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 
 
@@ -295,7 +299,7 @@ def evaluate_claim(
                 raise UsageError(f"{where}: {len(samples)} samples need an explicit statistic=f(*samples).")
             statistic = np.mean
         est = bootstrap_estimate(tuple(samples), statistic, paired=paired, confidence=confidence,
-                                 n_resamples=n_resamples, seed=claim_seed(seed, name, pair, params_c),
+                                 n_resamples=n_resamples, seed=claim_seed(seed, name, params_c),
                                  threshold=threshold, direction=direction)
     elif isinstance(estimate, Estimate):
         est = estimate

@@ -119,10 +119,9 @@ def test_record_has_exactly_the_schema_keys_and_json_params() -> None:
 
 
 def test_seeds_differ_per_claim_and_reproduce() -> None:
-    assert claim_seed(0, "a", "p", {}) == claim_seed(0, "a", "p", {})
-    seeds = {claim_seed(0, "a", "p", {}), claim_seed(1, "a", "p", {}), claim_seed(0, "b", "p", {}),
-             claim_seed(0, "a", "q", {}), claim_seed(0, "a", "p", {"k": 1})}
-    assert len(seeds) == 5
+    assert claim_seed(0, "a", {}) == claim_seed(0, "a", {})
+    seeds = {claim_seed(0, "a", {}), claim_seed(1, "a", {}), claim_seed(0, "b", {}), claim_seed(0, "a", {"k": 1})}
+    assert len(seeds) == 4
     x = np.random.default_rng(0).normal(size=40)
     one = evaluate_claim("a", metric="m", direction=">", threshold=0.0, samples=(x,), n_resamples=300, seed=1)
     two = evaluate_claim("a", metric="m", direction=">", threshold=0.0, samples=(x,), n_resamples=300, seed=1)
