@@ -305,10 +305,11 @@ def bootstrap_estimate(
         )
     low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
     used = method
-    if np.ptp(dist) == 0.0:
-        # The samples vary but the statistic does not (e.g. a fraction of neurons that is the same
-        # on every resample): BCa's bias correction and acceleration are then meaningless and its
-        # p-value would contradict the zero-width interval; the percentile rule is exact here.
+    if np.ptp(dist) <= 1e-12 * max(1.0, abs(value)):
+        # The samples vary but the statistic does not, up to rounding (e.g. a fraction of neurons
+        # that is the same on every resample): BCa's bias correction and acceleration are then
+        # meaningless and its p-value would contradict the zero-width interval (seen: p = 0.59
+        # beside CI [0.548, 0.548] against 0.5); the percentile rule is exact here.
         low = high = float(dist[0])
         used = "percentile"
     elif not (math.isfinite(low) and math.isfinite(high)):
