@@ -305,11 +305,18 @@ def bootstrap_estimate(
         )
     low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
     used = method
+    _, tie_counts = np.unique(dist, return_counts=True)
+    if used == "BCa" and tie_counts.max() > (1.0 - confidence) * dist.size:
+        # A discrete statistic (e.g. a fraction of 42 neurons) piles its replicates on a few
+        # values; BCa's bias correction then maps both interval levels into one plateau and its
+        # inverted p-value disagrees with the interval (seen: CI [0.548, 0.548] > 0.5 with
+        # p = 0.59). The percentile interval and p are consistent by construction.
+        used = "percentile"
+        alpha = (1.0 - confidence) / 2.0
+        low, high = (float(v) for v in np.percentile(dist, [100 * alpha, 100 * (1 - alpha)]))
     if np.ptp(dist) <= 1e-12 * max(1.0, abs(value)):
-        # The samples vary but the statistic does not, up to rounding (e.g. a fraction of neurons
-        # that is the same on every resample): BCa's bias correction and acceleration are then
-        # meaningless and its p-value would contradict the zero-width interval (seen: p = 0.59
-        # beside CI [0.548, 0.548] against 0.5); the percentile rule is exact here.
+        # The samples vary but the statistic does not, up to rounding: a zero-width interval at
+        # the replicates' value, and the percentile p that goes with it.
         low = high = float(dist[0])
         used = "percentile"
     elif not (math.isfinite(low) and math.isfinite(high)):

@@ -224,3 +224,18 @@ def test_constant_statistic_on_varying_samples_has_a_p_value_consistent_with_its
     assert (above.ci_low, above.ci_high) == (pytest.approx(0.548), pytest.approx(0.548))
     assert above.p_value == pytest.approx(0.5 / 199) and below.p_value == pytest.approx(1 - 0.5 / 199)
     assert above.method == below.method == "percentile"
+
+
+def test_discrete_statistic_gets_an_interval_and_p_value_that_agree() -> None:
+    # A fraction over few items piles the replicates on a handful of values (most on one): the
+    # verdict the interval gives and the verdict the p-value gives must be the same.
+    rng = np.random.default_rng(3)
+    items = rng.normal(0.3, 1.0, size=(20, 21))  # 20 blocks x 21 "neurons"
+
+    def fraction_positive(blocks: np.ndarray) -> float:
+        return float(np.mean(items[blocks.astype(int)].mean(axis=0) > 0))
+
+    est = bootstrap_estimate((np.arange(20.0),), fraction_positive, n_resamples=400, seed=0,
+                             threshold=0.5, direction=">")
+    assert (est.ci_low > 0.5) == (est.p_value < 0.025)
+    assert (est.ci_high < 0.5) == (est.p_value > 0.975)
