@@ -58,12 +58,14 @@ def test_peak_memory_does_not_grow_with_prompt_count(wide_checkpoint: Path, smal
     assert large["peak_rss_mib"] == pytest.approx(small_run["peak_rss_mib"], rel=0.10), (small_run, large)
 
 
-def test_probe_detects_memory_that_grows_with_prompt_count(wide_checkpoint: Path) -> None:
+def test_probe_detects_memory_that_grows_with_prompt_count(wide_checkpoint: Path, small_run: dict[str, Any]) -> None:
     hoarding = probe(wide_checkpoint, N_LARGE, hoard=True)
     expected = N_LARGE * TOKENS * LAYERS * D_MLP * 4 / 2**20  # float32 last-position activations
     assert hoarding["hoarded_mib"] == pytest.approx(expected, rel=1e-6)
-    # The peak grows past the warm-up's high-water mark by about what is kept: a little less when
-    # the hoard reuses pages the warm-up's temporaries had touched (measured 0.90-0.96x), more
-    # with heap fragmentation between the 512 KiB tensors (measured up to 1.6x).
+    # What makes the main test able to fail: the same 10% band rejects the hoarding run.
+    assert hoarding["peak_rss_mib"] > 1.10 * small_run["peak_rss_mib"], (small_run, hoarding)
+    # The peak grows past the warm-up's high-water mark by roughly what is kept: less when the
+    # hoard reuses pages the warm-up's temporaries had touched (measured 0.74-0.96x, lower on a
+    # loaded machine), more with heap fragmentation between the 512 KiB tensors (up to 1.6x).
     growth = hoarding["growth_after_warmup_mib"]
-    assert 0.75 * expected <= growth <= 2.0 * expected, (growth, expected)
+    assert 0.5 * expected <= growth <= 2.0 * expected, (growth, expected)
