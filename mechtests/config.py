@@ -32,6 +32,7 @@ Threshold = float | tuple[float, float]
 
 PROFILES: tuple[str, ...] = ("smoke", "ci", "full")
 DTYPES: tuple[str, ...] = ("float32", "float64", "float16", "bfloat16")
+BACKENDS: tuple[str, ...] = ("auto", "bridge")  # mechtests.models.BACKENDS (not imported: no torch here)
 SCORERS: tuple[str, ...] = ("offline", "perspective", "detoxify")
 INCONCLUSIVE: tuple[str, ...] = ("fail", "skip", "pass")
 DEFAULT_PAIR = "default"
@@ -51,6 +52,7 @@ class RunConfig:
     profile: Profile = "smoke"
     device: str = "cpu"
     dtype: str = "float32"
+    backend: str = "auto"
     seed: int = 0
     confidence: float = 0.95
     n_resamples: int = 1000
@@ -163,7 +165,7 @@ class Settings:
 
 # Option keys: CLI dest is "mt_" + key, the ini key is "mt_" + key, [tool.mechtests] uses key.
 OPTION_KEYS: tuple[str, ...] = (
-    "base", "tuned", "pair", "profile", "device", "dtype", "seed", "json", "html", "save", "compare",
+    "base", "tuned", "pair", "profile", "device", "dtype", "backend", "seed", "json", "html", "save", "compare",
     "compare_fail", "inconclusive", "cache_dir", "no_cache", "probe", "prompts", "data", "scorer",
     "confidence", "resamples",
 )
@@ -377,6 +379,9 @@ def resolve_settings(src: Sources, *, rootdir: Path) -> Settings:
     v, where, _ = get("dtype")
     if v is not None:
         overrides["dtype"] = _choice(v, where, DTYPES)
+    v, where, _ = get("backend")
+    if v is not None:
+        overrides["backend"] = _choice(v, where, BACKENDS)
     v, where, _ = get("seed")
     if v is not None:
         overrides["seed"] = _number(v, where, int, low=0)

@@ -166,8 +166,9 @@ class Evaluator:
 
     def _key(self, role: Role, intervention: Any, **extra: Any) -> dict[str, Any]:
         model = self.model(role)
-        return {"protocol": PROTOCOL_VERSION, "model": model.fingerprint,
-                "dtype": str(getattr(model, "dtype", "")), "intervention": intervention.key(), **extra}
+        # The backends agree to float rounding, which can still flip a greedy token: keep apart.
+        return {"protocol": PROTOCOL_VERSION, "model": model.fingerprint, "dtype": str(getattr(model, "dtype", "")),
+                "backend": getattr(model, "backend", "bridge"), "intervention": intervention.key(), **extra}
 
     def _cached(self, kind: str, key: Mapping[str, Any], compute: Callable[[], Any]) -> Any:
         """Memory first, then the disk cache, then ``compute`` (stored in both)."""

@@ -44,6 +44,8 @@ _OPTIONS: tuple[tuple[str, str | None, str], ...] = (
     ("profile", "{" + ",".join(PROFILES) + "}", "sizes and resamples: smoke (fast, default), ci, full (papers' protocol)"),
     ("device", "DEVICE", "torch device for the models: cpu (default), cuda, cuda:N, mps"),
     ("dtype", "{float32,float64,float16,bfloat16}", "model dtype (default float32)"),
+    ("backend", "{auto,bridge}", "auto (default): run routed hooks on a weight-sharing plain Hugging Face twin, "
+     "the TransformerBridge otherwise; bridge: always the TransformerBridge (slower, every hook point)"),
     ("seed", "INT", "seed of every random choice: bootstrap, probe split (default 0)"),
     ("json", "PATH", "write the mechtests-report/1 JSON report to PATH"),
     ("html", "PATH", "write a self-contained HTML report (claims table and figures) to PATH"),
@@ -242,7 +244,8 @@ def model_pair(mt_pair: PairSpec, mt_config: RunConfig, request: pytest.FixtureR
         base, tuned = str(zoo.base_dir), str(zoo.tuned_dir)
     else:
         base, tuned = str(mt_pair.base), str(mt_pair.tuned)
-    pair = load_pair(base, tuned, name=mt_pair.name, device=mt_config.device, dtype=mt_config.torch_dtype())
+    pair = load_pair(base, tuned, name=mt_pair.name, device=mt_config.device, dtype=mt_config.torch_dtype(),
+                     backend=mt_config.backend)
     st.pairs[mt_pair.name] = {"base": {"source": base, "sha256": pair.base.fingerprint},
                               "tuned": {"source": tuned, "sha256": pair.tuned.fingerprint}}
     return pair

@@ -52,6 +52,7 @@ def test_same_pair_object(model_pair, mt_config):
     SEEN.append(id(model_pair))
     assert len(set(SEEN)) == 1          # loaded once per session
     assert model_pair.base.d_mlp == 64 and str(model_pair.base.dtype) == "torch." + mt_config.dtype
+    assert model_pair.base.backend == model_pair.tuned.backend == mt_config.backend
 """
 
 
@@ -126,8 +127,9 @@ def test_scorer(scorer):
     assert scorer.name == "offline"
     assert 0.0 <= float(scorer.score(["a perfectly polite sentence"])[0]) <= 1.0
 """)
-    result = pytester.runpytest("--mt-base", str(base), "--mt-tuned", str(tuned), "--mt-dtype", "float64")
-    result.assert_outcomes(passed=3)  # test_same_pair_object checks the model dtype against mt_config
+    result = pytester.runpytest("--mt-base", str(base), "--mt-tuned", str(tuned), "--mt-dtype", "float64",
+                                "--mt-backend", "bridge")
+    result.assert_outcomes(passed=3)  # test_same_pair_object checks dtype and backend against mt_config
 
 
 def _data_dir(root: Path) -> Path:
