@@ -7,6 +7,9 @@ GPT-2 (the papers' depth; operator counts do not depend on width), so the number
 GPT-2-medium shape.
 
     python -m benchmarks.op_counts              # prints JSON: ops per step, per path, and the diff
+
+The engine runs on its default backend (a plain Hugging Face twin with routed hooks) and, for
+comparison, on ``backend="bridge"`` (every step through ``TransformerBridge``).
 """
 
 from __future__ import annotations
@@ -45,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     steps, n_layers = 10, 24
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = make_tiny_checkpoint(Path(tmp) / "deep", n_layers=n_layers, d_model=64, d_mlp=256, n_heads=2, n_ctx=128)
-        model = load_model(ckpt)
+        model = load_model(ckpt)  # backend "auto": the plain twin runs the routed hooks
+        bridged = load_model(ckpt, backend="bridge")
         hf = load_plain_hf(ckpt, device="cpu", dtype=torch.float32)
         prompts = TextSet("ops", synthetic_prompts(4))
         cfg = GenerationConfig(batch_size=4, max_new_tokens=steps)
@@ -56,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             "engine": lambda: generate(model, prompts, config=cfg),
             "engine_zero_ablation": lambda: generate(model, prompts, config=cfg, intervention=ablation),
             "engine_collect_stats": lambda: generate(model, prompts, config=cfg, collect_stats=True),
+            "engine_bridge_backend": lambda: generate(bridged, prompts, config=cfg),
+            "engine_bridge_backend_zero_ablation": lambda: generate(bridged, prompts, config=cfg, intervention=ablation),
         }
         counts = {name: count_ops(fn, steps) for name, fn in paths.items()}
     per_step = {name: sum(c.values()) / steps for name, c in counts.items()}

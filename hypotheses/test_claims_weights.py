@@ -11,19 +11,18 @@ from mt_reference import ref
 def matrix_cosines(evaluator: Evaluator) -> dict[str, float]:
     """Cosine similarity of each base weight matrix (ndim >= 2) with the tuned model's, flattened.
 
-    Every parameter the bridge exposes counts, including its per-head q/k/v views of GPT-2's
-    fused attention matrix (finer than the fused matrix, never coarser).
+    The matrices are the checkpoint's own, under their Hugging Face names (GPT-2's fused
+    attention matrix counts once, as saved).
     """
-    base = dict(evaluator.model("base").bridge.named_parameters())
-    tuned = dict(evaluator.model("tuned").bridge.named_parameters())
+    base = evaluator.model("base").named_weights()
+    tuned = evaluator.model("tuned").named_weights()
     out: dict[str, float] = {}
     with torch.inference_mode():
         for name, w in base.items():
             if w.ndim < 2 or name not in tuned:
                 continue
             a, b = w.detach().double().reshape(-1), tuned[name].detach().double().reshape(-1)
-            # the bridge wraps each HF module: drop the wrapper's path segment from the report name
-            out[name.replace("._original_component", "")] = float(torch.nn.functional.cosine_similarity(a, b, dim=0))
+            out[name] = float(torch.nn.functional.cosine_similarity(a, b, dim=0))
     return out
 
 

@@ -96,7 +96,8 @@ class LoadedModel:
     """
 
     def __init__(self, bridge: Any, hf_model: Any, tokenizer: Any, source: str, fingerprint: str, *,
-                 plain_twin: Any = None, backend: Backend = "auto") -> None:
+                 plain_twin: Any = None, backend: Backend = "auto",
+                 checkpoint_weights: dict[str, torch.Tensor] | None = None) -> None:
         if backend not in BACKENDS:
             raise UsageError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.bridge = bridge
@@ -104,6 +105,7 @@ class LoadedModel:
         self._plain = plain_twin if backend == "auto" else None
         self.backend: Backend = backend if plain_twin is not None else "bridge"
         self._active: list[_ActiveHook] = []
+        self._checkpoint_weights = dict(checkpoint_weights or {})
         self._on_bridge = self._plain is None  # where the active hooks are registered now
         # Hook points of the bridge, to notice hooks added to it behind this class's back.
         self._bridge_points = list({id(p): p for p in bridge.hook_dict.values()}.values())
@@ -195,6 +197,20 @@ class LoadedModel:
         return any(name in dict(block.named_children()) for name in ("ln1_post", "ln2_post"))
 
     # ---- weights ----------------------------------------------------------------------------
+    def named_weights(self) -> dict[str, torch.Tensor]:
+        """The checkpoint's parameters under their Hugging Face names, detached (no copies).
+
+        Unlike ``bridge.named_parameters()``, which adds the bridge's split q/k/v views of
+        GPT-2's fused attention matrix, each tensor appears once, as saved (tied weights once).
+
+        Example:
+            >>> sorted(model.named_weights())[:2]  # doctest: +SKIP
+            ['lm_head.weight', 'transformer.h.0.attn.c_attn.bias']
+        """
+        if not self._checkpoint_weights:
+            raise UsageError(f"{self.source}: no checkpoint weights recorded; load it with load_model()")
+        return {name: tensor.detach() for name, tensor in self._checkpoint_weights.items()}
+
     def _mlp(self, layer: int) -> Any:
         self._check_layer(layer)
         return self.bridge.blocks[layer].mlp
@@ -547,11 +563,13 @@ def _boot(hf: Any, tokenizer: Any, label: str, digest: str, device: str | torch.
         param.requires_grad_(False)
     hf.to(device)
     routed = backend == "auto" and str(getattr(hf.config, "model_type", "")) in hook_routes.ROUTED_MODEL_TYPES
-    # The twin must be copied before the bridge wraps ``hf``'s modules in place.
+    # The twin and the weights' names must be taken before the bridge wraps ``hf``'s modules in place.
     twin = hook_routes.weight_sharing_twin(hf) if routed else None
+    weights = dict(hf.named_parameters())
     bridge = TransformerBridge.boot_transformers(label, hf_model=hf, tokenizer=tokenizer, device=device, dtype=dtype)
     bridge.eval()
-    return LoadedModel(bridge, hf, tokenizer, label, digest, plain_twin=twin, backend=backend)
+    return LoadedModel(bridge, hf, tokenizer, label, digest, plain_twin=twin, backend=backend,
+                       checkpoint_weights=weights)
 
 
 def _tokenizer_signature(tokenizer: Any) -> str:

@@ -86,6 +86,26 @@ def test_hook_names(tiny_pair: ModelPair) -> None:
     assert not model.has_post_sublayer_norms
 
 
+def test_named_weights_are_the_checkpoint_tensors_once_each(tiny_checkpoints: dict[str, tuple[Path, Path]],
+                                                            tiny_pairs: dict[str, ModelPair]) -> None:
+    from safetensors import safe_open
+
+    for arch, pair in tiny_pairs.items():
+        weights = pair.base.named_weights()
+        with safe_open(str(tiny_checkpoints[arch][0] / "model.safetensors"), framework="pt") as saved:
+            names = set(saved.keys())
+            # Same names as the saved file (a tied lm_head is saved once, under the embedding).
+            assert set(weights) == names, (arch, set(weights) ^ names)
+            for name in names:
+                assert torch.equal(weights[name].cpu(), saved.get_tensor(name)), name
+        # The model's own storage, not copies; the bridge's split q/k/v views of GPT-2's fused
+        # attention matrix are not listed.
+        held = {param.data_ptr() for param in pair.base.bridge.parameters()}
+        assert {w.data_ptr() for w in weights.values()} <= held
+        if arch == "gpt2":
+            assert len(weights) < len(dict(pair.base.bridge.named_parameters()))
+
+
 def test_fingerprints(tiny_checkpoints: dict[str, tuple[Path, Path]], tiny_pairs: dict[str, ModelPair]) -> None:
     base_dir, _ = tiny_checkpoints["gpt2"]
     pair = tiny_pairs["gpt2"]

@@ -42,8 +42,8 @@ SEEN = []
 
 def test_weights_stay_close(model_pair, claim):
     SEEN.append(id(model_pair))
-    base = dict(model_pair.base.bridge.named_parameters())
-    tuned = dict(model_pair.tuned.bridge.named_parameters())
+    base = model_pair.base.named_weights()
+    tuned = model_pair.tuned.named_weights()
     cos = min(float(torch.nn.functional.cosine_similarity(base[n].flatten(), tuned[n].flatten(), dim=0))
               for n in base if base[n].ndim == 2)
     claim("weights_stay_close", metric="min cosine", direction=">", threshold=0.99, estimate=cos)
