@@ -107,10 +107,12 @@ def figure_recorder(mt_figures: Any) -> Iterator[FigureRecorder]:
     for pair, attr in sorted(recorder.attributions.items()):
         for title, svg, caption in figures.attribution_figures(attr):
             add(f"{title} ({pair})", svg, caption)
+    # Under pytest-xdist each worker saw some of the points: hand over rows, drawn once at the end.
     for pair in sorted({p["pair"] for p in recorder.points}):
         pts = [p for p in recorder.points if p["pair"] == pair]
-        add(f"Recovered fraction vs k ({pair})", figures.recovery_figure(pts),
-            "Fraction of DPO's toxicity reduction reproduced by zeroing the top-k toxic neurons (all, or "
+        mt_figures.add_rows(
+            f"Recovered fraction vs k ({pair})", pts, render="mechtests.figures:recovery_figure",
+            caption="Fraction of DPO's toxicity reduction reproduced by zeroing the top-k toxic neurons (all, or "
             "positively activated only) and by patching groups to the tuned model's activations (k = group "
             "size); bands: claim CIs. Paper A: ablation 0.07-0.55, TP↓ patch 0.48.")
 

@@ -19,7 +19,9 @@ Example (a test file):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import importlib
+import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,6 +98,7 @@ class MechtestsState:
     outcomes: dict[str, str] = dataclasses.field(default_factory=dict)
     durations: dict[str, float] = dataclasses.field(default_factory=dict)
     figures: list[Figure] = dataclasses.field(default_factory=list)
+    figure_rows: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     pairs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     written: list[str] = dataclasses.field(default_factory=list)
     zoo: Any = None
@@ -304,7 +307,13 @@ def evaluator(model_pair: Any, probe: Any, scorer: Any, eval_data: Any, mt_confi
 
 
 class FigureSink:
-    """Collects figures for the HTML report; works in xdist workers (merged on the controller)."""
+    """Collects figures for the HTML report; works in xdist workers (merged on the controller).
+
+    A figure drawn from one test's data goes in with :meth:`add` (the same title and drawing
+    twice, e.g. from two workers, is kept once). A figure that gathers points from many tests
+    goes in as rows with :meth:`add_rows`: the rows of every process are merged and the figure
+    is drawn once, at the end, so a parallel run shows the same figure as a serial one.
+    """
 
     def __init__(self, state: MechtestsState) -> None:
         self._state = state
@@ -321,7 +330,61 @@ class FigureSink:
             svg = check_svg(svg)
         except ValueError as exc:
             raise MtUsageError(f"figure {title!r}: {exc}.") from None
-        self._state.figures.append(Figure(str(title), svg, str(caption)))
+        _add_figure(self._state.figures, Figure(str(title), svg, str(caption)))
+
+    def add_rows(self, title: str, rows: list[dict[str, Any]], *, render: str, caption: str = "") -> None:
+        """Add data rows to figure ``title``, drawn at the end by ``render`` (``"module:function"``,
+        called with every process's rows in a fixed order, returning an ``<svg>``).
+
+        Example:
+            >>> mt_figures.add_rows("Recovered fraction vs k", [{"pair": "p", "family": "zero", "k": 4,
+            ...     "estimate": 0.2, "ci_low": 0.1, "ci_high": 0.3}], render="mechtests.figures:recovery_figure")  # doctest: +SKIP
+        """
+        _resolve_renderer(render, title)
+        try:
+            rows = json.loads(json.dumps(list(rows), allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise MtUsageError(f"figure {title!r}: rows must be JSON-serialisable dicts of finite numbers "
+                               f"and strings ({exc}).") from None
+        _merge_rows(self._state.figure_rows, {str(title): {"render": render, "caption": str(caption), "rows": rows}})
+
+
+def _add_figure(figures: list[Figure], figure: Figure) -> None:
+    """Append ``figure`` unless the same title and drawing is already there."""
+    if not any(f.title == figure.title and f.svg == figure.svg for f in figures):
+        figures.append(figure)
+
+
+def _resolve_renderer(render: str, title: str) -> Callable[[list[dict[str, Any]]], str]:
+    module_name, _, function = str(render).partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), function) if function else None
+    except (ImportError, AttributeError):
+        fn = None
+    if not callable(fn):
+        raise MtUsageError(f"figure {title!r}: render={render!r} is not an importable 'module:function'. "
+                           "Fix: e.g. render='mechtests.figures:recovery_figure'.")
+    return fn
+
+
+def _merge_rows(into: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> None:
+    for title, spec in new.items():
+        have = into.setdefault(title, {"render": spec["render"], "caption": spec["caption"], "rows": []})
+        if have["render"] != spec["render"]:
+            raise MtUsageError(f"figure {title!r}: rows added with two renderers, {have['render']!r} and "
+                               f"{spec['render']!r}. Fix: one render function per figure title.")
+        have["rows"].extend(spec["rows"])
+
+
+def _draw_row_figures(st: MechtestsState) -> None:
+    """Draw every rows figure once, from all processes' rows in a canonical order."""
+    from mechtests.report import Figure, check_svg
+
+    for title, spec in sorted(st.figure_rows.items()):
+        rows = sorted(spec["rows"], key=lambda row: json.dumps(row, sort_keys=True))
+        svg = check_svg(_resolve_renderer(spec["render"], title)(rows))
+        _add_figure(st.figures, Figure(title, svg, spec["caption"]))
+    st.figure_rows.clear()
 
 
 @pytest.fixture(scope="session")
@@ -462,7 +525,9 @@ class _Collector:
         from mechtests.report import Figure
 
         st = self.st
-        st.figures.extend(Figure(**f) for f in out.get("figures", []))
+        for figure in out.get("figures", []):
+            _add_figure(st.figures, Figure(**figure))
+        _merge_rows(st.figure_rows, out.get("figure_rows", {}))
         for name, info in out.get("pairs", {}).items():
             if info["base"]["sha256"] is not None:
                 st.pairs[name] = info
@@ -509,6 +574,7 @@ class _WorkerHooks:
         st = _state(self.config)
         self.config.workeroutput["mechtests"] = {  # type: ignore[attr-defined]
             "figures": [f.to_dict() for f in st.figures],
+            "figure_rows": st.figure_rows,
             "pairs": {k: v for k, v in st.pairs.items() if v["base"]["sha256"] is not None},
         }
 
@@ -518,6 +584,7 @@ def write_outputs(st: MechtestsState) -> None:
     from mechtests.report import session_document, write_session_outputs
 
     s = st.settings
+    _draw_row_figures(st)
     doc, st.records = session_document(st.records, st.pairs, s.run, rootdir=s.rootdir)
     st.written.extend(write_session_outputs(doc, st.figures, json_path=s.json_path, html_path=s.html_path,
                                             save=s.save, baselines=s.rootdir / ".mechtests" / "baselines"))

@@ -144,3 +144,56 @@ def test_xdist_report_equals_serial_report(pytester: pytest.Pytester) -> None:
     assert s_html.count("<figure>") == x_html.count("<figure>") == 6
     # the two cache users ran on different workers and still computed once
     assert len((pytester.path / "computed.log").read_text().split()) == 1
+
+
+FIGURES_PROJECT = """
+import pytest
+
+SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"><text>{}</text></svg>'
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 6])
+def test_points(k, mt_figures):
+    # drawn from shared data: every test (on every worker) adds the same figure
+    mt_figures.add("shared drawing", SVG.format("same"))
+    # one point per test: the figure must hold all six, whichever worker ran which test
+    mt_figures.add_rows("gathered", [{"family": "zero", "k": k, "estimate": k / 10,
+                                      "ci_low": k / 10 - 0.05, "ci_high": k / 10 + 0.05}],
+                        render="mechtests.figures:recovery_figure", caption="six points")
+"""
+
+
+def test_xdist_figures_are_merged_once_not_repeated_or_split(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_mti_figs=FIGURES_PROJECT)
+    pytester.runpytest("--mt-html", "serial.html").assert_outcomes(passed=6)
+    pytester.runpytest("-n", "2", "--mt-html", "xdist.html").assert_outcomes(passed=6)
+    serial, xdist = ((pytester.path / n).read_text() for n in ("serial.html", "xdist.html"))
+    for html in (serial, xdist):
+        assert html.count("<figure>") == 2  # "shared drawing" once, "gathered" once
+        assert html.count(">shared drawing<") == 1 and html.count(">gathered<") == 1
+    # the gathered figure is drawn from all six rows in a fixed order: byte-identical across runs
+    figure = serial[serial.index(">gathered<"):]
+    assert figure[:figure.index("</figure>")] in xdist
+
+
+@pytest.mark.parametrize("render, message", [
+    ("mechtests.figures", "is not an importable 'module:function'"),
+    ("mechtests.nosuch:draw", "is not an importable 'module:function'"),
+])
+def test_add_rows_rejects_a_bad_renderer(pytester: pytest.Pytester, render: str, message: str) -> None:
+    pytester.makepyfile(test_mti_bad=f"""
+def test_bad(mt_figures):
+    mt_figures.add_rows("t", [{{"k": 1}}], render={render!r})
+""")
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([f"*{message}*"])
+
+
+def test_add_rows_rejects_rows_that_are_not_json(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_mti_bad="""
+def test_bad(mt_figures):
+    mt_figures.add_rows("t", [{"k": float("nan")}], render="mechtests.figures:recovery_figure")
+""")
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*rows must be JSON-serialisable*"])
