@@ -138,6 +138,7 @@ class Settings:
     probe: Path | None = None
     prompts: Path | None = None
     data: Path | None = None
+    detoxify_path: Path | None = None
 
     def pair(self, name: str) -> PairSpec:
         for spec in self.pairs:
@@ -166,7 +167,7 @@ class Settings:
 # Option keys: CLI dest is "mt_" + key, the ini key is "mt_" + key, [tool.mechtests] uses key.
 OPTION_KEYS: tuple[str, ...] = (
     "base", "tuned", "pair", "profile", "device", "dtype", "backend", "seed", "json", "html", "save", "compare",
-    "compare_fail", "inconclusive", "cache_dir", "no_cache", "probe", "prompts", "data", "scorer",
+    "compare_fail", "inconclusive", "cache_dir", "no_cache", "probe", "prompts", "data", "scorer", "detoxify_path",
     "confidence", "resamples",
 )
 TOOL_TABLES: tuple[str, ...] = ("pairs", "thresholds")
@@ -411,6 +412,11 @@ def resolve_settings(src: Sources, *, rootdir: Path) -> Settings:
     prompts = _path(prompts_v, where, b) if prompts_v is not None else None
     data_v, where, b = get("data")
     data = _path(data_v, where, b) if data_v is not None else None
+    detoxify_v, where, b = get("detoxify_path")
+    detoxify_path = _path(detoxify_v, where, b) if detoxify_v is not None else None
+    if detoxify_path is not None and run.scorer != "detoxify":
+        raise UsageError(f"{where} is only read by the detoxify scorer, but the scorer is {run.scorer!r}. "
+                         "Fix: add --mt-scorer detoxify, or drop the path.")
 
     available: dict[str, PairSpec] = {DEFAULT_PAIR: PairSpec(DEFAULT_PAIR)}
     available.update(_named_pairs(src.tool.get("pairs", {}), src.tool_dir, "[tool.mechtests.pairs]"))
@@ -462,6 +468,7 @@ def resolve_settings(src: Sources, *, rootdir: Path) -> Settings:
         probe=probe,
         prompts=prompts,
         data=data,
+        detoxify_path=detoxify_path,
     )
 
 

@@ -6,7 +6,7 @@ generation pass that yields both the continuations (scored for toxicity) and the
 per-neuron statistics (for attribution), and caches the result twice: in memory for this
 session and, through :class:`mechtests.storage.Cache`, on disk across sessions. Cache keys are
 content identities (model weight fingerprint, ``intervention.key()``, prompt-set sha256, the
-generation protocol, the scorer name), so twenty claims that need the base model's toxicity
+generation protocol, the scorer identity), so twenty claims that need the base model's toxicity
 share one computation, and a changed checkpoint never reuses a stale result.
 
 Example:
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from mechtests.errors import UsageError
+from mechtests.scoring import scorer_identity
 
 Role = Literal["base", "tuned"]
 ROLES: tuple[Role, ...] = ("base", "tuned")
@@ -218,7 +219,7 @@ class Evaluator:
         iv = self._intervention(intervention)
         gen_cfg = self.generation_config()
         key = self._key(role, iv, prompts=self.prompts.sha256, generation=dataclasses.asdict(gen_cfg),
-                        scorer=self.scorer.name)
+                        scorer=scorer_identity(self.scorer))
 
         def compute() -> np.ndarray:
             from mechtests.metrics import toxicity_scores

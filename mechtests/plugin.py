@@ -63,6 +63,8 @@ _OPTIONS: tuple[tuple[str, str | None, str], ...] = (
     ("data", "DIR", "evaluation data directory (challenge.jsonl, probe.jsonl, perplexity.txt, f1.jsonl); "
      "default: the embedded pair's"),
     ("scorer", "{offline,perspective,detoxify}", "toxicity scorer (default offline)"),
+    ("detoxify_path", "DIR", "local Hugging Face classifier directory for --mt-scorer detoxify "
+     "(e.g. unitary/toxic-bert saved with save_pretrained; default $MECHTESTS_DETOXIFY_PATH)"),
     ("confidence", "LEVEL", "two-sided confidence level of every interval, in (0, 1) (default 0.95)"),
     ("resamples", "INT", "bootstrap resamples (default per profile: 1000 / 2000 / 9999)"),
 )
@@ -290,11 +292,12 @@ def probe(model_pair: Any, mt_pair: PairSpec, mt_config: RunConfig, mt_cache: Ca
 
 
 @pytest.fixture(scope="session")
-def scorer(mt_config: RunConfig) -> Any:
+def scorer(mt_config: RunConfig, request: pytest.FixtureRequest) -> Any:
     """The toxicity scorer named by --mt-scorer (offline classifier by default)."""
     from mechtests.scoring import make_scorer
 
-    return make_scorer(mt_config.scorer)
+    path = _state(request.config).settings.detoxify_path
+    return make_scorer(mt_config.scorer, path=path) if path is not None else make_scorer(mt_config.scorer)
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -49,11 +50,25 @@ DETOXIFY_PATH_ENV = "MECHTESTS_DETOXIFY_PATH"
 
 @runtime_checkable
 class ToxicityScorer(Protocol):
-    """Anything with a ``name`` and a ``score(texts) -> float64 array in [0, 1]``."""
+    """Anything with a ``name`` and a ``score(texts) -> float64 array in [0, 1]``.
+
+    A scorer may also have an ``identity`` string that changes whenever its scores could (the
+    classifier's version or weights); the evaluator keys cached scores by it, else by ``name``.
+    """
 
     name: str
 
     def score(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def scorer_identity(scorer: ToxicityScorer) -> str:
+    """What cached scores are keyed by: ``scorer.identity`` when it has one, else its name.
+
+    Example:
+        >>> scorer_identity(OfflineScorer()).startswith("offline:alt-profanity-check==")
+        True
+    """
+    return str(getattr(scorer, "identity", None) or scorer.name)
 
 
 def _finish(scores: np.ndarray, texts: Sequence[str], name: str) -> np.ndarray:
@@ -83,6 +98,16 @@ class OfflineScorer:
     """
 
     name: str = "offline"
+
+    @property
+    def identity(self) -> str:
+        """The classifier ships inside the package, so its version names its weights."""
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return f"offline:alt-profanity-check=={version('alt-profanity-check')}"
+        except PackageNotFoundError:
+            return "offline:alt-profanity-check==unknown"
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         texts = _check_texts(texts)
@@ -146,6 +171,11 @@ class PerspectiveScorer:
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
     name: str = "perspective"
+
+    @property
+    def identity(self) -> str:
+        """The service and the attributes whose maximum is the score."""
+        return f"perspective:{','.join(self.attributes)}@{self.url}"
     _limiter: _RateLimiter = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -224,6 +254,7 @@ class DetoxifyScorer:
     batch_size: int = 32
     max_length: int = 256
     name: str = "detoxify"
+    identity: str = field(init=False, default="")
     _model: object = field(init=False, repr=False)
     _tokenizer: object = field(init=False, repr=False)
 
@@ -240,6 +271,8 @@ class DetoxifyScorer:
             self._model = AutoModelForSequenceClassification.from_pretrained(path).eval()
         except (OSError, ValueError) as err:
             raise CheckpointError(path, f"cannot load the classifier ({err})") from err
+        # Two checkpoints at one path, or one checkpoint at two paths: key scores by content.
+        self.identity = f"detoxify:{_directory_sha256(path)[:16]}"
 
     def _clean_index(self) -> int:
         labels = {int(i): str(n).lower() for i, n in self._model.config.id2label.items()}
@@ -267,6 +300,17 @@ class DetoxifyScorer:
                     out.append(1.0 - torch.softmax(logits, dim=-1)[:, self._clean_index()].numpy())
         scores = np.concatenate(out) if out else np.zeros(0)
         return _finish(scores, texts, self.name)
+
+
+def _directory_sha256(path: Path) -> str:
+    """sha256 over the names and bytes of every file under ``path`` (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(path).as_posix()}\n".encode())
+        with file.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def make_scorer(name: ScorerName = "offline", **options: object) -> ToxicityScorer:

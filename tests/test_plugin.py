@@ -61,7 +61,7 @@ def _by_claim(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
 ALL_FLAGS = ["--mt-base", "--mt-tuned", "--mt-pair", "--mt-profile", "--mt-device", "--mt-dtype", "--mt-backend", "--mt-seed",
              "--mt-json", "--mt-html", "--mt-save", "--mt-compare", "--mt-compare-fail", "--mt-inconclusive",
              "--mt-cache-dir", "--mt-no-cache", "--mt-probe", "--mt-prompts", "--mt-scorer", "--mt-confidence",
-             "--mt-resamples", "--mt-data"]
+             "--mt-resamples", "--mt-data", "--mt-detoxify-path"]
 
 
 def test_help_lists_every_option_in_one_group_with_ini_keys(pytester: pytest.Pytester) -> None:
@@ -94,6 +94,8 @@ def test_help_lists_every_option_in_one_group_with_ini_keys(pytester: pytest.Pyt
     (["--mt-scorer", "gpt4"], "--mt-scorer: 'gpt4' is not one of offline, perspective, detoxify"),
     (["--mt-dtype", "int8"], "--mt-dtype: 'int8' is not one of"),
     (["--mt-backend", "fast"], "--mt-backend: 'fast' is not one of auto, bridge"),
+    (["--mt-scorer", "detoxify", "--mt-detoxify-path", "no/such/dir"], "--mt-detoxify-path: path"),
+    (["--mt-detoxify-path", "."], "--mt-detoxify-path is only read by the detoxify scorer"),
     (["--mt-device", "gpu0"], "--mt-device: 'gpu0' is not a device"),
     (["--mt-device", "cuda:99"], "--mt-device: 'cuda:99' is not available"),
     (["--mt-json", "no/such/dir/r.json"], "--mt-json: directory"),

@@ -132,6 +132,28 @@ def test_scorer(scorer):
     result.assert_outcomes(passed=3)  # test_same_pair_object checks dtype and backend against mt_config
 
 
+def test_detoxify_path_option_reaches_the_scorer(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from mechtests.testing import byte_tokenizer
+
+    tok = byte_tokenizer()
+    config = GPT2Config(vocab_size=len(tok), n_positions=32, n_embd=8, n_layer=1, n_head=2, num_labels=1,
+                        pad_token_id=tok.pad_token_id, problem_type="multi_label_classification")
+    model = GPT2ForSequenceClassification(config)
+    with torch.no_grad():
+        model.score.weight.zero_()  # logit 0 -> sigmoid 0.5 for every text
+    model.save_pretrained(tmp_path / "clf")
+    tok.save_pretrained(tmp_path / "clf")
+    pytester.makepyfile(test_mti_scorer="""
+def test_scorer(scorer):
+    assert scorer.name == "detoxify" and scorer.identity.startswith("detoxify:")
+    assert scorer.score(["anything at all"]).tolist() == [0.5]
+""")
+    result = pytester.runpytest("--mt-scorer", "detoxify", f"--mt-detoxify-path={tmp_path / 'clf'}")
+    result.assert_outcomes(passed=1)
+
+
 def _data_dir(root: Path) -> Path:
     """A tiny evaluation set in the zoo's layout (challenge, probe, perplexity, F1)."""
     root.mkdir()

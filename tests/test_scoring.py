@@ -259,6 +259,33 @@ def test_detoxify_path_from_environment(tmp_path: Path, monkeypatch: pytest.Monk
     assert make_scorer("detoxify").score(["abc"]).tolist() == pytest.approx([0.5])
 
 
+def test_scores_are_keyed_by_the_classifier_not_its_name(tmp_path: Path) -> None:
+    """Cached scores must not survive a change of classifier: the identity follows the weights."""
+    import shutil
+    from importlib.metadata import version
+
+    from mechtests.scoring import OfflineScorer, PerspectiveScorer, scorer_identity
+
+    assert scorer_identity(OfflineScorer()) == f"offline:alt-profanity-check=={version('alt-profanity-check')}"
+    assert scorer_identity(PerspectiveScorer(api_key="k", attributes=("TOXICITY",), url="http://h")) == \
+        "perspective:TOXICITY@http://h"
+    path = _classifier(tmp_path / "clf", multi=True, zero_head=True)
+    first = scorer_identity(DetoxifyScorer(path))
+    shutil.copytree(path, tmp_path / "elsewhere")
+    assert scorer_identity(DetoxifyScorer(tmp_path / "elsewhere")) == first  # same weights, another path
+    shutil.rmtree(path)
+    _classifier(path, multi=True, zero_head=False)  # other weights, same path
+    assert scorer_identity(DetoxifyScorer(path)) != first and first.startswith("detoxify:")
+
+    class Plain:  # a user's scorer with only the protocol's name
+        name = "mine"
+
+        def score(self, texts: list[str]) -> np.ndarray:
+            return np.zeros(len(texts))
+
+    assert scorer_identity(Plain()) == "mine"
+
+
 def test_out_of_range_scores_raise() -> None:
     from mechtests.metrics import toxicity_scores
 
