@@ -135,6 +135,7 @@ class Settings:
     compare: Path | None = None
     compare_fail: str | None = None
     cache_dir: Path | None = None
+    cache_max_bytes: int | None = None
     probe: Path | None = None
     prompts: Path | None = None
     data: Path | None = None
@@ -167,7 +168,7 @@ class Settings:
 # Option keys: CLI dest is "mt_" + key, the ini key is "mt_" + key, [tool.mechtests] uses key.
 OPTION_KEYS: tuple[str, ...] = (
     "base", "tuned", "pair", "profile", "device", "dtype", "backend", "seed", "json", "html", "save", "compare",
-    "compare_fail", "inconclusive", "cache_dir", "no_cache", "probe", "prompts", "data", "scorer", "detoxify_path",
+    "compare_fail", "inconclusive", "cache_dir", "cache_max_size", "no_cache", "probe", "prompts", "data", "scorer", "detoxify_path",
     "confidence", "resamples",
 )
 TOOL_TABLES: tuple[str, ...] = ("pairs", "thresholds")
@@ -444,7 +445,10 @@ def resolve_settings(src: Sources, *, rootdir: Path) -> Settings:
     fail_v, where_f, _ = get("compare_fail")
     no_cache_v, where_n, _ = get("no_cache")
     cache_v, where_d, bd = get("cache_dir")
-    from mechtests.storage import BaselineStore, parse_compare_fail
+    max_size_v, where_m, _ = get("cache_max_size")
+    from mechtests.storage import BaselineStore, parse_compare_fail, parse_size
+
+    cache_max_bytes = parse_size(str(max_size_v), where=where_m) if max_size_v is not None else None
 
     store = BaselineStore(rootdir / ".mechtests" / "baselines")
     compare = store.resolve(str(compare_v), where=where_c, base=bc) if compare_v is not None else None
@@ -465,6 +469,7 @@ def resolve_settings(src: Sources, *, rootdir: Path) -> Settings:
         compare_fail=str(fail_v) if fail_v is not None else None,
         cache_dir=None if no_cache else (_path(cache_v, where_d, bd, must_exist=False) if cache_v is not None
                                          else rootdir / ".mechtests" / "cache"),
+        cache_max_bytes=cache_max_bytes,
         probe=probe,
         prompts=prompts,
         data=data,

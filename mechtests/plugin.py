@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,8 @@ _OPTIONS: tuple[tuple[str, str | None, str], ...] = (
      "estimate:0.05 (absolute), estimate:10%% (relative), ci_low:..., ci_high:..., verdict (any flip)"),
     ("inconclusive", "{fail,skip,pass}", "pytest outcome of an inconclusive claim (default: fail in ci/full, skip in smoke)"),
     ("cache_dir", "DIR", "content-addressed cache of computed conditions (default .mechtests/cache)"),
+    ("cache_max_size", "SIZE", "after the run, drop least recently used cache entries beyond SIZE "
+     "(e.g. 500MB, 2GB; entries this run used are kept; default: no limit)"),
     ("no_cache", None, "keep the cache in memory only (nothing read from or written to disk)"),
     ("probe", "PATH", "toxicity probe file (own format or a raw [d_model] tensor .pt such as the papers' probe.pt)"),
     ("prompts", "PATH", "challenge prompts: JSONL ('prompt' or RealToxicityPrompts' prompt.text) or .txt"),
@@ -104,6 +107,7 @@ class MechtestsState:
     pairs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     written: list[str] = dataclasses.field(default_factory=list)
     zoo: Any = None
+    started: float = dataclasses.field(default_factory=time.time)  # cache entries used since are kept
 
     def zoo_pair(self) -> Any:
         if self.zoo is None:
@@ -543,6 +547,7 @@ class _Collector:
             write_outputs(st)
         except MechtestsError as exc:
             st.written.append(f"mechtests: could not write reports: {exc}")
+        _prune_cache(st)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         from mechtests.report import comparison_lines, format_table, sort_claims, table_rows
@@ -580,6 +585,22 @@ class _WorkerHooks:
             "figure_rows": st.figure_rows,
             "pairs": {k: v for k, v in st.pairs.items() if v["base"]["sha256"] is not None},
         }
+
+
+def _prune_cache(st: MechtestsState) -> None:
+    """Apply --mt-cache-max-size once, on the controller, after every worker has finished."""
+    s = st.settings
+    if s.cache_max_bytes is None or s.cache_dir is None:
+        return
+    from mechtests.storage import Cache, format_size
+
+    result = Cache(s.cache_dir).prune(s.cache_max_bytes, keep_used_since=st.started)
+    if result.removed or result.kept_bytes > s.cache_max_bytes:
+        over = (f"; this run's own entries alone exceed {format_size(s.cache_max_bytes)}"
+                if result.kept_bytes > s.cache_max_bytes else "")
+        st.written.append(f"mechtests: cache {s.cache_dir} pruned: {result.removed} least recently used "
+                          f"entries removed ({format_size(result.freed_bytes)}), "
+                          f"{format_size(result.kept_bytes)} kept{over}")
 
 
 def write_outputs(st: MechtestsState) -> None:

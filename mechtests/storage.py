@@ -5,7 +5,8 @@ in-memory layer and, unless the cache is memory-only, in ``ROOT/KIND/ab/abcdef..
 ``.npz`` holding the value's structure as JSON plus its arrays/tensors (never pickle). Writes go
 to a temporary file that is then ``os.replace``d, so a reader (another pytest-xdist worker) sees
 either nothing or a complete file; a per-entry lock file keeps two workers from computing the
-same entry twice.
+same entry twice. Reading an entry refreshes its modification time, so ``Cache.prune`` can drop
+the least recently used entries when the cache outgrows ``--mt-cache-max-size``.
 
 Baselines are whole `mechtests-report/1` documents under ``.mechtests/baselines/NAME.json``.
 
@@ -155,6 +156,42 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def parse_size(text: str, *, where: str = "--mt-cache-max-size") -> int:
+    """Bytes in a size such as ``500MB``, ``2GB``, ``1.5GiB`` or ``0`` (plain numbers are bytes).
+
+    Example:
+        >>> parse_size("2GB"), parse_size("1KiB"), parse_size("0")
+        (2000000000, 1024, 0)
+    """
+    match = _SIZE.match(str(text))
+    if match is None:
+        raise UsageError(f"{where}: {text!r} is not a size. Fix: a number with an optional unit, "
+                         "e.g. 500MB, 2GB, 1.5GiB (plain numbers are bytes).")
+    return int(float(match.group(1)) * _UNITS[(match.group(2) or "B").lower()])
+
+
+def format_size(n_bytes: float) -> str:
+    """``1234567`` -> ``'1.2 MB'`` (decimal units, as ``parse_size`` reads them)."""
+    for unit, factor in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n_bytes >= factor:
+            return f"{n_bytes / factor:.1f} {unit}"
+    return f"{int(n_bytes)} B"
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What `Cache.prune` did: entries removed, bytes freed, bytes left in the cache."""
+
+    removed: int
+    freed_bytes: int
+    kept_bytes: int
+
+
 @dataclass
 class CacheStats:
     """Counters, for tests and the report: where each `get_or_compute` was answered."""
@@ -238,6 +275,8 @@ class Cache:
             found, value = self._read(path)
             if found:
                 self.stats.disk_hits += 1
+                with contextlib.suppress(OSError):
+                    os.utime(path)  # recently used: the last to be pruned
             else:
                 with self._locked(path):
                     found, value = self._read(path)  # another worker may have just written it
@@ -249,6 +288,49 @@ class Cache:
                         self._write(path, value)
         self._memory[mem_key] = value
         return value
+
+    def size_bytes(self) -> int:
+        """Bytes the cache's entries take on disk (0 for a memory-only cache)."""
+        return sum(size for _, size, _ in self._entries())
+
+    def _entries(self) -> list[tuple[float, int, Path]]:
+        """``(mtime, size, path)`` of every stored entry, least recently used first."""
+        if self.root is None or not self.root.is_dir():
+            return []
+        out = []
+        for path in self.root.glob("*/*/*.npz"):
+            with contextlib.suppress(FileNotFoundError):  # another process may be pruning
+                info = path.stat()
+                out.append((info.st_mtime, info.st_size, path))
+        return sorted(out)
+
+    def prune(self, max_bytes: int, *, keep_used_since: float | None = None) -> PruneResult:
+        """Delete least recently used entries until the cache holds at most ``max_bytes``.
+
+        Entries read or written at or after ``keep_used_since`` (a ``time.time()``, e.g. the
+        session's start) are kept even when that leaves the cache above the limit: they are
+        what the current run stands on.
+
+        Example:
+            >>> Cache(None).prune(0)
+            PruneResult(removed=0, freed_bytes=0, kept_bytes=0)
+        """
+        entries = self._entries()
+        total = sum(size for _, size, _ in entries)
+        removed = freed = 0
+        for mtime, size, path in entries:
+            if total <= max_bytes:
+                break
+            if keep_used_since is not None and mtime >= keep_used_since:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+                freed += size
+            total -= size
+            with contextlib.suppress(OSError):
+                path.with_suffix(".lock").unlink()
+        return PruneResult(removed, freed, total)
 
 
 # ---- baselines -----------------------------------------------------------------------------

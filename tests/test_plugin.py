@@ -61,7 +61,7 @@ def _by_claim(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
 ALL_FLAGS = ["--mt-base", "--mt-tuned", "--mt-pair", "--mt-profile", "--mt-device", "--mt-dtype", "--mt-backend", "--mt-seed",
              "--mt-json", "--mt-html", "--mt-save", "--mt-compare", "--mt-compare-fail", "--mt-inconclusive",
              "--mt-cache-dir", "--mt-no-cache", "--mt-probe", "--mt-prompts", "--mt-scorer", "--mt-confidence",
-             "--mt-resamples", "--mt-data", "--mt-detoxify-path"]
+             "--mt-resamples", "--mt-data", "--mt-detoxify-path", "--mt-cache-max-size"]
 
 
 def test_help_lists_every_option_in_one_group_with_ini_keys(pytester: pytest.Pytester) -> None:

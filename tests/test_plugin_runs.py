@@ -197,3 +197,34 @@ def test_bad(mt_figures):
     result = pytester.runpytest()
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*rows must be JSON-serialisable*"])
+
+
+CACHE_PROJECT = """
+import os
+import numpy as np
+
+def test_uses_the_cache(mt_cache):
+    key = {"run": os.environ["MT_TEST_RUN"]}
+    assert mt_cache.get_or_compute("demo", key, lambda: np.zeros(1000)).shape == (1000,)
+"""
+
+
+def test_cache_max_size_prunes_old_entries_and_keeps_this_runs(pytester: pytest.Pytester,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    pytester.makepyfile(test_mti_cache=CACHE_PROJECT)
+    monkeypatch.setenv("MT_TEST_RUN", "first")
+    pytester.runpytest().assert_outcomes(passed=1)
+    (old,) = (pytester.path / ".mechtests" / "cache").glob("demo/*/*.npz")
+    os.utime(old, (1_000_000_000, 1_000_000_000))  # used long ago
+    monkeypatch.setenv("MT_TEST_RUN", "second")
+    result = pytester.runpytest("-n", "2", "--mt-cache-max-size", "0")
+    result.assert_outcomes(passed=1)
+    remaining = list((pytester.path / ".mechtests" / "cache").glob("demo/*/*.npz"))
+    assert not old.exists() and len(remaining) == 1  # this run's entry stays, even past the limit
+    result.stdout.fnmatch_lines(["*cache * pruned: 1 least recently used entries removed*this run's own entries "
+                                 "alone exceed 0 B*"])
+    bad = pytester.runpytest("--mt-cache-max-size", "lots")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*--mt-cache-max-size: 'lots' is not a size*"])

@@ -20,6 +20,7 @@ from mechtests.stats import Estimate
 from mechtests.storage import (
     BaselineStore,
     Cache,
+    PruneResult,
     Tolerance,
     key_hash,
     load_report,
@@ -129,6 +130,51 @@ def test_concurrent_processes_compute_once_and_never_read_partial_files(tmp_path
     procs = [subprocess.Popen([sys.executable, "-c", script]) for _ in range(2)]
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
     assert len((tmp_path / "computed.log").read_text().split()) == 1
+
+
+def test_parse_size_known_answers_and_errors() -> None:
+    from mechtests.storage import format_size, parse_size
+
+    assert [parse_size(t) for t in ("0", "123", "1kb", "2GB", "1.5GiB", " 500 MB ")] == \
+        [0, 123, 1000, 2 * 10**9, int(1.5 * 2**30), 500 * 10**6]
+    assert format_size(2_500_000) == "2.5 MB" and format_size(999) == "999 B"
+    for bad in ("", "lots", "-1GB", "1 PB", "1e9"):
+        with pytest.raises(UsageError, match="is not a size"):
+            parse_size(bad)
+
+
+def _entry_sizes(cache: Cache) -> dict[str, int]:
+    return {path.stem: size for _, size, path in cache._entries()}
+
+
+def test_prune_drops_least_recently_used_first_and_keeps_this_runs_entries(tmp_path: Path) -> None:
+    import os
+    import time
+
+    cache = Cache(tmp_path / "c")
+    for i in range(4):
+        cache.get_or_compute("demo", {"i": i}, lambda i=i: np.full(1000, float(i)))  # ~8 kB each
+    paths = {i: cache.path_for("demo", {"i": i}) for i in range(4)}
+    now = time.time()
+    for i, age in ((0, 400), (1, 100), (2, 300), (3, 200)):  # least recently used: 0, 2, 3, 1
+        os.utime(paths[i], (now - age, now - age))
+    size = paths[0].stat().st_size
+    total = cache.size_bytes()
+    assert total == pytest.approx(4 * size, rel=0.01)
+
+    # A fresh process reading entry 0 marks it used: it is no longer the oldest.
+    Cache(tmp_path / "c").get_or_compute("demo", {"i": 0}, lambda: 1 / 0)
+    sizes = {i: paths[i].stat().st_size for i in range(4)}
+    result = cache.prune(2 * size)
+    assert result.removed == 2 and result.freed_bytes == sizes[2] + sizes[3]
+    assert not paths[2].exists() and not paths[3].exists() and paths[0].exists() and paths[1].exists()
+    assert result.kept_bytes == cache.size_bytes() <= 2 * size
+
+    # Entries used since a time are kept even past the limit, and said to be.
+    kept = cache.prune(0, keep_used_since=now - 150)  # entry 1 (100 s old) and entry 0 (just read) stay
+    assert kept.removed == 0 and kept.kept_bytes == cache.size_bytes() > 0
+    assert cache.prune(0).removed == 2 and cache.size_bytes() == 0
+    assert Cache(None).prune(0) == PruneResult(0, 0, 0)
 
 
 def test_baseline_store_save_resolve_and_errors(tmp_path: Path) -> None:
