@@ -172,14 +172,30 @@ def test_a_hook_without_a_route_moves_every_hook_to_the_bridge_and_back(both: di
     assert _hooks_on(auto) == baseline_hooks[id(auto)]
 
 
-def test_hooks_added_to_the_bridge_directly_are_honoured(both: dict[str, tuple[LoadedModel, LoadedModel]]) -> None:
-    auto, _ = both["gpt2"]
+def test_hooks_added_to_the_bridge_directly_run_together_with_ours(both: dict[str, tuple[LoadedModel, LoadedModel]],
+                                                                    baseline_hooks: dict[int, int]) -> None:
+    """Someone else's hook on ``model.bridge`` sends the call to the bridge, and the active
+    intervention goes along: both take effect, exactly as on a bridge-only model."""
+    auto, bridge = both["gpt2"]
     ids, mask = _inputs(auto)
-    calls: list[int] = []
-    with torch.inference_mode(), auto.bridge.hooks(fwd_hooks=[("blocks.1.hook_resid_post", lambda t, hook: calls.append(1))]):
-        assert auto.running_backend == "bridge"
-        auto.forward(ids, mask)
-    assert calls == [1] and auto.running_backend == "plain"
+    calls: list[str] = []
+
+    def direct(t: torch.Tensor, hook: object) -> torch.Tensor:
+        calls.append("direct")
+        return t * 0.5
+
+    with torch.inference_mode(), ZeroAblation(NEURONS).applied(auto), ZeroAblation(NEURONS).applied(bridge):
+        assert auto.running_backend == "plain"
+        with auto.bridge.hooks(fwd_hooks=[("blocks.1.hook_resid_post", direct)]), \
+                bridge.bridge.hooks(fwd_hooks=[("blocks.1.hook_resid_post", direct)]):
+            assert auto.running_backend == "bridge"
+            both_applied = auto.forward(ids, mask).logits
+            torch.testing.assert_close(both_applied, bridge.forward(ids, mask).logits, rtol=0, atol=0)
+        assert calls == ["direct", "direct"]
+        ablated_only = auto.forward(ids, mask).logits
+        assert auto.running_backend == "plain"
+        assert not torch.allclose(ablated_only, both_applied)
+    assert _hooks_on(auto) == baseline_hooks[id(auto)] and auto.running_backend == "plain"
 
 
 def test_bad_names_and_backends_are_usage_errors(both: dict[str, tuple[LoadedModel, LoadedModel]],
