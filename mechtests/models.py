@@ -44,7 +44,7 @@ from mechtests.errors import CheckpointError, IncompatiblePairError, UsageError
 MlpKind = Literal["standard", "gated"]
 Backend = Literal["auto", "bridge"]
 BACKENDS: tuple[str, ...] = ("auto", "bridge")
-HookFn = Callable[[torch.Tensor], "torch.Tensor | None"]
+HookFn = hook_routes.HookFn
 """A forward hook: receives the hook point's tensor, returns a replacement or ``None``."""
 
 
@@ -81,14 +81,6 @@ def _check_backend(backend: str) -> None:
         raise UsageError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
 
 
-class _ActiveHook:
-    """One hook installed by :meth:`LoadedModel.hooks`, registered on one backend at a time."""
-
-    def __init__(self, name: str, fn: HookFn, routed: bool) -> None:
-        self.name, self.fn, self.routed = name, fn, routed
-        self.remove: Callable[[], None] | None = None
-
-
 class LoadedModel:
     """One model behind a ``TransformerBridge``, with the facts the engine needs.
 
@@ -108,11 +100,8 @@ class LoadedModel:
         self._hf = hf_model
         self._plain = plain_twin if backend == "auto" else None
         self.backend: Backend = backend if plain_twin is not None else "bridge"
-        self._active: list[_ActiveHook] = []
+        self._placement = hook_routes.HookPlacement(bridge, self._plain, source=source)
         self._checkpoint_weights = dict(checkpoint_weights or {})
-        self._on_bridge = self._plain is None  # where the active hooks are registered now
-        # Hook points of the bridge, to notice hooks added to it behind this class's back.
-        self._bridge_points = list({id(p): p for p in bridge.hook_dict.values()}.values())
         self.tokenizer = tokenizer
         self.source = source
         self.fingerprint = fingerprint
@@ -270,70 +259,13 @@ class LoadedModel:
             >>> with model.hooks([(model.neuron_hook(0), lambda a: a * 0)]):  # doctest: +SKIP
             ...     logits = model.forward(ids, mask).logits
         """
-        added = []
-        for name, fn in fwd_hooks:
-            routed = self._plain is not None and hook_routes.route(self._plain, name) is not None
-            if not routed and name not in self.bridge.hook_dict:
-                raise UsageError(f"{self.source}: no hook point named {name!r}. Fix: use a name from "
-                                 "model.bridge.hook_dict, e.g. model.neuron_hook(0) = 'blocks.0.mlp.hook_post'")
-            added.append(_ActiveHook(name, fn, routed))
-        try:
-            for hook in added:
-                self._active.append(hook)
-                self._place_hooks()
-                if hook.remove is None:
-                    self._register(hook)
+        with self._placement.installed(fwd_hooks):
             yield self
-        finally:
-            for hook in reversed(added):
-                if hook in self._active:
-                    self._active.remove(hook)
-                if hook.remove is not None:
-                    hook.remove()
-                    hook.remove = None
-            self._place_hooks()
 
     @property
     def running_backend(self) -> Literal["plain", "bridge"]:
         """Which module tree the next forward call runs: ``"plain"`` (the twin) or ``"bridge"``."""
-        return "bridge" if self._wants_bridge() else "plain"
-
-    def _foreign_bridge_hooks(self) -> int:
-        """Forward hooks on the bridge's hook points that this class did not put there.
-
-        TransformerLens registers each hook with one ``register_forward_hook`` on one hook point,
-        so the count is the points' hooks minus this class's own while they sit on the bridge.
-        ~40 us for 24 layers: under 1% of a GPU decoding step.
-        """
-        total = sum(len(point._forward_hooks) for point in self._bridge_points)
-        ours = sum(hook.remove is not None for hook in self._active) if self._on_bridge else 0
-        return total - ours
-
-    def _wants_bridge(self) -> bool:
-        return (self._plain is None or not all(hook.routed for hook in self._active)
-                or self._foreign_bridge_hooks() > 0)
-
-    def _register(self, hook: _ActiveHook) -> None:
-        if self._on_bridge:
-            context = self.bridge.hooks(fwd_hooks=[(hook.name, _adapt(hook.fn))])
-            context.__enter__()
-            hook.remove = lambda: context.__exit__(None, None, None)
-        else:
-            hook.remove = hook_routes.register(self._plain, hook.name, hook.fn).remove
-
-    def _place_hooks(self) -> None:
-        """Move every active hook to the bridge while one of them has no route or someone else's
-        hooks sit on the bridge (so everything runs in one tree), and back after."""
-        want_bridge = self._wants_bridge()
-        if want_bridge == self._on_bridge:
-            return
-        for hook in self._active:  # same order, so hooks at one point still run in install order
-            if hook.remove is not None:
-                hook.remove()
-                hook.remove = None
-        self._on_bridge = want_bridge
-        for hook in self._active:
-            self._register(hook)
+        return "bridge" if self._placement.wants_bridge() else "plain"
 
     @contextlib.contextmanager
     def observe_inputs(self, fn: Callable[[ForwardInputs], None]) -> Iterator[LoadedModel]:
@@ -388,8 +320,8 @@ class LoadedModel:
             kwargs["use_cache"] = False
         if last_only:
             kwargs["logits_to_keep"] = 1
-        self._place_hooks()  # hooks may have been added to model.bridge since the last call
-        out = (self._hf if self._on_bridge else self._plain)(input_ids=input_ids, **kwargs)
+        # Re-placed at every call: hooks may have been added to model.bridge since the last one.
+        out = (self._hf if self._placement.place() == "bridge" else self._plain)(input_ids=input_ids, **kwargs)
         past_out = getattr(out, self._cache_kw, None) if kwargs["use_cache"] else None
         return ForwardOutput(out.logits, past_out)
 
@@ -410,15 +342,6 @@ def _bridge_cache_kwarg_fix(bridge: Any, n_layers: int) -> None:
 
     for layer in range(n_layers):
         bridge.blocks[layer].attn.register_forward_pre_hook(pre_hook, with_kwargs=True)
-
-
-def _adapt(fn: HookFn) -> Callable[..., torch.Tensor | None]:
-    """TransformerLens calls ``fn(tensor, hook=...)``; our hooks only take the tensor."""
-
-    def hook(tensor: torch.Tensor, hook: Any = None) -> torch.Tensor | None:
-        return fn(tensor)
-
-    return hook
 
 
 @dataclass(frozen=True)

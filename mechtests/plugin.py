@@ -19,10 +19,9 @@ Example (a test file):
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -331,13 +330,13 @@ class FigureSink:
         Example:
             >>> mt_figures.add("shares", '<svg xmlns="http://www.w3.org/2000/svg"></svg>')  # doctest: +SKIP
         """
-        from mechtests.report import Figure, check_svg
+        from mechtests.report import Figure, add_figure, check_svg
 
         try:
             svg = check_svg(svg)
         except ValueError as exc:
             raise MtUsageError(f"figure {title!r}: {exc}.") from None
-        _add_figure(self._state.figures, Figure(str(title), svg, str(caption)))
+        add_figure(self._state.figures, Figure(str(title), svg, str(caption)))
 
     def add_rows(self, title: str, rows: list[dict[str, Any]], *, render: str, caption: str = "") -> None:
         """Add data rows to figure ``title``, drawn at the end by ``render`` (``"module:function"``,
@@ -347,51 +346,15 @@ class FigureSink:
             >>> mt_figures.add_rows("Recovered fraction vs k", [{"pair": "p", "family": "zero", "k": 4,
             ...     "estimate": 0.2, "ci_low": 0.1, "ci_high": 0.3}], render="mechtests.figures:recovery_figure")  # doctest: +SKIP
         """
-        _resolve_renderer(render, title)
+        from mechtests.report import merge_figure_rows, resolve_renderer
+
+        resolve_renderer(render, title)
         try:
             rows = json.loads(json.dumps(list(rows), allow_nan=False))
         except (TypeError, ValueError) as exc:
             raise MtUsageError(f"figure {title!r}: rows must be JSON-serialisable dicts of finite numbers "
                                f"and strings ({exc}).") from None
-        _merge_rows(self._state.figure_rows, {str(title): {"render": render, "caption": str(caption), "rows": rows}})
-
-
-def _add_figure(figures: list[Figure], figure: Figure) -> None:
-    """Append ``figure`` unless the same title and drawing is already there."""
-    if not any(f.title == figure.title and f.svg == figure.svg for f in figures):
-        figures.append(figure)
-
-
-def _resolve_renderer(render: str, title: str) -> Callable[[list[dict[str, Any]]], str]:
-    module_name, _, function = str(render).partition(":")
-    try:
-        fn = getattr(importlib.import_module(module_name), function) if function else None
-    except (ImportError, AttributeError):
-        fn = None
-    if not callable(fn):
-        raise MtUsageError(f"figure {title!r}: render={render!r} is not an importable 'module:function'. "
-                           "Fix: e.g. render='mechtests.figures:recovery_figure'.")
-    return fn
-
-
-def _merge_rows(into: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> None:
-    for title, spec in new.items():
-        have = into.setdefault(title, {"render": spec["render"], "caption": spec["caption"], "rows": []})
-        if have["render"] != spec["render"]:
-            raise MtUsageError(f"figure {title!r}: rows added with two renderers, {have['render']!r} and "
-                               f"{spec['render']!r}. Fix: one render function per figure title.")
-        have["rows"].extend(spec["rows"])
-
-
-def _draw_row_figures(st: MechtestsState) -> None:
-    """Draw every rows figure once, from all processes' rows in a canonical order."""
-    from mechtests.report import Figure, check_svg
-
-    for title, spec in sorted(st.figure_rows.items()):
-        rows = sorted(spec["rows"], key=lambda row: json.dumps(row, sort_keys=True))
-        svg = check_svg(_resolve_renderer(spec["render"], title)(rows))
-        _add_figure(st.figures, Figure(title, svg, spec["caption"]))
-    st.figure_rows.clear()
+        merge_figure_rows(self._state.figure_rows, {str(title): {"render": render, "caption": str(caption), "rows": rows}})
 
 
 @pytest.fixture(scope="session")
@@ -529,12 +492,12 @@ class _Collector:
         out = getattr(node, "workeroutput", {}).get("mechtests")
         if not out:
             return
-        from mechtests.report import Figure
+        from mechtests.report import Figure, add_figure, merge_figure_rows
 
         st = self.st
         for figure in out.get("figures", []):
-            _add_figure(st.figures, Figure(**figure))
-        _merge_rows(st.figure_rows, out.get("figure_rows", {}))
+            add_figure(st.figures, Figure(**figure))
+        merge_figure_rows(st.figure_rows, out.get("figure_rows", {}))
         for name, info in out.get("pairs", {}).items():
             if info["base"]["sha256"] is not None:
                 st.pairs[name] = info
@@ -605,10 +568,12 @@ def _prune_cache(st: MechtestsState) -> None:
 
 def write_outputs(st: MechtestsState) -> None:
     """Holm-adjust the session's p-values; write the JSON/HTML reports and the baseline asked for."""
-    from mechtests.report import session_document, write_session_outputs
+    from mechtests.report import add_figure, draw_row_figures, session_document, write_session_outputs
 
     s = st.settings
-    _draw_row_figures(st)
+    for figure in draw_row_figures(st.figure_rows):
+        add_figure(st.figures, figure)
+    st.figure_rows.clear()
     doc, st.records = session_document(st.records, st.pairs, s.run, rootdir=s.rootdir)
     st.written.extend(write_session_outputs(doc, st.figures, json_path=s.json_path, html_path=s.html_path,
                                             save=s.save, baselines=s.rootdir / ".mechtests" / "baselines"))

@@ -15,16 +15,18 @@ Example:
 from __future__ import annotations
 
 import html
+import importlib
 import importlib.metadata
 import json
 import platform
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from mechtests.errors import UsageError
 from mechtests.storage import REPORT_SCHEMA, BaselineStore, atomic_write_bytes
 
 TOP_KEYS = ("schema", "created", "environment", "config", "pairs", "claims")
@@ -246,6 +248,51 @@ def render_html(doc: Mapping[str, Any], figures: Sequence[Figure] = ()) -> str:
             parts.append(f"<figure><h3>{e(f.title)}</h3>{f.svg}<figcaption>{e(f.caption)}</figcaption></figure>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def add_figure(figures: list[Figure], figure: Figure) -> None:
+    """Append ``figure`` unless the same title and drawing is already there (two xdist workers
+    drawing one figure from the same cached data)."""
+    if not any(f.title == figure.title and f.svg == figure.svg for f in figures):
+        figures.append(figure)
+
+
+def resolve_renderer(render: str, title: str) -> Callable[[list[dict[str, Any]]], str]:
+    """The function named ``"module:function"`` that draws a rows figure.
+
+    Example:
+        >>> resolve_renderer("mechtests.figures:recovery_figure", "t").__name__
+        'recovery_figure'
+    """
+    module_name, _, function = str(render).partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), function) if function else None
+    except (ImportError, AttributeError):
+        fn = None
+    if not callable(fn):
+        raise UsageError(f"figure {title!r}: render={render!r} is not an importable 'module:function'. "
+                         "Fix: e.g. render='mechtests.figures:recovery_figure'.")
+    return fn
+
+
+def merge_figure_rows(into: dict[str, dict[str, Any]], new: Mapping[str, Mapping[str, Any]]) -> None:
+    """Add ``new``'s rows figures (``{title: {"render", "caption", "rows"}}``) into ``into``."""
+    for title, spec in new.items():
+        have = into.setdefault(title, {"render": spec["render"], "caption": spec["caption"], "rows": []})
+        if have["render"] != spec["render"]:
+            raise UsageError(f"figure {title!r}: rows added with two renderers, {have['render']!r} and "
+                             f"{spec['render']!r}. Fix: one render function per figure title.")
+        have["rows"].extend(spec["rows"])
+
+
+def draw_row_figures(figure_rows: Mapping[str, Mapping[str, Any]]) -> list[Figure]:
+    """Draw each rows figure once, from its rows in a canonical order (so a parallel run's
+    figure equals a serial run's)."""
+    out = []
+    for title, spec in sorted(figure_rows.items()):
+        rows = sorted(spec["rows"], key=lambda row: json.dumps(row, sort_keys=True))
+        out.append(Figure(title, check_svg(resolve_renderer(spec["render"], title)(rows)), spec["caption"]))
+    return out
 
 
 def check_svg(svg: str) -> str:

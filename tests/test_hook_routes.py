@@ -240,6 +240,6 @@ def test_any_nesting_of_hooks_restores_the_model(both: dict[str, tuple[LoadedMod
 
     with pytest.raises(RuntimeError, match="body failed"):
         enter(0)
-    assert _hooks_on(auto) == baseline_hooks[id(auto)] and auto._active == [] and auto.running_backend == "plain"
+    assert _hooks_on(auto) == baseline_hooks[id(auto)] and auto._placement._active == [] and auto.running_backend == "plain"
     with torch.inference_mode():
         assert torch.equal(auto.forward(ids, mask).logits, clean)

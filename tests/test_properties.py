@@ -137,7 +137,13 @@ def test_completeness_holds_on_random_models(shape: tuple[bool, int, int, int], 
     pair = _pair(*shape)
     probe = Probe(torch.randn(pair.base.d_model, generator=torch.Generator().manual_seed(seed)), 0.0)
     result = completeness(pair, probe, ["some text here", "more", "a b c d e f"])
-    assert result.relative_residual < 1e-4
+    # float32 rounding scales with the terms summed, not with their (possibly cancelling) total:
+    # random pairs can have parts of ~0.05 summing to ~1e-5, where residual / total is noise.
+    # A missing or wrong term leaves a residual the size of a part, far above this bound.
+    scale = sum(abs(v) for v in result.parts.values())
+    assert abs(result.residual) <= 1e-4 * scale, result
+    if abs(result.total_change) >= 0.01 * scale:  # no cancellation: the claim's own measure holds
+        assert result.relative_residual < 1e-4, result
 
 
 @settings(max_examples=60, deadline=None)
