@@ -9,10 +9,10 @@ tensors (no second copy of the weights); the hook points the engine uses are pla
 on its submodules. ``LoadedModel`` runs the twin whenever every active hook has a route here
 and the bridge otherwise, so results never depend on which names are routed.
 
-Routed (``L`` = layer), for GPT-2 and the gated Llama/Mistral MLPs:
+Routed (``L`` = layer), for GPT-2 and the gated Llama/Mistral/Qwen2 MLPs:
 
 =========================== ================================= ==================================
-hook name                   GPT-2                             Llama / Mistral
+hook name                   GPT-2                             Llama / Mistral / Qwen2
 =========================== ================================= ==================================
 ``blocks.L.mlp.hook_post``  output of ``mlp.act``             input of ``mlp.down_proj``
 ``blocks.L.mlp.hook_pre``   input of ``mlp.act``              output of ``mlp.gate_proj``
@@ -51,7 +51,7 @@ from mechtests.errors import UsageError
 
 HookFn = Callable[[torch.Tensor], "torch.Tensor | None"]
 
-ROUTED_MODEL_TYPES = frozenset({"gpt2", "llama", "mistral"})
+ROUTED_MODEL_TYPES = frozenset({"gpt2", "llama", "mistral", "qwen2"})
 """Hugging Face ``model_type`` values with a route table (others always run the bridge)."""
 
 _LAYER_HOOK = re.compile(r"^blocks\.(\d+)\.(mlp\.hook_post|mlp\.hook_pre|mlp\.hook_pre_linear|hook_mlp_out|"

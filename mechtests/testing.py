@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import torch
 
-Arch = Literal["gpt2", "llama", "mistral", "gemma2"]
+Arch = Literal["gpt2", "llama", "mistral", "qwen2", "gemma2"]
 EOT = "<|endoftext|>"
 BYTE_VOCAB_SIZE = 257
 
@@ -94,6 +94,15 @@ def hf_config_for(arch: Arch, *, n_layers: int, d_model: int, d_mlp: int, n_head
             bos_token_id=d_vocab - 1, eos_token_id=d_vocab - 1, pad_token_id=d_vocab - 1,
             initializer_range=initializer_range, tie_word_embeddings=False, sliding_window=None,
         )
+    if arch == "qwen2":
+        from transformers import Qwen2Config
+
+        return Qwen2Config(
+            vocab_size=d_vocab, max_position_embeddings=n_ctx, hidden_size=d_model, num_hidden_layers=n_layers,
+            num_attention_heads=n_heads, num_key_value_heads=n_heads, intermediate_size=d_mlp, hidden_act="silu",
+            bos_token_id=d_vocab - 1, eos_token_id=d_vocab - 1, pad_token_id=d_vocab - 1,
+            initializer_range=initializer_range, tie_word_embeddings=False,
+        )
     if arch == "gemma2":
         from transformers import Gemma2Config
 
@@ -104,7 +113,7 @@ def hf_config_for(arch: Arch, *, n_layers: int, d_model: int, d_mlp: int, n_head
             query_pre_attn_scalar=head_dim, sliding_window=n_ctx, bos_token_id=d_vocab - 1, eos_token_id=d_vocab - 1,
             pad_token_id=d_vocab - 1, initializer_range=initializer_range,
         )
-    raise ValueError(f"arch must be one of 'gpt2', 'llama', 'mistral', 'gemma2', got {arch!r}")
+    raise ValueError(f"arch must be one of 'gpt2', 'llama', 'mistral', 'qwen2', 'gemma2', got {arch!r}")
 
 
 def make_tiny_checkpoint(directory: str | os.PathLike[str], *, arch: Arch = "gpt2", n_layers: int = 2,

@@ -22,7 +22,7 @@ from mechtests.interventions import Compose, PatchFromModel, ScaleKeys, Subtract
 from mechtests.models import LoadedModel, load_model
 from mechtests.neurons import NeuronSet
 
-ARCHS = ("gpt2", "llama", "mistral")
+ARCHS = ("gpt2", "llama", "mistral", "qwen2")
 LAYER_POINTS = ("mlp.hook_post", "mlp.hook_pre", "mlp.hook_pre_linear", "hook_mlp_out", "hook_attn_out",
                 "hook_resid_post")
 UNROUTED = "blocks.0.hook_resid_mid"  # a real bridge hook point the twin has no route for
