@@ -76,32 +76,17 @@ def hf_config_for(arch: Arch, *, n_layers: int, d_model: int, d_mlp: int, n_head
             bos_token_id=d_vocab - 1, eos_token_id=d_vocab - 1, pad_token_id=d_vocab - 1,
             initializer_range=initializer_range,
         )
-    if arch == "llama":
-        from transformers import LlamaConfig
+    if arch in ("llama", "mistral", "qwen2"):
+        # Gated-MLP decoders with the same config fields (Mistral: no sliding window here).
+        from transformers import LlamaConfig, MistralConfig, Qwen2Config
 
-        return LlamaConfig(
+        config_class = {"llama": LlamaConfig, "mistral": MistralConfig, "qwen2": Qwen2Config}[arch]
+        extra = {"sliding_window": None} if arch == "mistral" else {}
+        return config_class(
             vocab_size=d_vocab, max_position_embeddings=n_ctx, hidden_size=d_model, num_hidden_layers=n_layers,
             num_attention_heads=n_heads, num_key_value_heads=n_heads, intermediate_size=d_mlp, hidden_act="silu",
             bos_token_id=d_vocab - 1, eos_token_id=d_vocab - 1, pad_token_id=d_vocab - 1,
-            initializer_range=initializer_range, tie_word_embeddings=False,
-        )
-    if arch == "mistral":
-        from transformers import MistralConfig
-
-        return MistralConfig(
-            vocab_size=d_vocab, max_position_embeddings=n_ctx, hidden_size=d_model, num_hidden_layers=n_layers,
-            num_attention_heads=n_heads, num_key_value_heads=n_heads, intermediate_size=d_mlp, hidden_act="silu",
-            bos_token_id=d_vocab - 1, eos_token_id=d_vocab - 1, pad_token_id=d_vocab - 1,
-            initializer_range=initializer_range, tie_word_embeddings=False, sliding_window=None,
-        )
-    if arch == "qwen2":
-        from transformers import Qwen2Config
-
-        return Qwen2Config(
-            vocab_size=d_vocab, max_position_embeddings=n_ctx, hidden_size=d_model, num_hidden_layers=n_layers,
-            num_attention_heads=n_heads, num_key_value_heads=n_heads, intermediate_size=d_mlp, hidden_act="silu",
-            bos_token_id=d_vocab - 1, eos_token_id=d_vocab - 1, pad_token_id=d_vocab - 1,
-            initializer_range=initializer_range, tie_word_embeddings=False,
+            initializer_range=initializer_range, tie_word_embeddings=False, **extra,
         )
     if arch == "gemma2":
         from transformers import Gemma2Config
