@@ -8,15 +8,19 @@ from mechtests.evaluator import GROUP_NAMES, Evaluator, recovered
 from mt_reference import paper_recovered, ref, require_reduction
 
 
-def _patch(evaluator: Evaluator, selections, groups: tuple[str, ...]) -> tuple[object, int]:
-    """Base model with ``groups`` patched, per position, to the tuned model run in lockstep."""
+def _patched_toxicity(evaluator: Evaluator, selections, groups: tuple[str, ...]):  # noqa: ANN001, ANN202
+    """``(tox_base, tox_patched, tox_tuned, n_neurons)``: the base model with ``groups`` patched,
+    per position, to the tuned model run in lockstep (DPO must reduce toxicity to begin with)."""
     from mechtests.interventions import PatchFromModel
 
     sets = selections.groups()
     neurons = sets[groups[0]]
     for g in groups[1:]:
         neurons = neurons | sets[g]
-    return PatchFromModel(neurons, source=evaluator.model("tuned")), len(neurons)
+    tox_base, tox_tuned = evaluator.toxicity("base"), evaluator.toxicity("tuned")
+    require_reduction(tox_base, tox_tuned)
+    tox_patched = evaluator.toxicity("base", PatchFromModel(neurons, source=evaluator.model("tuned")))
+    return tox_base, tox_patched, tox_tuned, len(neurons)
 
 
 def test_tp_down_patch_is_partial(evaluator: Evaluator, selections, claim, figure_recorder,
@@ -28,10 +32,7 @@ def test_tp_down_patch_is_partial(evaluator: Evaluator, selections, claim, figur
     post-DPO activations gives tox 0.335 (recovered 0.48) at unchanged perplexity (21.69).
     Paired bootstrap over prompts.
     """
-    iv, n = _patch(evaluator, selections, ("TP_down",))
-    tox_base, tox_tuned = evaluator.toxicity("base"), evaluator.toxicity("tuned")
-    require_reduction(tox_base, tox_tuned)
-    tox_patched = evaluator.toxicity("base", iv)
+    tox_base, tox_patched, tox_tuned, n = _patched_toxicity(evaluator, selections, ("TP_down",))
     try:
         claim("tp_down_patch_is_partial", metric="recovered, TP↓ patched to tuned activations",
               direction="<", threshold=0.75, samples=(tox_base, tox_patched, tox_tuned), statistic=recovered,
@@ -49,10 +50,7 @@ def test_all_groups_patch_emulates_dpo(evaluator: Evaluator, selections, claim, 
     Paper (PAPER.md, "Interventions", A): "patching groups together approaches DPO's effect"
     (exact table not recovered). Paired bootstrap over prompts.
     """
-    iv, n = _patch(evaluator, selections, GROUP_NAMES)
-    tox_base, tox_tuned = evaluator.toxicity("base"), evaluator.toxicity("tuned")
-    require_reduction(tox_base, tox_tuned)
-    tox_patched = evaluator.toxicity("base", iv)
+    tox_base, tox_patched, tox_tuned, n = _patched_toxicity(evaluator, selections, GROUP_NAMES)
     try:
         claim("all_groups_patch_emulates_dpo", metric="recovered, four groups patched to tuned activations",
               direction=">", threshold=0.80, samples=(tox_base, tox_patched, tox_tuned), statistic=recovered,

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +14,9 @@ from hypothesis import strategies as st
 from mechtests.data import TextSet
 from mechtests.errors import DataError, NumericalError, UsageError
 from mechtests.metrics import bag_f1, f1_scores, perplexity, perplexity_windows, toxicity_scores
+from mechtests.interventions import ZeroAblation
 from mechtests.models import LoadedModel, load_model
+from mechtests.neurons import NeuronSet
 from mechtests.testing import make_tiny_checkpoint, set_weights
 
 D_MODEL = 32
@@ -136,19 +135,11 @@ def test_perplexity_windows_validates_window(tiny_dir: Path) -> None:
         perplexity_windows(model, "a", window=8)
 
 
-@dataclass(frozen=True)
-class ZeroNeurons:
-    """Test intervention: zero every neuron of one layer, through the model's hook point."""
-
-    layer: int
-
-    def key(self) -> str:
-        return f"zero-layer-{self.layer}"
-
-    @contextlib.contextmanager
-    def applied(self, model: LoadedModel) -> Iterator[None]:
-        with model.hooks([(model.neuron_hook(self.layer), lambda a: a * 0.0)]):
-            yield
+def zero_layer(model: LoadedModel, layer: int) -> ZeroAblation:
+    """Zero every neuron of one layer, through the model's hook point."""
+    mask = torch.zeros(model.n_layers, model.d_mlp, dtype=torch.bool)
+    mask[layer] = True
+    return ZeroAblation(NeuronSet.from_mask(mask))
 
 
 def test_perplexity_intervention_acts_at_every_position(tiny_dir: Path, tmp_path: Path) -> None:
@@ -161,7 +152,7 @@ def test_perplexity_intervention_acts_at_every_position(tiny_dir: Path, tmp_path
     model, ablated = load_model(tiny_dir), load_model(tmp_path / "no_mlp0")
     text = "a quick brown fox jumps over the lazy dog " * 3
     plain = perplexity_windows(model, text, window=24)
-    hooked = perplexity_windows(model, text, window=24, intervention=ZeroNeurons(0))
+    hooked = perplexity_windows(model, text, window=24, intervention=zero_layer(model, 0))
     by_weights = perplexity_windows(ablated, text, window=24)
     np.testing.assert_allclose(hooked[0], by_weights[0], rtol=1e-5)
     np.testing.assert_allclose(hooked[1], by_weights[1])
@@ -177,7 +168,7 @@ def test_f1_intervention_reaches_generation(tiny_dir: Path, tmp_path: Path) -> N
     set_weights(tmp_path / "no_mlp0", {"transformer.h.0.mlp.c_proj.weight": torch.zeros(64, D_MODEL)})
     model, ablated = load_model(tiny_dir), load_model(tmp_path / "no_mlp0")
     sentences = TextSet("f1", tuple(f"sentence number {i} goes on and on and on " * 2 for i in range(4)))
-    hooked = f1_scores(model, sentences, prompt_tokens=32, new_tokens=8, intervention=ZeroNeurons(0))
+    hooked = f1_scores(model, sentences, prompt_tokens=32, new_tokens=8, intervention=zero_layer(model, 0))
     by_weights = f1_scores(ablated, sentences, prompt_tokens=32, new_tokens=8)
     np.testing.assert_allclose(hooked, by_weights)
 
