@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import inspect
 import os
@@ -39,7 +40,17 @@ from typing import Any, Literal
 import torch
 
 from mechtests import hook_routes
-from mechtests.errors import CheckpointError, IncompatiblePairError, UsageError
+from mechtests.checkpoints import (
+    LoadRecord,
+    ModelFacts,
+    ModelSource,
+    classify_source,
+    compare_facts,
+    facts_from,
+    load_hf_model,
+    resolve_pair_sources,
+)
+from mechtests.errors import IncompatiblePairError, UsageError
 
 MlpKind = Literal["standard", "gated"]
 Backend = Literal["auto", "bridge"]
@@ -105,6 +116,7 @@ class LoadedModel:
         self.tokenizer = tokenizer
         self.source = source
         self.fingerprint = fingerprint
+        self.load_record: LoadRecord | None = None  # what loading read and assumed (set by load_model)
         cfg = bridge.cfg
         self.n_layers: int = int(cfg.n_layers)
         self.d_model: int = int(cfg.d_model)
@@ -126,6 +138,10 @@ class LoadedModel:
             f"LoadedModel({self.source!r}, {self.architecture}, layers={self.n_layers}, "
             f"d_model={self.d_model}, d_mlp={self.d_mlp}, mlp={self.mlp_kind}, sha256={self.fingerprint[:12]})"
         )
+
+    def facts(self) -> ModelFacts:
+        """Config and tokenizer facts compared between the two models of a pair."""
+        return facts_from(self._hf.config, self.tokenizer)
 
     # ---- hook names -------------------------------------------------------------------------
     def _check_layer(self, layer: int) -> None:
@@ -362,11 +378,6 @@ class ModelPair:
 
 
 # ---- loading ---------------------------------------------------------------------------------
-def _looks_like_path(source: str) -> bool:
-    """Local path unless it reads like a hub name (``gpt2``, ``owner/name``) and does not exist."""
-    return Path(source).expanduser().exists() or source.startswith((".", "/", "~")) or source.count("/") > 1
-
-
 def weights_fingerprint(state: dict[str, torch.Tensor]) -> str:
     """sha256 over the names, dtypes, shapes and bytes of every tensor, in name order."""
     digest = hashlib.sha256()
@@ -378,44 +389,14 @@ def weights_fingerprint(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def _load_hf(source: str, dtype: torch.dtype) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    is_path = _looks_like_path(source)
-    if is_path:
-        path = Path(source).expanduser()
-        if not path.exists():
-            raise CheckpointError(path, "no such directory")
-        if not path.is_dir():
-            raise CheckpointError(path, "is a file, not a checkpoint directory")
-        if not (path / "config.json").exists():
-            raise CheckpointError(path, "has no config.json, so it is not a Hugging Face checkpoint")
-        source = str(path)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-    except Exception as exc:  # noqa: BLE001 - any loader failure is a checkpoint problem
-        if not is_path:
-            raise CheckpointError(
-                source, f"is not a local directory, and loading it as a Hugging Face hub name failed "
-                f"({type(exc).__name__}: {exc})",
-                "give an existing checkpoint directory, or a hub name while the hub or its cache is reachable",
-            ) from exc
-        raise CheckpointError(source, f"cannot load the tokenizer ({type(exc).__name__}: {exc})",
-                              "save the tokenizer next to the weights (tokenizer.save_pretrained(DIR))") from exc
-    try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(source, f"cannot load the weights ({type(exc).__name__}: {exc})",
-                              "re-save the checkpoint with model.save_pretrained(DIR); the files may be truncated or corrupt") from exc
-    if len(tokenizer) <= 1:
-        # transformers builds an empty tokenizer when the files are missing instead of failing.
-        raise CheckpointError(source, "has no usable tokenizer (tokenizer.json / vocab files missing)",
-                              "save the tokenizer next to the weights (tokenizer.save_pretrained(DIR))")
-    n_embeddings = model.get_input_embeddings().weight.shape[0]
-    if len(tokenizer) > n_embeddings:
-        raise CheckpointError(source, f"tokenizer has {len(tokenizer)} tokens but the model embeds only {n_embeddings}",
-                              "save the tokenizer the model was trained with")
-    return model, tokenizer
+def _as_source(source: str | os.PathLike[str] | ModelSource, config_from: str | None, where: str) -> ModelSource:
+    if isinstance(source, ModelSource):
+        spec = source
+    else:
+        spec = classify_source(source, Path.cwd(), where=where)
+    if spec.kind == "state_dict" and spec.config_from is None and config_from is not None:
+        spec = dataclasses.replace(spec, config_from=config_from)
+    return spec
 
 
 def _hf_from_config(cfg: Any, dtype: torch.dtype) -> tuple[Any, Any]:
@@ -444,17 +425,21 @@ def _hf_from_config(cfg: Any, dtype: torch.dtype) -> tuple[Any, Any]:
     return model, byte_tokenizer()
 
 
-def load_model(source: str | os.PathLike[str] | Any, *, device: str | torch.device = "cpu",
-               dtype: torch.dtype = torch.float32, backend: Backend = "auto") -> LoadedModel:
-    """Load one model: a local HF checkpoint dir, a hub name, or a ``TransformerBridgeConfig``.
+def load_model(source: str | os.PathLike[str] | ModelSource | Any, *, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32, backend: Backend = "auto",
+               config_from: str | None = None) -> LoadedModel:
+    """Load one model: a checkpoint dir, a state-dict file, a hub name, or a ``TransformerBridgeConfig``.
 
-    Every source goes through the same path: a Hugging Face causal-LM booted into a
-    ``TransformerBridge`` (no compatibility mode, so the numerics are the checkpoint's own).
-    ``backend="auto"`` also keeps a weight-sharing plain twin for routed hooks (module docstring);
-    ``"bridge"`` runs everything through the bridge.
+    Every source goes through the same path: a Hugging Face causal-LM loaded strictly
+    (``mechtests.checkpoints``: every weight from the file, or a :class:`CheckpointError`) and
+    booted into a ``TransformerBridge`` (no compatibility mode, so the numerics are the
+    checkpoint's own). A state-dict file is applied to the config and tokenizer of
+    ``config_from`` (a directory or hub name). ``backend="auto"`` also keeps a weight-sharing
+    plain twin for routed hooks (module docstring); ``"bridge"`` runs everything through the bridge.
 
     Raises:
-        CheckpointError: the directory is missing, or its weights/tokenizer cannot be read.
+        CheckpointError: the source is missing, its weights do not all load, hold NaN/inf, or
+            its tokenizer cannot be read.
 
     Example:
         >>> m = load_model("runs/base")  # doctest: +SKIP
@@ -473,17 +458,18 @@ def load_model(source: str | os.PathLike[str] | Any, *, device: str | torch.devi
             tokenizer.save_pretrained(tmp)
             tokenizer = AutoTokenizer.from_pretrained(tmp)
             return _boot(hf, tokenizer, f"config:{digest[:12]}", digest, device, dtype, backend)
-    if isinstance(source, (str, os.PathLike)):
-        label = os.fspath(source)
-        hf, tokenizer = _load_hf(label, dtype)
-        if _looks_like_path(label):
-            label = str(Path(label).expanduser().resolve())
-        return _boot(hf, tokenizer, label, weights_fingerprint(hf.state_dict()), device, dtype, backend)
+    if isinstance(source, (str, os.PathLike, ModelSource)):
+        spec = _as_source(source, config_from, "model source")
+        hf, tokenizer, record = load_hf_model(spec, dtype)
+        model = _boot(hf, tokenizer, spec.location, weights_fingerprint(hf.state_dict()), device, dtype, backend,
+                      tokenizer_dir=spec.config_location)
+        model.load_record = record
+        return model
     raise UsageError(f"model source must be a path, a hub name or a TransformerBridgeConfig, got {type(source).__name__}")
 
 
 def _boot(hf: Any, tokenizer: Any, label: str, digest: str, device: str | torch.device, dtype: torch.dtype,
-          backend: Backend = "auto") -> LoadedModel:
+          backend: Backend = "auto", *, tokenizer_dir: str | None = None) -> LoadedModel:
     from transformer_lens.model_bridge import TransformerBridge
 
     _check_backend(backend)
@@ -502,46 +488,49 @@ def _boot(hf: Any, tokenizer: Any, label: str, digest: str, device: str | torch.
     # The twin and the weights' names must be taken before the bridge wraps ``hf``'s modules in place.
     twin = hook_routes.weight_sharing_twin(hf) if routed else None
     weights = dict(hf.named_parameters())
-    bridge = TransformerBridge.boot_transformers(label, hf_model=hf, tokenizer=tokenizer, device=device, dtype=dtype)
+    # The bridge reads the tokenizer's name_or_path again: for a state-dict file that is the config's directory.
+    bridge = TransformerBridge.boot_transformers(tokenizer_dir or label, hf_model=hf, tokenizer=tokenizer, device=device,
+                                                 dtype=dtype)
     bridge.eval()
     return LoadedModel(bridge, hf, tokenizer, label, digest, plain_twin=twin, backend=backend,
                        checkpoint_weights=weights)
 
 
-def _tokenizer_signature(tokenizer: Any) -> str:
-    vocab = tokenizer.get_vocab()
-    digest = hashlib.sha256()
-    for token, index in sorted(vocab.items(), key=lambda kv: kv[1]):
-        digest.update(f"{index}\t{token}\n".encode())
-    return digest.hexdigest()[:16]
-
-
 def check_compatible(base: LoadedModel, tuned: LoadedModel, *, where: str = "") -> None:
     """Raise :class:`IncompatiblePairError` naming the first field in which the two models differ.
 
-    Checked: architecture, MLP kind, n_layers, d_model, d_mlp, d_vocab, n_ctx, tokenizer vocabulary.
+    Checked: architecture, MLP kind, then ``checkpoints.compare_facts`` (model type, n_layers,
+    d_model, d_mlp, d_vocab, n_ctx, tokenizer size and vocabulary) — the same comparison the
+    plugin's start-up check makes from the configs alone.
     """
     where = where or f"{base.source} vs {tuned.source}"
-    for field in ("architecture", "mlp_kind", "n_layers", "d_model", "d_mlp", "d_vocab", "n_ctx"):
-        b, t = getattr(base, field), getattr(tuned, field)
+    for name in ("architecture", "mlp_kind", "n_layers", "d_model", "d_mlp", "d_vocab", "n_ctx"):
+        b, t = getattr(base, name), getattr(tuned, name)
         if b != t:
-            raise IncompatiblePairError(field, b, t, where)
-    b_tok, t_tok = len(base.tokenizer), len(tuned.tokenizer)
-    if b_tok != t_tok:
-        raise IncompatiblePairError("tokenizer vocabulary size", b_tok, t_tok, where)
-    b_sig, t_sig = _tokenizer_signature(base.tokenizer), _tokenizer_signature(tuned.tokenizer)
-    if b_sig != t_sig:
-        raise IncompatiblePairError("tokenizer vocabulary (sha256 prefix)", b_sig, t_sig, where)
+            raise IncompatiblePairError(name, b, t, where)
+    compare_facts(base.facts(), tuned.facts(), where=where)
 
 
 def load_pair(base_source: str | os.PathLike[str] | Any, tuned_source: str | os.PathLike[str] | Any, *,
               name: str = "pair", device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-              backend: Backend = "auto") -> ModelPair:
+              backend: Backend = "auto", config_from: str | os.PathLike[str] | None = None) -> ModelPair:
     """Load base and tuned with identical flags and check they are comparable neuron by neuron.
+
+    A state-dict file on one side is applied to the other side's config and tokenizer (or to
+    ``config_from``), as in Lee et al.'s ``gpt2-medium`` + ``dpo.pt``.
 
     Example:
         >>> pair = load_pair("runs/base", "runs/dpo", name="toy")  # doctest: +SKIP
+        >>> pair = load_pair("gpt2-medium", "checkpoints/dpo.pt", name="lee")  # doctest: +SKIP
     """
+    from transformer_lens.config import TransformerBridgeConfig
+
+    if not isinstance(base_source, TransformerBridgeConfig) and not isinstance(tuned_source, TransformerBridgeConfig):
+        here = Path.cwd()
+        base_spec = _as_source(base_source, None, "base model")
+        tuned_spec = _as_source(tuned_source, None, "tuned model")
+        shared = classify_source(config_from, here, where="config_from") if config_from is not None else None
+        base_source, tuned_source = resolve_pair_sources(base_spec, tuned_spec, shared)
     base = load_model(base_source, device=device, dtype=dtype, backend=backend)
     tuned = load_model(tuned_source, device=device, dtype=dtype, backend=backend)
     check_compatible(base, tuned, where=f"base={base.source}, tuned={tuned.source}")
