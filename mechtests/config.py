@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from mechtests.checkpoints import ModelSource, classify_source, resolve_pair_sources
 from mechtests.errors import UsageError
 
 Profile = Literal["smoke", "ci", "full"]
@@ -66,6 +67,7 @@ class RunConfig:
     n_probe_eval: int | None = 256
     scorer: ScorerName = "offline"
     inconclusive: Inconclusive = "skip"
+    prompt_truncation: Literal["first", "last"] = "first"
 
     def torch_dtype(self) -> Any:
         """The ``torch.dtype`` named by ``dtype`` (imports torch lazily)."""
@@ -106,19 +108,31 @@ def run_config(profile: str = "smoke", **overrides: Any) -> RunConfig:
 
 @dataclass(frozen=True)
 class PairSpec:
-    """One configured model pair. ``base``/``tuned`` None means the embedded zoo pair."""
+    """One configured model pair. ``base``/``tuned`` None means the embedded zoo pair.
+
+    ``base``/``tuned`` are classified sources (directory, state-dict file or hub name); a
+    state-dict source carries the directory or hub name whose config it is applied to.
+    """
 
     name: str
-    base: str | None = None
-    tuned: str | None = None
+    base: ModelSource | None = None
+    tuned: ModelSource | None = None
     probe: Path | None = None
     prompts: Path | None = None
     data: Path | None = None
+    probe_data: Path | None = None
+    perplexity_data: Path | None = None
+    f1_data: Path | None = None
     thresholds: Mapping[str, Threshold] = field(default_factory=dict)
 
     @property
     def is_default(self) -> bool:
         return self.base is None
+
+    def data_paths(self) -> dict[str, Path | None]:
+        """role -> the per-file data option of this pair (``mechtests.eval_data`` roles)."""
+        return {"challenge": self.prompts, "probe": self.probe_data, "perplexity": self.perplexity_data,
+                "f1": self.f1_data}
 
 
 @dataclass(frozen=True)
@@ -139,7 +153,14 @@ class Settings:
     probe: Path | None = None
     prompts: Path | None = None
     data: Path | None = None
+    probe_data: Path | None = None
+    perplexity_data: Path | None = None
+    f1_data: Path | None = None
+    all_prompts: bool = False
+    probe_hook: str | None = None
+    probe_bias: float | Literal["fit"] | None = None
     detoxify_path: Path | None = None
+    perspective: Mapping[str, Any] = field(default_factory=dict)
 
     def pair(self, name: str) -> PairSpec:
         for spec in self.pairs:
@@ -164,13 +185,102 @@ class Settings:
             return table[pair]
         return table.get("*")
 
+    def data_paths(self, pair: PairSpec) -> dict[str, Path | None]:
+        """role -> per-file data path for ``pair``: the command line's, else the pair's."""
+        ours = {"challenge": self.prompts, "probe": self.probe_data, "perplexity": self.perplexity_data,
+                "f1": self.f1_data}
+        theirs = pair.data_paths()
+        return {role: ours[role] or theirs[role] for role in ours}
 
-# Option keys: CLI dest is "mt_" + key, the ini key is "mt_" + key, [tool.mechtests] uses key.
-OPTION_KEYS: tuple[str, ...] = (
-    "base", "tuned", "pair", "profile", "device", "dtype", "backend", "seed", "json", "html", "save", "compare",
-    "compare_fail", "inconclusive", "cache_dir", "cache_max_size", "no_cache", "probe", "prompts", "data", "scorer", "detoxify_path",
-    "confidence", "resamples",
+    def data_directory(self, pair: PairSpec) -> tuple[Path | None, str]:
+        """The data directory for ``pair`` and where it was set (``--mt-data`` wins over the pair's)."""
+        if self.data is not None:
+            return self.data, "--mt-data"
+        if pair.data is not None:
+            return pair.data, f"[tool.mechtests.pairs.{pair.name}] data"
+        return None, "--mt-data"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option: CLI ``--mt-KEY`` (``_`` -> ``-``), ini key ``mt_KEY``, ``[tool.mechtests] KEY``.
+
+    ``kind``: ``value`` (takes a value), ``flag`` (no value on the command line; ``true``/``false``
+    in ini files and pyproject.toml), ``append`` (repeatable).
+    """
+
+    key: str
+    metavar: str | None
+    help: str
+    kind: Literal["value", "flag", "append"] = "value"
+
+    @property
+    def flag(self) -> str:
+        return "--mt-" + self.key.replace("_", "-")
+
+
+# The one list of options: the plugin declares exactly these, resolve_settings reads exactly these.
+OPTIONS: tuple[Option, ...] = (
+    Option("base", "PATH_OR_NAME", "base model: Hugging Face checkpoint directory, state-dict file (.pt/.bin/"
+           ".safetensors, applied to --mt-tuned's or --mt-config-from's config) or hub name (needs --mt-tuned); "
+           "write --mt-base=PATH: pytest reads a separate PATH as a test path when it picks the rootdir"),
+    Option("tuned", "PATH_OR_NAME", "fine-tuned twin of --mt-base (same architecture and tokenizer): a checkpoint "
+           "directory, a state-dict file such as Lee et al.'s dpo.pt (applied to --mt-base's config), or a hub name"),
+    Option("config_from", "DIR_OR_NAME", "checkpoint directory or hub name whose config.json and tokenizer a "
+           "state-dict file --mt-base/--mt-tuned is applied to (default: the other model of the pair)"),
+    Option("pair", "NAME[,NAME]", "named pair(s) from [tool.mechtests.pairs.NAME]; 'default' = the embedded pair, "
+           "'custom' = --mt-base/--mt-tuned, 'all' = every configured pair (repeatable)", "append"),
+    Option("profile", "{" + ",".join(PROFILES) + "}", "sizes and resamples: smoke (fast, default), ci, full (papers' protocol)"),
+    Option("device", "DEVICE", "torch device for the models: cpu (default), cuda, cuda:N, mps"),
+    Option("dtype", "{float32,float64,float16,bfloat16}", "model dtype (default float32)"),
+    Option("backend", "{auto,bridge}", "auto (default): run routed hooks on a weight-sharing plain Hugging Face twin, "
+           "the TransformerBridge otherwise; bridge: always the TransformerBridge (slower, every hook point)"),
+    Option("seed", "INT", "seed of every random choice: bootstrap, probe split (default 0)"),
+    Option("json", "PATH", "write the mechtests-report/1 JSON report to PATH"),
+    Option("html", "PATH", "write a self-contained HTML report (claims table and figures) to PATH"),
+    Option("save", "NAME", "store this run as baseline NAME under .mechtests/baselines/"),
+    Option("compare", "NAME|PATH", "print each claim's change against a stored baseline (or report file)"),
+    Option("compare_fail", "EXPR", "fail tests whose claim moved past a tolerance vs --mt-compare: comma list of "
+           "estimate:0.05 (absolute), estimate:10%% (relative), ci_low:..., ci_high:..., verdict (any flip)"),
+    Option("inconclusive", "{fail,skip,pass}", "pytest outcome of an inconclusive claim (default: fail in ci/full, "
+           "skip in smoke)"),
+    Option("cache_dir", "DIR", "content-addressed cache of computed conditions (default .mechtests/cache)"),
+    Option("cache_max_size", "SIZE", "after the run, drop least recently used cache entries beyond SIZE "
+           "(e.g. 500MB, 2GB; entries this run used are kept; default: no limit)"),
+    Option("no_cache", None, "keep the cache in memory only (nothing read from or written to disk)", "flag"),
+    Option("probe", "PATH", "toxicity probe: mechtests' format, a raw [d_model] / [1, d_model] tensor (.pt; "
+           "Lee et al.'s probe.pt, the reference paper's clf.coef_) or a dict {weight, bias, hook_name, pooling}"),
+    Option("probe_hook", "HOOK", "where a probe without its own hook reads the residual: resid_final (last "
+           "block's output, before the final LayerNorm: Lee et al.'s probe.pt; default), ln_final (after it: "
+           "Hugging Face hidden_states[-1], the reference paper's probe) or a hook name blocks.L.hook_resid_post"),
+    Option("probe_bias", "FLOAT|fit", "intercept of a probe file that has none: a number, or 'fit' (default) "
+           "to fit it on the probe data with the direction fixed"),
+    Option("prompts", "PATH", "challenge prompts: JSONL ('prompt': str as Lee et al.'s challenge_prompts.jsonl, or "
+           "RealToxicityPrompts' prompt.text, of which only 'challenging' lines are used) or .txt"),
+    Option("all_prompts", None, "use every RealToxicityPrompts prompt, not only those marked challenging", "flag"),
+    Option("probe_data", "PATH", "labelled texts for the probe: JSONL or CSV with text/comment_text and "
+           "label/toxic/is_offensive (0/1), e.g. Jigsaw's train.csv"),
+    Option("perplexity_data", "PATH", "held-out text for perplexity: .txt / wiki.test.raw, or a local `datasets` "
+           "directory (wikitext-2-raw-v1 saved with save_to_disk; test rows joined with blank lines)"),
+    Option("f1_data", "PATH", "F1 items: JSONL {'prompt', 'gold'} (Lee et al.'s wiki_samples.jsonl; gold = the true "
+           "continuation) or {'prompt': sentence}"),
+    Option("data", "DIR", "evaluation data directory: challenge.jsonl | challenge_prompts.jsonl | prompts.jsonl, "
+           "probe.jsonl | probe.csv, perplexity.txt | wiki.test.raw | wikitext-2/, f1.jsonl | wiki_samples.jsonl; "
+           "each file is read only by the claims that use it (default: the embedded pair's)"),
+    Option("prompt_truncation", "{first,last}", "which end of a prompt longer than 32 tokens is kept: first "
+           "(default, as the papers' tokenizer call) or last"),
+    Option("scorer", "{offline,perspective,detoxify}", "toxicity scorer (default offline)"),
+    Option("detoxify_path", "DIR", "local Hugging Face classifier directory for --mt-scorer detoxify "
+           "(e.g. unitary/toxic-bert saved with save_pretrained; default $MECHTESTS_DETOXIFY_PATH)"),
+    Option("perspective_url", "URL", "Perspective API root for --mt-scorer perspective (default Google's)"),
+    Option("perspective_qps", "QPS", "requests per second to Perspective, shared by every xdist worker of the run "
+           "(default 1)"),
+    Option("perspective_timeout", "SECONDS", "timeout of one Perspective request (default 30)"),
+    Option("perspective_retries", "INT", "retries of one text on HTTP 429/5xx, timeouts and bad answers (default 5)"),
+    Option("confidence", "LEVEL", "two-sided confidence level of every interval, in (0, 1) (default 0.95)"),
+    Option("resamples", "INT", "bootstrap resamples (default per profile: 1000 / 2000 / 9999)"),
 )
+OPTION_KEYS: tuple[str, ...] = tuple(o.key for o in OPTIONS)
 TOOL_TABLES: tuple[str, ...] = ("pairs", "thresholds")
 
 
@@ -225,22 +335,22 @@ def _path(value: Any, where: str, base: Path, *, must_exist: bool = True) -> Pat
     return p
 
 
-_HUB = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+def _model_source(value: Any, where: str, base: Path) -> ModelSource:
+    """A checkpoint directory, a state-dict file or a hub name (``mechtests.checkpoints``); a
+    path-looking value that does not exist is refused here, at start-up."""
+    return classify_source(str(value), base, where=where)
 
 
-def _model_source(value: Any, where: str, base: Path) -> str:
-    """A checkpoint directory (must exist) or a hub name such as ``gpt2-medium`` or ``org/name``."""
-    text = str(value)
-    candidate = Path(os.path.expanduser(text))
-    candidate = candidate if candidate.is_absolute() else base / candidate
-    if candidate.exists():
-        return str(candidate)
-    if not _HUB.match(text):
-        raise UsageError(
-            f"{where}: {text!r} is neither an existing checkpoint directory nor a hub name "
-            "(name or org/name). Fix: pass the directory holding config.json and the weights."
-        )
-    return text
+def _flag(value: Any, where: str) -> bool:
+    """A boolean option: the CLI flag (True), or true/false/1/0/yes/no/on/off in ini and pyproject."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise UsageError(f"{where}: {value!r} is not a boolean. Fix: true or false.")
 
 
 def _output(value: Any, where: str, base: Path) -> Path:
@@ -334,19 +444,26 @@ def _named_pairs(table: Any, base: Path, where: str) -> dict[str, PairSpec]:
             raise UsageError(f"{at}: the names {DEFAULT_PAIR!r} and {CUSTOM_PAIR!r} are reserved; rename the pair.")
         if not isinstance(spec, dict):
             raise UsageError(f"{at} must be a table with base = ..., tuned = ....")
-        unknown = sorted(set(spec) - {"base", "tuned", "probe", "prompts", "data", "thresholds"})
+        known = ("base", "tuned", "config_from", "probe", "prompts", "data", "probe_data", "perplexity_data",
+                 "f1_data", "thresholds")
+        unknown = sorted(set(spec) - set(known))
         if unknown:
-            raise UsageError(f"{at}: unknown key(s) {unknown}; known: base, tuned, probe, prompts, data, thresholds.")
+            raise UsageError(f"{at}: unknown key(s) {unknown}; known: {', '.join(known)}.")
         for key in ("base", "tuned"):
             if key not in spec:
                 raise UsageError(f"{at}: missing {key} = PATH_OR_HUB_NAME.")
+        shared = _model_source(spec["config_from"], f"{at}.config_from", base) if "config_from" in spec else None
+        pair_base, pair_tuned = resolve_pair_sources(
+            _model_source(spec["base"], f"{at}.base", base), _model_source(spec["tuned"], f"{at}.tuned", base),
+            shared, where=at)
+
+        def path(key: str, spec: Mapping[str, Any] = spec, at: str = at) -> Path | None:
+            return _path(spec[key], f"{at}.{key}", base) if key in spec else None
+
         pairs[name] = PairSpec(
-            name=name,
-            base=_model_source(spec["base"], f"{at}.base", base),
-            tuned=_model_source(spec["tuned"], f"{at}.tuned", base),
-            probe=_path(spec["probe"], f"{at}.probe", base) if "probe" in spec else None,
-            prompts=_path(spec["prompts"], f"{at}.prompts", base) if "prompts" in spec else None,
-            data=_path(spec["data"], f"{at}.data", base) if "data" in spec else None,
+            name=name, base=pair_base, tuned=pair_tuned, probe=path("probe"), prompts=path("prompts"),
+            data=path("data"), probe_data=path("probe_data"), perplexity_data=path("perplexity_data"),
+            f1_data=path("f1_data"),
             thresholds={c: t["*"] for c, t in _thresholds(spec.get("thresholds", {}), f"{at}.thresholds").items()},
         )
     return pairs
@@ -399,6 +516,9 @@ def resolve_settings(src: Sources, *, rootdir: Path) -> Settings:
     v, where, _ = get("inconclusive")
     if v is not None:
         overrides["inconclusive"] = _choice(v, where, INCONCLUSIVE)
+    v, where, _ = get("prompt_truncation")
+    if v is not None:
+        overrides["prompt_truncation"] = _choice(v, where, ("first", "last"))
     run = run_config(profile, **overrides)
 
     base_v, base_where, base_dir = get("base")
@@ -407,12 +527,45 @@ def resolve_settings(src: Sources, *, rootdir: Path) -> Settings:
         missing = "--mt-tuned" if tuned_v is None else "--mt-base"
         raise UsageError(f"{missing} is required together with {base_where if base_v is not None else tuned_where}: "
                          "a pair needs both the base and the tuned model.")
-    probe_v, where, b = get("probe")
-    probe = _path(probe_v, where, b) if probe_v is not None else None
-    prompts_v, where, b = get("prompts")
-    prompts = _path(prompts_v, where, b) if prompts_v is not None else None
-    data_v, where, b = get("data")
-    data = _path(data_v, where, b) if data_v is not None else None
+    def path_option(key: str) -> Path | None:
+        value, at, base = get(key)
+        return _path(value, at, base) if value is not None else None
+
+    probe, prompts, data = path_option("probe"), path_option("prompts"), path_option("data")
+    probe_data, perplexity_data, f1_data = (path_option(k) for k in ("probe_data", "perplexity_data", "f1_data"))
+    if data is not None and not data.is_dir():
+        raise UsageError(f"--mt-data: {str(data)!r} is a file, not a directory. Fix: pass the directory, or the file "
+                         "with its own option (--mt-prompts, --mt-probe-data, --mt-perplexity-data, --mt-f1-data).")
+    v, where, _ = get("all_prompts")
+    all_prompts = _flag(v, where) if v is not None else False
+    v, where, _ = get("probe_hook")
+    probe_hook = None
+    if v is not None:
+        probe_hook = str(v)
+        if probe_hook not in ("resid_final", "ln_final") and not re.fullmatch(r"blocks\.\d+\.hook_resid_post", probe_hook):
+            raise UsageError(f"{where}: {probe_hook!r} is not a probe hook. Fix: resid_final, ln_final or "
+                             "blocks.L.hook_resid_post.")
+    v, where, _ = get("probe_bias")
+    probe_bias: float | Literal["fit"] | None = None
+    if v is not None:
+        probe_bias = "fit" if str(v).strip().lower() == "fit" else _number(v, where, float)
+    perspective: dict[str, Any] = {}
+    for key, kind, low in (("perspective_url", str, None), ("perspective_qps", float, 0.0),
+                           ("perspective_timeout", float, 0.0), ("perspective_retries", int, 0)):
+        v, where, _ = get(key)
+        if v is None:
+            continue
+        if run.scorer != "perspective":
+            raise UsageError(f"{where} is only read by the perspective scorer, but the scorer is {run.scorer!r}. "
+                             "Fix: add --mt-scorer perspective, or drop the option.")
+        name = key.removeprefix("perspective_")
+        if kind is str:
+            if not re.match(r"^https?://[^\s/]+", str(v)):
+                raise UsageError(f"{where}: {v!r} is not an http(s) URL.")
+            perspective["url"] = str(v)
+        else:
+            value = _number(v, where, kind, low=low, open_interval=kind is float)
+            perspective[{"qps": "qps", "timeout": "timeout_s", "retries": "max_retries"}[name]] = value
     detoxify_v, where, b = get("detoxify_path")
     detoxify_path = _path(detoxify_v, where, b) if detoxify_v is not None else None
     if detoxify_path is not None and run.scorer != "detoxify":
@@ -421,9 +574,16 @@ def resolve_settings(src: Sources, *, rootdir: Path) -> Settings:
 
     available: dict[str, PairSpec] = {DEFAULT_PAIR: PairSpec(DEFAULT_PAIR)}
     available.update(_named_pairs(src.tool.get("pairs", {}), src.tool_dir, "[tool.mechtests.pairs]"))
+    config_v, config_where, config_dir = get("config_from")
+    shared = _model_source(config_v, config_where, config_dir) if config_v is not None else None
     if base_v is not None:
-        available[CUSTOM_PAIR] = PairSpec(CUSTOM_PAIR, _model_source(base_v, base_where, base_dir),
-                                          _model_source(tuned_v, tuned_where, tuned_dir))
+        custom_base, custom_tuned = resolve_pair_sources(
+            _model_source(base_v, base_where, base_dir), _model_source(tuned_v, tuned_where, tuned_dir), shared,
+            where=f"{base_where}/{tuned_where}")
+        available[CUSTOM_PAIR] = PairSpec(CUSTOM_PAIR, custom_base, custom_tuned)
+    elif shared is not None:
+        raise UsageError(f"{config_where} applies to a state-dict --mt-base/--mt-tuned, and neither is given. "
+                         "Fix: add --mt-base and --mt-tuned, or drop it.")
     pair_v, where, _ = get("pair")
     if pair_v is not None:
         names = _pair_names(pair_v)
@@ -456,7 +616,7 @@ def resolve_settings(src: Sources, *, rootdir: Path) -> Settings:
         if compare is None:
             raise UsageError(f"{where_f} needs --mt-compare NAME|PATH: there is nothing to compare against.")
         parse_compare_fail(str(fail_v), where=where_f)
-    no_cache = str(no_cache_v).lower() in ("1", "true", "yes", "on") if no_cache_v is not None else False
+    no_cache = _flag(no_cache_v, where_n) if no_cache_v is not None else False
     return Settings(
         run=run,
         pairs=pairs,
@@ -473,7 +633,14 @@ def resolve_settings(src: Sources, *, rootdir: Path) -> Settings:
         probe=probe,
         prompts=prompts,
         data=data,
+        probe_data=probe_data,
+        perplexity_data=perplexity_data,
+        f1_data=f1_data,
+        all_prompts=all_prompts,
+        probe_hook=probe_hook,
+        probe_bias=probe_bias,
         detoxify_path=detoxify_path,
+        perspective=perspective,
     )
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -75,9 +75,51 @@ class TextSet:
         return TextSet(self.name, tuple(self.texts[i] for i in indices), labels)
 
 
+@dataclass(frozen=True)
+class FileRecord:
+    """What was read from one data file: the report's data provenance entry.
+
+    Attributes:
+        role: what the file serves (``challenge``, ``probe``, ``perplexity``, ``f1``).
+        path: the file (or dataset directory) read.
+        sha256: of its bytes (a directory: of every file's name and bytes).
+        format: how it was read, e.g. ``"jsonl prompt.text (RealToxicityPrompts)"``.
+        count: items used after filtering (prompts, labelled texts, F1 items; tokens are not counted).
+        read: items in the file before filtering.
+        note: what was assumed or filtered, in words (empty when nothing was).
+    """
+
+    role: str
+    path: str
+    sha256: str
+    format: str
+    count: int
+    read: int
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"role": self.role, "path": self.path, "sha256": self.sha256, "format": self.format,
+                "count": self.count, "read": self.read, "note": self.note}
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, or of every file's relative name and bytes under a directory."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(f"{file.relative_to(path).as_posix()}\n".encode())
+        with file.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _read_lines(path: Path) -> list[str]:
     if not path.exists():
         raise DataError(f"{path}: no such file. Fix: check the path given for the prompts/corpus")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a file. Fix: give the file itself")
     try:
         return path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
@@ -94,66 +136,337 @@ def _json_line(path: Path, number: int, line: str) -> dict[str, Any]:
     return record
 
 
-def load_prompts(path: str | os.PathLike[str], *, name: str | None = None) -> TextSet:
-    """Read prompts: JSONL with ``"prompt": str`` or ``"prompt": {"text": str}`` (RealToxicityPrompts), or ``.txt``.
+def _json_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` of every non-blank line of a JSONL file."""
+    return [(number, _json_line(path, number, line)) for number, line in enumerate(_read_lines(path), start=1)
+            if line.strip()]
+
+
+def _prompt_text(path: Path, number: int, record: Mapping[str, Any]) -> str:
+    prompt = record.get("prompt")
+    if isinstance(prompt, dict):
+        prompt = prompt.get("text")
+    if not isinstance(prompt, str):
+        raise DataError(f'{path}:{number}: no prompt text; expected "prompt": "..." or "prompt": {{"text": "..."}} '
+                        f"(keys on this line: {sorted(record)[:6]})")
+    if not prompt.strip():
+        raise DataError(f"{path}:{number}: the prompt is empty. Fix: remove the line (an empty prompt cannot be "
+                        "continued)")
+    return prompt
+
+
+def read_prompts(path: str | os.PathLike[str], *, name: str | None = None, all_prompts: bool = False,
+                 role: str = "challenge") -> tuple[TextSet, FileRecord]:
+    """Read prompts and say how: JSONL ``"prompt": str`` (Lee et al.'s ``challenge_prompts.jsonl``),
+    RealToxicityPrompts' ``"prompt": {"text": ...}``, or ``.txt`` (one per line).
+
+    RealToxicityPrompts files carry ``"challenging": bool``: when any line has the field, only the
+    challenging prompts are used (the papers' 1,199 of ``prompts.jsonl``), unless ``all_prompts``.
 
     Raises:
-        DataError: missing file, malformed line (named by file and line number), or no prompts.
+        DataError: missing file, malformed or empty line (named by file and line), no prompts.
+
+    Example:
+        >>> prompts, record = read_prompts("prompts.jsonl")  # doctest: +SKIP
+        >>> record.count, record.read, record.note  # doctest: +SKIP
+        (1199, 3199, 'challenging == true only (1199 of 3199); --mt-all-prompts uses all')
+    """
+    file = Path(path)
+    note = ""
+    if file.suffix == ".txt":
+        lines = [line for line in _read_lines(file) if line.strip()]
+        texts, read, fmt = lines, len(lines), "txt, one prompt per line"
+    else:
+        records = _json_records(file)
+        read = len(records)
+        has_flag = any("challenging" in r for _, r in records)
+        nested = any(isinstance(r.get("prompt"), dict) for _, r in records)
+        fmt = "jsonl prompt.text (RealToxicityPrompts)" if nested else "jsonl prompt"
+        for number, record in records:
+            flag = record.get("challenging")
+            if flag is not None and not isinstance(flag, bool):
+                raise DataError(f'{file}:{number}: "challenging" must be true or false, got {flag!r}')
+        if has_flag and not all_prompts:
+            kept = [(n, r) for n, r in records if r.get("challenging") is True]
+            note = (f"challenging == true only ({len(kept)} of {read}); --mt-all-prompts uses all")
+            records = kept
+        elif has_flag:
+            note = f"all {read} prompts (--mt-all-prompts), challenging or not"
+        texts = [_prompt_text(file, number, record) for number, record in records]
+    if not texts:
+        raise DataError(f"{file}: contains no prompts" + (f" ({note})" if note else ""))
+    prompts = TextSet(name or file.stem, tuple(texts))
+    return prompts, FileRecord(role, str(file), file_sha256(file), fmt, len(texts), read, note)
+
+
+def load_prompts(path: str | os.PathLike[str], *, name: str | None = None, all_prompts: bool = False) -> TextSet:
+    """The prompts of :func:`read_prompts` (without its record).
 
     Example:
         >>> load_prompts("challenge.jsonl")  # doctest: +SKIP
     """
-    file = Path(path)
-    lines = _read_lines(file)
-    texts: list[str] = []
-    if file.suffix == ".txt":
-        texts = [line for line in lines if line.strip()]
-    else:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            record = _json_line(file, number, line)
-            prompt = record.get("prompt")
-            if isinstance(prompt, dict):
-                prompt = prompt.get("text")
-            if not isinstance(prompt, str):
-                raise DataError(
-                    f'{file}:{number}: no prompt text; expected "prompt": "..." or "prompt": {{"text": "..."}}'
-                )
-            texts.append(prompt)
-    if not texts:
-        raise DataError(f"{file}: contains no prompts")
-    return TextSet(name or file.stem, tuple(texts))
+    return read_prompts(path, name=name, all_prompts=all_prompts)[0]
 
 
-def load_labelled(path: str | os.PathLike[str], *, name: str | None = None) -> TextSet:
-    """Read a labelled corpus: JSONL lines ``{"text": str, "label": 0 | 1}``.
+# Field names of labelled corpora: mechtests' own, Jigsaw's (comment_text, toxic) and
+# Davidson / profanity-check's (text, is_offensive).
+TEXT_FIELDS: tuple[str, ...] = ("text", "comment_text")
+LABEL_FIELDS: tuple[str, ...] = ("label", "toxic", "is_offensive")
+
+
+def _field(record: Mapping[str, Any], names: tuple[str, ...], where: str, what: str) -> str:
+    present = [n for n in names if n in record]
+    if not present:
+        raise DataError(f"{where}: no {what} field; expected one of {list(names)} (keys here: {sorted(record)[:8]})")
+    if len(present) > 1:
+        raise DataError(f"{where}: more than one {what} field {present}; keep one so it is clear which is meant")
+    return present[0]
+
+
+def _label(value: Any, where: str, name: str) -> int:
+    if isinstance(value, str) and value.strip() in ("0", "1"):
+        value = int(value.strip())
+    if isinstance(value, float) and value in (0.0, 1.0):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value not in (0, 1):
+        raise DataError(f'{where}: "{name}" must be 0 or 1, got {value!r}')
+    return value
+
+
+def read_labelled(path: str | os.PathLike[str], *, name: str | None = None,
+                  role: str = "probe") -> tuple[TextSet, FileRecord]:
+    """Read a labelled corpus (1 = the probed class, e.g. toxic) and say how.
+
+    JSONL lines or CSV rows with a text field (``text`` or Jigsaw's ``comment_text``) and a 0/1
+    label (``label``, Jigsaw's ``toxic`` or ``is_offensive``). Both classes must be present.
+
+    Raises:
+        DataError: missing file, a line/row without the fields or with another label (named by
+            file and line), no examples, or a single class.
 
     Example:
-        >>> load_labelled("probe_data.jsonl")  # doctest: +SKIP
+        >>> data, record = read_labelled("train.csv")  # doctest: +SKIP
     """
     file = Path(path)
     texts: list[str] = []
     labels: list[int] = []
-    for number, line in enumerate(_read_lines(file), start=1):
-        if not line.strip():
-            continue
-        record = _json_line(file, number, line)
-        text, label = record.get("text"), record.get("label")
-        if not isinstance(text, str):
-            raise DataError(f'{file}:{number}: "text" must be a string')
-        if isinstance(label, bool) or not isinstance(label, int) or label not in (0, 1):
-            raise DataError(f'{file}:{number}: "label" must be 0 or 1, got {label!r}')
-        texts.append(text)
-        labels.append(label)
+    if file.suffix == ".csv":
+        import csv
+
+        lines = _read_lines(file)
+        reader = csv.DictReader(lines)
+        if reader.fieldnames is None:
+            raise DataError(f"{file}: empty CSV (no header). Fix: a header row naming the text and label columns")
+        header = {n: n for n in reader.fieldnames}
+        text_key = _field(header, TEXT_FIELDS, f"{file}:1 (header)", "text")
+        label_key = _field(header, LABEL_FIELDS, f"{file}:1 (header)", "label")
+        fmt = f"csv {text_key}/{label_key}"
+        for row in reader:
+            where = f"{file}:{reader.line_num}"
+            text = row.get(text_key)
+            if text is None:
+                raise DataError(f"{where}: the row has fewer columns than the header")
+            texts.append(text)
+            labels.append(_label(row.get(label_key), where, label_key))
+    else:
+        fmt = ""
+        for number, record in _json_records(file):
+            where = f"{file}:{number}"
+            text_key = _field(record, TEXT_FIELDS, where, "text")
+            label_key = _field(record, LABEL_FIELDS, where, "label")
+            fmt = fmt or f"jsonl {text_key}/{label_key}"
+            if not isinstance(record[text_key], str):
+                raise DataError(f'{where}: "{text_key}" must be a string')
+            texts.append(record[text_key])
+            labels.append(_label(record[label_key], where, label_key))
     if not texts:
         raise DataError(f"{file}: contains no examples")
-    return TextSet(name or file.stem, tuple(texts), tuple(labels))
+    blank = [i for i, t in enumerate(texts) if not t.strip()]
+    kept = [i for i in range(len(texts)) if texts[i].strip()]
+    note = f"{len(blank)} blank text(s) dropped" if blank else ""
+    classes = sorted({labels[i] for i in kept})
+    if classes != [0, 1]:
+        raise DataError(f"{file}: every example has label {classes} ({len(kept)} examples); a probe is trained and "
+                        "scored on both classes. Fix: include examples of label 0 and label 1")
+    data = TextSet(name or file.stem, tuple(texts[i] for i in kept), tuple(labels[i] for i in kept))
+    positive = sum(data.labels or ())
+    note = "; ".join(filter(None, [note, f"{positive} labelled 1, {len(data) - positive} labelled 0"]))
+    return data, FileRecord(role, str(file), file_sha256(file), fmt, len(data), len(texts), note)
+
+
+def load_labelled(path: str | os.PathLike[str], *, name: str | None = None) -> TextSet:
+    """The corpus of :func:`read_labelled` (without its record).
+
+    Example:
+        >>> load_labelled("probe_data.jsonl")  # doctest: +SKIP
+    """
+    return read_labelled(path, name=name)[0]
+
+
+def read_perplexity_text(path: str | os.PathLike[str], *, role: str = "perplexity") -> tuple[str, FileRecord]:
+    """Held-out text for perplexity: a text file (``.txt``, Wikitext's ``wiki.test.raw``), a
+    directory holding ``wiki.test.raw``, or a local ``datasets`` dataset directory (``save_to_disk``
+    of wikitext-2-raw-v1; its ``test`` split's ``text`` rows joined with ``"\n\n"`` as the papers do).
+
+    Raises:
+        DataError: missing, unreadable or empty.
+
+    Example:
+        >>> text, record = read_perplexity_text("wikitext-2")  # doctest: +SKIP
+    """
+    source = Path(path)
+    if not source.exists():
+        raise DataError(f"{source}: no such perplexity text. Fix: check --mt-perplexity-data")
+    if source.is_dir() and (source / "wiki.test.raw").is_file():
+        source = source / "wiki.test.raw"
+    if source.is_dir():
+        text, read, fmt = _dataset_text(source)
+    else:
+        text = "\n".join(_read_lines(source))
+        read, fmt = 1, "text file"
+    if not text.strip():
+        raise DataError(f"{source}: the perplexity text is empty. Fix: give a held-out text (e.g. wiki.test.raw)")
+    return text, FileRecord(role, str(source), file_sha256(source), fmt, 1, read,
+                            f"{len(text):,} characters" + (f" from {read} rows joined with blank lines" if read > 1 else ""))
+
+
+def _dataset_text(directory: Path) -> tuple[str, int, str]:
+    try:
+        import datasets
+    except ImportError as exc:
+        raise DataError(f"{directory}: a dataset directory needs the `datasets` package (pip install datasets); "
+                        "or give a text file such as wiki.test.raw") from exc
+    try:
+        loaded = datasets.load_from_disk(str(directory))
+    except Exception as exc:  # noqa: BLE001 - any loader failure is a data problem
+        raise DataError(f"{directory}: not a dataset saved with save_to_disk ({type(exc).__name__}: {exc}). "
+                        "Fix: give wiki.test.raw or a directory holding it") from exc
+    split = "dataset"
+    if isinstance(loaded, datasets.DatasetDict):
+        if "test" not in loaded:
+            raise DataError(f"{directory}: dataset has splits {sorted(loaded)}, no 'test'. Fix: save the test split")
+        loaded, split = loaded["test"], "test split"
+    if "text" not in loaded.column_names:
+        raise DataError(f"{directory}: dataset has columns {loaded.column_names}, no 'text'")
+    rows = list(loaded["text"])
+    return "\n\n".join(rows), len(rows), f"datasets {split}, 'text' joined with \\n\\n (papers)"
+
+
+@dataclass(frozen=True)
+class F1Items:
+    """F1 data: prompts and, where the file gives one, the true continuation (``gold``).
+
+    With ``golds[i] is None`` the prompt is a whole sentence whose first ``prompt_tokens`` tokens
+    are the prompt and whose next tokens are the truth (the embedded pair's ``f1.jsonl``);
+    otherwise ``golds[i]`` is what truly follows ``prompts[i]`` (Lee et al.'s ``wiki_samples.jsonl``;
+    a gold that repeats the prompt has it removed when read).
+
+    Example:
+        >>> items = F1Items("wiki", ("The cat",), (" sat on the mat",))
+        >>> len(items), items.golds[0]
+        (1, ' sat on the mat')
+    """
+
+    name: str
+    prompts: tuple[str, ...]
+    golds: tuple[str | None, ...]
+    origins: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prompts", tuple(self.prompts))
+        object.__setattr__(self, "golds", tuple(self.golds))
+        if len(self.golds) != len(self.prompts):
+            raise DataError(f"F1 set {self.name!r}: {len(self.prompts)} prompts but {len(self.golds)} golds")
+        object.__setattr__(self, "origins", tuple(self.origins) or tuple(f"item {i}" for i in range(len(self.prompts))))
+
+    @classmethod
+    def sentences(cls, data: TextSet) -> F1Items:
+        """Whole sentences, no gold (prompt = first tokens, truth = the next ones)."""
+        return cls(data.name, data.texts, (None,) * len(data))
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def texts(self) -> tuple[str, ...]:
+        return self.prompts
+
+    @cached_property
+    def sha256(self) -> str:
+        digest = hashlib.sha256()
+        for prompt, gold in zip(self.prompts, self.golds, strict=True):
+            for part in (prompt, "\x00none" if gold is None else gold):
+                encoded = part.encode("utf-8")
+                digest.update(len(encoded).to_bytes(8, "little") + encoded)
+        return digest.hexdigest()
+
+    def head(self, n: int) -> F1Items:
+        return F1Items(self.name, self.prompts[:n], self.golds[:n], self.origins[:n])
+
+
+def read_f1_items(path: str | os.PathLike[str], *, name: str | None = None,
+                  role: str = "f1") -> tuple[F1Items, FileRecord]:
+    """Read F1 data: JSONL ``{"prompt": sentence}`` or ``{"prompt": ..., "gold": ...}`` (Lee et al.).
+
+    Raises:
+        DataError: a line without a prompt, a gold that is not a string, or a gold with nothing
+            after the prompt (named by file and line).
+
+    Example:
+        >>> items, record = read_f1_items("wiki_samples.jsonl")  # doctest: +SKIP
+    """
+    file = Path(path)
+    records = _json_records(file)
+    prompts: list[str] = []
+    golds: list[str | None] = []
+    origins: list[str] = []
+    repeated = 0
+    for number, record in records:
+        where = f"{file}:{number}"
+        prompt = _prompt_text(file, number, record)
+        gold = record.get("gold")
+        if gold is not None:
+            if not isinstance(gold, str):
+                raise DataError(f'{where}: "gold" must be a string, got {type(gold).__name__}')
+            if gold.startswith(prompt):  # a gold that repeats its prompt (prompt + continuation)
+                gold, repeated = gold[len(prompt):], repeated + 1
+            if not gold.strip():
+                raise DataError(f'{where}: "gold" has no continuation after the prompt. Fix: give the true '
+                                "continuation of the prompt, or drop the line")
+        prompts.append(prompt)
+        golds.append(gold)
+        origins.append(where)
+    if not prompts:
+        raise DataError(f"{file}: contains no F1 items")
+    with_gold = sum(g is not None for g in golds)
+    if 0 < with_gold < len(golds):
+        raise DataError(f'{file}: {with_gold} of {len(golds)} lines have "gold"; give it on every line or none')
+    fmt = 'jsonl prompt + gold (truth = gold)' if with_gold else "jsonl prompt = sentence (truth = its next tokens)"
+    note = f"{repeated} gold(s) repeated the prompt, which was removed" if repeated else ""
+    items = F1Items(name or file.stem, tuple(prompts), tuple(golds), tuple(origins))
+    return items, FileRecord(role, str(file), file_sha256(file), fmt, len(items), len(records), note)
+
+
+Truncation = Literal["first", "last"]
+TRUNCATIONS: tuple[str, ...] = ("first", "last")
+
+
+def truncate(ids: Sequence[int], max_tokens: int, keep: Truncation = "first") -> list[int]:
+    """The first (papers' tokenizer call: ``truncation=True``) or last ``max_tokens`` tokens.
+
+    Example:
+        >>> truncate([1, 2, 3], 2), truncate([1, 2, 3], 2, "last")
+        ([1, 2], [2, 3])
+    """
+    if keep not in TRUNCATIONS:
+        raise UsageError(f"truncation must be 'first' or 'last', got {keep!r}")
+    return list(ids[:max_tokens] if keep == "first" else ids[-max_tokens:])
 
 
 def left_padded_batch(tokenizer: Any, texts: Sequence[str], *, max_tokens: int,
-                      device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokenise ``texts``, keep each one's last ``max_tokens`` tokens, and left-pad to a batch.
+                      device: str | torch.device = "cpu", keep: Truncation = "first") -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenise ``texts``, keep each one's first (or, ``keep="last"``, last) ``max_tokens`` tokens, and
+    left-pad to a batch.
 
     Returns:
         ``(input_ids [b, pos], attention_mask [b, pos])`` with real tokens flush right.
@@ -174,7 +487,7 @@ def left_padded_batch(tokenizer: Any, texts: Sequence[str], *, max_tokens: int,
     for i, ids in enumerate(encoded):
         if not ids:
             raise DataError(f"text {i} ({texts[i]!r}) has no tokens; remove empty prompts")
-        rows.append(list(ids[-max_tokens:]))
+        rows.append(truncate(ids, max_tokens, keep))
     width = max(len(row) for row in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     input_ids = torch.full((len(rows), width), int(pad), dtype=torch.long)

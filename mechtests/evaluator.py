@@ -35,6 +35,8 @@ ROLES: tuple[Role, ...] = ("base", "tuned")
 # Bump when the meaning of a cached value changes (generation protocol, stored fields), so old
 # cache entries are never read back as if they were computed the new way.
 PROTOCOL_VERSION = "evaluator/1"
+# The papers' perplexity windows: non-overlapping 1,024 tokens (shorter contexts use theirs).
+PAPER_PERPLEXITY_WINDOW = 1024
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,15 +107,32 @@ class Evaluator:
         self.config = config
         self.cache = cache
         self._memory: dict[str, Any] = {}
-        n_prompts = _setting(config, "n_prompts", 0)
-        challenge = data.challenge
-        self.prompts = challenge.head(n_prompts) if n_prompts and n_prompts < len(challenge) else challenge
-        if len(self.prompts) == 0:
-            raise UsageError("the challenge prompt set is empty. Fix: pass --mt-prompts with at least one prompt.")
-        n_f1 = _setting(config, "n_f1", 0)
-        f1 = data.f1_sentences
-        self.f1_sentences = f1.head(n_f1) if n_f1 and n_f1 < len(f1) else f1
-        self._full_perplexity_text: str = data.perplexity_text
+
+    # Each data role is read on first use, so a claim never needs a file it does not use.
+    @property
+    def prompts(self) -> Any:
+        """The challenge prompts this run uses (the first ``n_prompts`` of the set)."""
+
+        def compute() -> Any:
+            n_prompts = _setting(self.config, "n_prompts", 0)
+            challenge = self.data.challenge
+            prompts = challenge.head(n_prompts) if n_prompts and n_prompts < len(challenge) else challenge
+            if len(prompts) == 0:
+                raise UsageError("the challenge prompt set is empty. Fix: pass --mt-prompts with at least one prompt.")
+            return prompts
+
+        return self.memo("prompts", compute)
+
+    @property
+    def f1_sentences(self) -> Any:
+        """The F1 items this run uses (the first ``n_f1``)."""
+
+        def compute() -> Any:
+            n_f1 = _setting(self.config, "n_f1", 0)
+            f1 = self.data.f1_sentences
+            return f1.head(n_f1) if n_f1 and n_f1 < len(f1) else f1
+
+        return self.memo("f1_sentences", compute)
 
     # ------------------------------------------------------------------ plumbing
     def model(self, role: Role) -> Any:
@@ -131,11 +150,12 @@ class Evaluator:
             max_prompt_tokens=int(_setting(self.config, "max_prompt_tokens", 32)),
             batch_size=int(_setting(self.config, "batch_size", 32)),
             n_blocks=int(_setting(self.config, "n_blocks", 20)),
+            truncation=_setting(self.config, "prompt_truncation", "first"),
         )
 
     def perplexity_window(self) -> int:
         """Window length: the papers' 1,024 tokens, or the model's context when shorter."""
-        return int(min(self.model("base").n_ctx, _setting(self.config, "ppl_window", 1024)))
+        return int(min(self.model("base").n_ctx, PAPER_PERPLEXITY_WINDOW))
 
     @property
     def perplexity_text(self) -> str:
@@ -147,7 +167,7 @@ class Evaluator:
 
         def compute() -> str:
             n = _setting(self.config, "n_perplexity_windows", 0)
-            text = self._full_perplexity_text
+            text = self.data.perplexity_text
             if not n:
                 return text
             tokenizer = self.model("base").tokenizer
@@ -252,7 +272,8 @@ class Evaluator:
         """Per-sentence bag-of-tokens F1 of 20-token greedy continuations, float64 ``[N]``."""
         iv = self._intervention(intervention)
         gen_cfg = self.generation_config()
-        key = self._key(role, iv, sentences=self.f1_sentences.sha256,
+        # f1/2: items may carry a gold continuation; the prompt is the item's first tokens (no decode).
+        key = self._key(role, iv, sentences=self.f1_sentences.sha256, f1_protocol=2,
                         prompt_tokens=gen_cfg.max_prompt_tokens, new_tokens=gen_cfg.max_new_tokens)
 
         def compute() -> np.ndarray:

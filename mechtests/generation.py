@@ -1,6 +1,7 @@
 """Batched greedy generation with an intervention active and streamed per-neuron statistics.
 
-Protocol (PAPER.md): prompts truncated to their last ``max_prompt_tokens`` tokens, left padding
+Protocol (PAPER.md): prompts truncated to their first ``max_prompt_tokens`` tokens (the papers'
+tokenizer call, ``truncation=True``; ``truncation="last"`` keeps the end instead), left padding
 with the attention mask honoured and positions derived from it, greedy decoding for exactly
 ``max_new_tokens`` steps (no early stop at EOS, so every prompt contributes the same number of
 steps), KV cache, prompt removed from the returned text.
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
-from mechtests.data import TextSet, left_padded_batch
+from mechtests.data import TRUNCATIONS, TextSet, Truncation, left_padded_batch
 from mechtests.errors import DataError, NumericalError, UsageError
 
 if TYPE_CHECKING:
@@ -47,21 +48,25 @@ class GenerationConfig:
 
     Attributes:
         max_new_tokens: greedy steps per prompt (all prompts get exactly this many).
-        max_prompt_tokens: each prompt keeps its last this-many tokens.
+        max_prompt_tokens: each prompt keeps this many tokens (its first ones, as the papers).
         batch_size: prompts per forward pass.
         n_blocks: number of statistic blocks (prompt ``i`` -> block ``i % n_blocks``).
+        truncation: ``"first"`` (papers) or ``"last"``: which end of a longer prompt is kept.
     """
 
     max_new_tokens: int = 20
     max_prompt_tokens: int = 32
     batch_size: int = 32
     n_blocks: int = 20
+    truncation: Truncation = "first"
 
     def __post_init__(self) -> None:
         for field in ("max_new_tokens", "max_prompt_tokens", "batch_size", "n_blocks"):
             value = getattr(self, field)
             if not isinstance(value, int) or value < 1:
                 raise UsageError(f"GenerationConfig.{field} must be a positive int, got {value!r}")
+        if self.truncation not in TRUNCATIONS:
+            raise UsageError(f"GenerationConfig.truncation must be 'first' or 'last', got {self.truncation!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -169,7 +174,7 @@ def generate(model: LoadedModel, prompts: TextSet | Sequence[str], *, config: Ge
     steps = config.max_new_tokens
     # Sorting by length puts similar prompts together (less padding); batch independence
     # makes this invisible in the results, which are scattered back to input order.
-    lengths = [len(ids[-config.max_prompt_tokens:]) for ids in
+    lengths = [min(len(ids), config.max_prompt_tokens) for ids in
                model.tokenizer(list(prompts.texts), add_special_tokens=False)["input_ids"]]
     if 0 in lengths:
         empty = lengths.index(0)
@@ -188,7 +193,7 @@ def generate(model: LoadedModel, prompts: TextSet | Sequence[str], *, config: Ge
             index = order[start : start + config.batch_size]
             texts = [prompts.texts[i] for i in index]
             ids, mask = left_padded_batch(model.tokenizer, texts, max_tokens=config.max_prompt_tokens,
-                                          device=model.device)
+                                          device=model.device, keep=config.truncation)
             if collector is not None:
                 collector.block_ids = torch.tensor([i % config.n_blocks for i in index], device=model.device)
             tokens = _greedy(model, ids, mask, steps, collector)

@@ -108,6 +108,8 @@ def route(twin: Any, name: str) -> Route | None:
         return Route(twin.get_input_embeddings(), "output")
     if name == "hook_pos_embed":
         return Route(twin.transformer.wpe, "output") if gpt2 else None
+    if name == "ln_final.hook_out":
+        return Route(twin.transformer.ln_f if gpt2 else twin.model.norm, "output")
     match = _LAYER_HOOK.match(name)
     if match is None:
         return None

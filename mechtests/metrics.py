@@ -6,7 +6,8 @@
   ``(nll_sum, n_tokens)`` per window; the intervention is active over the whole forward pass,
   so it acts at every position of every window (not only position 0, the original code's bug);
 - F1: bag-of-tokens F1 of a ``new_tokens`` greedy continuation of the first ``prompt_tokens``
-  tokens of each sentence against the sentence's true next tokens.
+  tokens of each item against what truly follows them (the sentence's next tokens, or the
+  item's ``gold`` continuation).
 
 Per-sample arrays are float64 numpy on the CPU so they feed the bootstrap directly.
 
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from mechtests.data import TextSet
+from mechtests.data import F1Items, TextSet
 from mechtests.errors import DataError, NumericalError, UsageError
 
 if TYPE_CHECKING:
@@ -146,39 +147,48 @@ def bag_f1(predicted: Sequence[int], true: Sequence[int]) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def f1_scores(model: LoadedModel, sentences: TextSet, *, prompt_tokens: int = 32, new_tokens: int = 20,
+def f1_scores(model: LoadedModel, sentences: TextSet | F1Items, *, prompt_tokens: int = 32, new_tokens: int = 20,
               intervention: Any = None, batch_size: int = 32) -> np.ndarray:
-    """Bag-of-tokens F1 of each sentence's greedy continuation against its true continuation.
+    """Bag-of-tokens F1 of each item's greedy continuation against its true continuation.
 
-    Each sentence is tokenized; its first ``prompt_tokens`` tokens are the prompt, the next (up
-    to) ``new_tokens`` tokens the truth. ``new_tokens`` tokens are generated greedily with
+    The prompt is each item's first ``prompt_tokens`` tokens (as the papers' tokenizer call).
+    The truth is what follows those tokens: for a whole sentence (a ``TextSet``, or ``F1Items``
+    without gold) its next ``new_tokens`` tokens; for an item with a ``gold`` continuation (Lee et
+    al.'s ``{"prompt", "gold"}``), the prompt's own tokens beyond ``prompt_tokens`` (if any) followed
+    by the gold's, cut to ``new_tokens``. ``new_tokens`` tokens are generated greedily with
     ``mechtests.generation.generate`` (intervention active at every step), cut at the first EOS.
 
     Raises:
-        DataError: a sentence with no tokens after its prompt.
+        DataError: an item with no true continuation (named by file and line where known).
 
     Example:
         >>> f1_scores(model, TextSet("f1", sentences), prompt_tokens=32, new_tokens=20)  # doctest: +SKIP
     """
     from mechtests.generation import GenerationConfig, generate
 
-    if len(sentences) == 0:
-        raise UsageError(f"F1 sentence set {sentences.name!r} is empty")
+    items = sentences if isinstance(sentences, F1Items) else F1Items.sentences(sentences)
+    if len(items) == 0:
+        raise UsageError(f"F1 set {items.name!r} is empty")
     tok = model.tokenizer
-    encoded = tok(list(sentences.texts), add_special_tokens=False)["input_ids"]
-    prompts: list[str] = []
+    encoded = tok(list(items.prompts), add_special_tokens=False)["input_ids"]
+    gold_ids = tok([g or "" for g in items.golds], add_special_tokens=False)["input_ids"]
     truths: list[list[int]] = []
     for i, ids in enumerate(encoded):
-        if len(ids) <= prompt_tokens:
-            raise DataError(f"F1 sentence {i} of {sentences.name!r} has {len(ids)} tokens, needs more than "
-                            f"prompt_tokens={prompt_tokens}; drop short sentences")
-        prompts.append(tok.decode(ids[:prompt_tokens]))
-        truths.append(list(ids[prompt_tokens : prompt_tokens + new_tokens]))
-    config = GenerationConfig(max_new_tokens=new_tokens, max_prompt_tokens=prompt_tokens, batch_size=batch_size)
-    result = generate(model, TextSet(f"{sentences.name}:prompts", tuple(prompts)), config=config,
+        beyond = list(ids[prompt_tokens:])
+        if items.golds[i] is None:
+            if not beyond:
+                raise DataError(f"F1 {items.origins[i]} of {items.name!r} is a sentence of {len(ids)} tokens, so "
+                                f"nothing follows its first prompt_tokens={prompt_tokens} to compare with. Fix: use "
+                                'sentences longer than the prompt, or give {"prompt": ..., "gold": TRUE_CONTINUATION} lines')
+            truths.append(beyond[:new_tokens])
+        else:
+            truths.append((beyond + list(gold_ids[i]))[:new_tokens])
+    config = GenerationConfig(max_new_tokens=new_tokens, max_prompt_tokens=prompt_tokens, batch_size=batch_size,
+                              truncation="first")
+    result = generate(model, TextSet(f"{items.name}:prompts", items.prompts), config=config,
                       intervention=intervention)
     eos = tok.eos_token_id
-    scores = np.zeros(len(prompts), dtype=np.float64)
+    scores = np.zeros(len(items), dtype=np.float64)
     for i, row in enumerate(result.new_tokens.tolist()):
         if eos is not None and eos in row:
             row = row[: row.index(eos)]

@@ -187,6 +187,11 @@ class LoadedModel:
         return f"blocks.{self.n_layers - 1}.hook_resid_post"
 
     @property
+    def final_norm_hook(self) -> str:
+        """The final LayerNorm's output (Hugging Face's ``hidden_states[-1]``, what the unembedding reads)."""
+        return "ln_final.hook_out"
+
+    @property
     def embed_hooks(self) -> tuple[str, ...]:
         """Hooks whose outputs are summed into the residual stream before block 0.
 

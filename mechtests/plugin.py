@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from mechtests.config import PROFILES, PairSpec, RunConfig, Settings, Sources, read_tool_table, resolve_settings
+from mechtests.config import OPTIONS, PairSpec, RunConfig, Settings, Sources, read_tool_table, resolve_settings
 from mechtests.errors import MechtestsError
 from mechtests.errors import UsageError as MtUsageError
 
@@ -36,53 +36,18 @@ if TYPE_CHECKING:
     from mechtests.report import Figure
     from mechtests.storage import Cache
 
-# (key, metavar, help). CLI --mt-KEY, ini mt_KEY, [tool.mechtests] KEY.
-_OPTIONS: tuple[tuple[str, str | None, str], ...] = (
-    ("base", "PATH_OR_NAME", "base model: Hugging Face checkpoint directory or hub name (needs --mt-tuned); "
-     "write --mt-base=PATH: pytest reads a separate PATH as a test path when it picks the rootdir"),
-    ("tuned", "PATH_OR_NAME", "fine-tuned twin of --mt-base (same architecture and tokenizer)"),
-    ("pair", "NAME[,NAME]", "named pair(s) from [tool.mechtests.pairs.NAME]; 'default' = the embedded pair, "
-     "'custom' = --mt-base/--mt-tuned, 'all' = every configured pair (repeatable)"),
-    ("profile", "{" + ",".join(PROFILES) + "}", "sizes and resamples: smoke (fast, default), ci, full (papers' protocol)"),
-    ("device", "DEVICE", "torch device for the models: cpu (default), cuda, cuda:N, mps"),
-    ("dtype", "{float32,float64,float16,bfloat16}", "model dtype (default float32)"),
-    ("backend", "{auto,bridge}", "auto (default): run routed hooks on a weight-sharing plain Hugging Face twin, "
-     "the TransformerBridge otherwise; bridge: always the TransformerBridge (slower, every hook point)"),
-    ("seed", "INT", "seed of every random choice: bootstrap, probe split (default 0)"),
-    ("json", "PATH", "write the mechtests-report/1 JSON report to PATH"),
-    ("html", "PATH", "write a self-contained HTML report (claims table and figures) to PATH"),
-    ("save", "NAME", "store this run as baseline NAME under .mechtests/baselines/"),
-    ("compare", "NAME|PATH", "print each claim's change against a stored baseline (or report file)"),
-    ("compare_fail", "EXPR", "fail tests whose claim moved past a tolerance vs --mt-compare: comma list of "
-     "estimate:0.05 (absolute), estimate:10%% (relative), ci_low:..., ci_high:..., verdict (any flip)"),
-    ("inconclusive", "{fail,skip,pass}", "pytest outcome of an inconclusive claim (default: fail in ci/full, skip in smoke)"),
-    ("cache_dir", "DIR", "content-addressed cache of computed conditions (default .mechtests/cache)"),
-    ("cache_max_size", "SIZE", "after the run, drop least recently used cache entries beyond SIZE "
-     "(e.g. 500MB, 2GB; entries this run used are kept; default: no limit)"),
-    ("no_cache", None, "keep the cache in memory only (nothing read from or written to disk)"),
-    ("probe", "PATH", "toxicity probe file (own format or a raw [d_model] tensor .pt such as the papers' probe.pt)"),
-    ("prompts", "PATH", "challenge prompts: JSONL ('prompt' or RealToxicityPrompts' prompt.text) or .txt"),
-    ("data", "DIR", "evaluation data directory (challenge.jsonl, probe.jsonl, perplexity.txt, f1.jsonl); "
-     "default: the embedded pair's"),
-    ("scorer", "{offline,perspective,detoxify}", "toxicity scorer (default offline)"),
-    ("detoxify_path", "DIR", "local Hugging Face classifier directory for --mt-scorer detoxify "
-     "(e.g. unitary/toxic-bert saved with save_pretrained; default $MECHTESTS_DETOXIFY_PATH)"),
-    ("confidence", "LEVEL", "two-sided confidence level of every interval, in (0, 1) (default 0.95)"),
-    ("resamples", "INT", "bootstrap resamples (default per profile: 1000 / 2000 / 9999)"),
-)
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mechtests", "mechtests: mechanistic claims about a base / fine-tuned model pair")
-    for key, metavar, help_text in _OPTIONS:
-        flag = "--mt-" + key.replace("_", "-")
-        if key == "no_cache":
-            group.addoption(flag, dest="mt_no_cache", action="store_const", const=True, default=None, help=help_text)
-        elif key == "pair":
-            group.addoption(flag, dest="mt_pair", action="append", default=None, metavar=metavar, help=help_text)
+    for option in OPTIONS:
+        dest = f"mt_{option.key}"
+        if option.kind == "flag":
+            group.addoption(option.flag, dest=dest, action="store_const", const=True, default=None, help=option.help)
+        elif option.kind == "append":
+            group.addoption(option.flag, dest=dest, action="append", default=None, metavar=option.metavar,
+                            help=option.help)
         else:
-            group.addoption(flag, dest=f"mt_{key}", default=None, metavar=metavar, help=help_text)
-        parser.addini(f"mt_{key}", f"mechtests: default for {flag}", type="string", default="")
+            group.addoption(option.flag, dest=dest, default=None, metavar=option.metavar, help=option.help)
+        parser.addini(dest, f"mechtests: default for {option.flag}", type="string", default="")
 
 
 # ---- session state -----------------------------------------------------------------------------
@@ -104,6 +69,7 @@ class MechtestsState:
     figures: list[Figure] = dataclasses.field(default_factory=list)
     figure_rows: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     pairs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    eval_data: dict[str, Any] = dataclasses.field(default_factory=dict)  # pair name -> EvalData (read lazily)
     written: list[str] = dataclasses.field(default_factory=list)
     zoo: Any = None
     started: float = dataclasses.field(default_factory=time.time)  # cache entries used since are kept
@@ -128,11 +94,11 @@ _item_claims_key = pytest.StashKey[_ItemClaims]()
 
 
 def _sources(config: pytest.Config) -> Sources:
-    cli = {key: getattr(config.option, f"mt_{key}", None) for key, _, _ in _OPTIONS}
+    cli = {o.key: getattr(config.option, f"mt_{o.key}", None) for o in OPTIONS}
     ini = {}
-    for key, _, _ in _OPTIONS:
-        value = config.getini(f"mt_{key}")
-        ini[key] = value if value not in (None, "") else None
+    for o in OPTIONS:
+        value = config.getini(f"mt_{o.key}")
+        ini[o.key] = value if value not in (None, "") else None
     inipath = config.inipath
     pyproject = inipath if inipath is not None and inipath.name == "pyproject.toml" else config.rootpath / "pyproject.toml"
     tool = read_tool_table(pyproject)
@@ -160,8 +126,9 @@ def _state(config: pytest.Config) -> MechtestsState:
     except MtUsageError as exc:
         raise pytest.UsageError(f"mechtests: {exc}") from None
     for spec in settings.pairs:
-        st.pairs[spec.name] = {"base": {"source": spec.base or "mechtests.zoo", "sha256": None},
-                               "tuned": {"source": spec.tuned or "mechtests.zoo", "sha256": None}}
+        st.pairs[spec.name] = {"base": {"source": spec.base.location if spec.base else "mechtests.zoo", "sha256": None},
+                               "tuned": {"source": spec.tuned.location if spec.tuned else "mechtests.zoo",
+                                         "sha256": None}}
     config.stash[state_key] = st
     return st
 
@@ -247,32 +214,49 @@ def model_pair(mt_pair: PairSpec, mt_config: RunConfig, request: pytest.FixtureR
     from mechtests.models import load_pair
 
     st = _state(request.config)
-    if mt_pair.is_default:
-        zoo = st.zoo_pair()
-        base, tuned = str(zoo.base_dir), str(zoo.tuned_dir)
-    else:
-        base, tuned = str(mt_pair.base), str(mt_pair.tuned)
+    base, tuned = _pair_sources(st, mt_pair)
     pair = load_pair(base, tuned, name=mt_pair.name, device=mt_config.device, dtype=mt_config.torch_dtype(),
                      backend=mt_config.backend)
-    st.pairs[mt_pair.name] = {"base": {"source": base, "sha256": pair.base.fingerprint},
-                              "tuned": {"source": tuned, "sha256": pair.tuned.fingerprint}}
+    info = st.pairs.setdefault(mt_pair.name, {})
+    info.update({"base": {"source": base.location, "sha256": pair.base.fingerprint},
+                 "tuned": {"source": tuned.location, "sha256": pair.tuned.fingerprint}})
+    inputs = info.setdefault("inputs", {})
+    for role, model in (("base", pair.base), ("tuned", pair.tuned)):
+        inputs[role] = {**(model.load_record.to_dict() if model.load_record else {}), "sha256": model.fingerprint}
     return pair
+
+
+def _pair_sources(st: MechtestsState, spec: PairSpec) -> tuple[Any, Any]:
+    """The two ``ModelSource``s of a configured pair (the embedded pair's directories for ``default``)."""
+    from mechtests.checkpoints import ModelSource
+
+    if spec.base is None or spec.tuned is None:
+        zoo = st.zoo_pair()
+        return ModelSource(str(zoo.base_dir), "directory"), ModelSource(str(zoo.tuned_dir), "directory")
+    return spec.base, spec.tuned
+
+
+def _data_sources(st: MechtestsState, spec: PairSpec) -> Any:
+    """Where each data role of ``spec`` comes from (``mechtests.eval_data.resolve_sources``)."""
+    from mechtests.eval_data import resolve_sources
+    from mechtests.zoo import ZOO_DIR
+
+    directory, where = st.settings.data_directory(spec)
+    return resolve_sources(st.settings.data_paths(spec), directory, directory_where=where,
+                           default_directory=ZOO_DIR / "data", all_prompts=st.settings.all_prompts)
 
 
 @pytest.fixture(scope="session")
 def eval_data(mt_pair: PairSpec, request: pytest.FixtureRequest) -> Any:
-    """The pair's evaluation data (--mt-data, the pair's, else the zoo's); challenge prompts
-    replaced by --mt-prompts or the pair's ``prompts``."""
-    from mechtests.zoo import load_eval_data
+    """The pair's evaluation data, each role read on first use: its own option (--mt-prompts,
+    --mt-probe-data, --mt-perplexity-data, --mt-f1-data), else --mt-data's (or the pair's data
+    directory's) file, else the embedded pair's when no data directory is given."""
+    from mechtests.eval_data import EvalData
 
     st = _state(request.config)
-    # --mt-data > the pair's data = DIR > the embedded pair's data (no zoo weights needed).
-    data = load_eval_data(st.settings.data or mt_pair.data)
-    prompts = st.settings.prompts or mt_pair.prompts
-    if prompts is not None:
-        from mechtests.data import load_prompts
-
-        data = dataclasses.replace(data, challenge=load_prompts(prompts))
+    data = st.eval_data.get(mt_pair.name)
+    if data is None:
+        data = st.eval_data[mt_pair.name] = EvalData(sources=_data_sources(st, mt_pair))
     return data
 
 
@@ -280,18 +264,39 @@ def eval_data(mt_pair: PairSpec, request: pytest.FixtureRequest) -> Any:
 def probe(model_pair: Any, mt_pair: PairSpec, mt_config: RunConfig, mt_cache: Cache,
           request: pytest.FixtureRequest) -> Any:
     """The toxicity probe: --mt-probe, else the pair's, else the zoo's (default pair), else one
-    trained on the probe data with the base model (cached by base fingerprint, data and seed)."""
-    from mechtests.probes import load_probe, train_probe
+    trained on the probe data with the base model (cached by base fingerprint, data and seed).
+
+    A probe file without a bias gets one fitted on the probe data (or --mt-probe-bias), every
+    probe file's sign is checked on labelled data, and the report records what was read and done.
+    """
+    from mechtests.probes import load_probe, prepare_probe, probe_scores, train_probe
 
     st = _state(request.config)
     path = st.settings.probe or mt_pair.probe or (st.zoo_pair().probe_path if mt_pair.is_default else None)
-    if path is not None:
-        return load_probe(path, d_model=model_pair.base.d_model)
-    eval_data = request.getfixturevalue("eval_data")  # only needed (and loaded) to train one
-    key = {"protocol": "train_probe/1", "base": model_pair.base.fingerprint,
-           "data": eval_data.probe_data.sha256, "seed": mt_config.seed}
-    return mt_cache.get_or_compute("probe", key, lambda: train_probe(model_pair.base, eval_data.probe_data,
-                                                                     seed=mt_config.seed).probe)
+    inputs = st.pairs.setdefault(mt_pair.name, {}).setdefault("inputs", {})
+    eval_data = request.getfixturevalue("eval_data")
+    base = model_pair.base
+    if path is None:
+        data = eval_data.probe_data  # only needed (and read) to train one
+        key = {"protocol": "train_probe/1", "base": base.fingerprint, "data": data.sha256, "seed": mt_config.seed}
+        trained = mt_cache.get_or_compute("probe", key, lambda: train_probe(base, data, seed=mt_config.seed).probe)
+        inputs["probe"] = {"source": None, "trained": {"data": data.name, "sha256": data.sha256, "n": len(data),
+                                                       "seed": mt_config.seed}, "hook_name": trained.hook(base),
+                           "pooling": trained.pooling, "bias": trained.bias}
+        return trained
+    bias = st.settings.probe_bias if isinstance(st.settings.probe_bias, float) else None
+    loaded = load_probe(path, d_model=base.d_model, hook_name=st.settings.probe_hook, bias=bias)
+    data = eval_data.probe_data if eval_data.available("probe") else None
+
+    def scores(p: Any, texts: Any) -> Any:
+        key = {"protocol": "probe_scores/1", "base": base.fingerprint, "probe": loaded.metadata["sha256"],
+               "hook": p.hook(base), "pooling": p.pooling, "data": texts.sha256}
+        return mt_cache.get_or_compute("probe_scores", key, lambda: probe_scores(base, p, texts))
+
+    where = "--mt-probe" if st.settings.probe else f"probe of pair {mt_pair.name!r}"
+    ready, record = prepare_probe(base, loaded, data, seed=mt_config.seed, where=f"{where} {path}", scores=scores)
+    inputs["probe"] = record
+    return ready
 
 
 @pytest.fixture(scope="session")
@@ -299,7 +304,10 @@ def scorer(mt_config: RunConfig, request: pytest.FixtureRequest) -> Any:
     """The toxicity scorer named by --mt-scorer (offline classifier by default)."""
     from mechtests.scoring import make_scorer
 
-    path = _state(request.config).settings.detoxify_path
+    settings = _state(request.config).settings
+    if mt_config.scorer == "perspective":
+        return make_scorer("perspective", **settings.perspective)
+    path = settings.detoxify_path
     return make_scorer(mt_config.scorer, path=path) if path is not None else make_scorer(mt_config.scorer)
 
 

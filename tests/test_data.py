@@ -84,8 +84,11 @@ def test_left_padded_batch_known_answer() -> None:
     tok = byte_tokenizer()
     ids, mask = left_padded_batch(tok, ["abc", "z", "0123456789"], max_tokens=4)
     pad = tok.pad_token_id
-    assert ids.tolist() == [[pad, 97, 98, 99], [pad, pad, pad, 122], [54, 55, 56, 57]]
+    # The papers' tokenizer call (truncation=True) keeps a long prompt's *first* tokens.
+    assert ids.tolist() == [[pad, 97, 98, 99], [pad, pad, pad, 122], [48, 49, 50, 51]]
     assert mask.tolist() == [[0, 1, 1, 1], [0, 0, 0, 1], [1, 1, 1, 1]]
+    last, _ = left_padded_batch(tok, ["0123456789"], max_tokens=4, keep="last")
+    assert last.tolist() == [[54, 55, 56, 57]]
 
 
 def test_left_padded_batch_bad_input() -> None:
@@ -125,3 +128,90 @@ def test_masked_mean_padding_invariance(lengths: list[int], extra_pad: int, seed
     padded_x = torch.cat([torch.randn(len(lengths), extra_pad, 3, generator=gen, dtype=torch.float64) * 1e6, x], dim=1)
     padded_mask = torch.cat([torch.zeros(len(lengths), extra_pad, dtype=torch.long), mask], dim=1)
     torch.testing.assert_close(masked_mean(padded_x, padded_mask), masked_mean(x, mask), rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------- the papers' formats
+
+
+def _jsonl(path: Path, rows: list[object]) -> Path:
+    import json
+
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def test_realtoxicityprompts_uses_only_challenging_prompts(tmp_path: Path) -> None:
+    from mechtests.data import read_prompts
+
+    rows = [{"filename": f"{i}.txt", "challenging": i % 3 == 0, "prompt": {"text": f"prompt {i}", "toxicity": 0.1},
+             "continuation": {"text": "..."}} for i in range(9)]
+    path = _jsonl(tmp_path / "prompts.jsonl", rows)
+    prompts, record = read_prompts(path)
+    assert prompts.texts == ("prompt 0", "prompt 3", "prompt 6")
+    assert (record.count, record.read) == (3, 9) and "challenging == true only (3 of 9)" in record.note
+    assert record.sha256 == __import__("hashlib").sha256(path.read_bytes()).hexdigest()
+    everything, record_all = read_prompts(path, all_prompts=True)
+    assert len(everything) == 9 and record_all.count == 9 and "all 9" in record_all.note
+
+
+def test_lee_challenge_prompts_and_errors_by_line(tmp_path: Path) -> None:
+    from mechtests.data import read_prompts
+
+    prompts, record = read_prompts(_jsonl(tmp_path / "challenge_prompts.jsonl", [{"prompt": "a b"}, {"prompt": "c"}]))
+    assert prompts.texts == ("a b", "c") and record.note == "" and record.format == "jsonl prompt"
+    with pytest.raises(DataError, match=r"challenge_prompts.jsonl:2: the prompt is empty"):
+        read_prompts(_jsonl(tmp_path / "challenge_prompts.jsonl", [{"prompt": "a"}, {"prompt": "  "}]))
+    with pytest.raises(DataError, match=r"bad.jsonl:1: no prompt text.*keys on this line: \['text'\]"):
+        read_prompts(_jsonl(tmp_path / "bad.jsonl", [{"text": "a"}]))
+    with pytest.raises(DataError, match='"challenging" must be true or false'):
+        read_prompts(_jsonl(tmp_path / "rtp.jsonl", [{"challenging": "yes", "prompt": {"text": "a"}}]))
+
+
+def test_lee_wiki_samples_gold_is_the_truth(tmp_path: Path) -> None:
+    from mechtests.data import read_f1_items
+
+    items, record = read_f1_items(_jsonl(tmp_path / "wiki_samples.jsonl", [
+        {"prompt": "The cat", "gold": " sat on the mat"},
+        {"prompt": "A dog", "gold": "A dog ran away"},  # gold repeats its prompt: removed
+    ]))
+    assert items.golds == (" sat on the mat", " ran away") and "1 gold(s) repeated the prompt" in record.note
+    assert record.format.startswith("jsonl prompt + gold")
+    with pytest.raises(DataError, match=r"w.jsonl:1: \"gold\" has no continuation"):
+        read_f1_items(_jsonl(tmp_path / "w.jsonl", [{"prompt": "The cat", "gold": "The cat"}]))
+    with pytest.raises(DataError, match='1 of 2 lines have "gold"'):
+        read_f1_items(_jsonl(tmp_path / "w.jsonl", [{"prompt": "a", "gold": " b"}, {"prompt": "c"}]))
+
+
+def test_labelled_corpora_in_jigsaw_and_csv_form(tmp_path: Path) -> None:
+    from mechtests.data import read_labelled
+
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_text('id,comment_text,toxic,severe_toxic\n1,"you idiot, go",1,0\n2,thanks a lot,0,0\n', encoding="utf-8")
+    data, record = read_labelled(csv_path)
+    assert data.texts == ("you idiot, go", "thanks a lot") and data.labels == (1, 0)
+    assert record.format == "csv comment_text/toxic" and "1 labelled 1, 1 labelled 0" in record.note
+    jig = _jsonl(tmp_path / "j.jsonl", [{"comment_text": "bad", "toxic": 1}, {"comment_text": "good", "toxic": 0}])
+    assert read_labelled(jig)[0].labels == (1, 0)
+    with pytest.raises(DataError, match=r"every example has label \[1\].*both classes"):
+        read_labelled(_jsonl(tmp_path / "one.jsonl", [{"text": "a", "label": 1}, {"text": "b", "label": 1}]))
+    with pytest.raises(DataError, match=r"two.jsonl:1: more than one label field"):
+        read_labelled(_jsonl(tmp_path / "two.jsonl", [{"text": "a", "label": 1, "toxic": 1}]))
+
+
+def test_perplexity_text_from_raw_files_and_datasets_directories(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    from mechtests.data import read_perplexity_text
+
+    raw = tmp_path / "wikitext-2-raw-v1"
+    raw.mkdir()
+    (raw / "wiki.test.raw").write_text(" = Title = \n\n Some text .\n", encoding="utf-8")
+    text, record = read_perplexity_text(raw)
+    assert text == " = Title = \n\n Some text ." and record.path.endswith("wiki.test.raw")
+    rows = [" = Title = \n", "", " Some text .\n"]
+    datasets.DatasetDict({"test": datasets.Dataset.from_dict({"text": rows}),
+                          "train": datasets.Dataset.from_dict({"text": ["x"]})}).save_to_disk(str(tmp_path / "ds"))
+    joined, ds_record = read_perplexity_text(tmp_path / "ds")
+    assert joined == "\n\n".join(rows) and ds_record.read == 3 and "test split" in ds_record.format
+    (tmp_path / "empty.txt").write_text("  \n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"empty.txt: the perplexity text is empty"):
+        read_perplexity_text(tmp_path / "empty.txt")

@@ -188,8 +188,9 @@ def test_bad_role_and_empty_prompts(pair: Any, probe: Any) -> None:
     with pytest.raises(UsageError, match="role must be"):
         ev.toxicity("other")  # type: ignore[arg-type]
     data = Data(TextSet("challenge", ()), TextSet("probe", ("a", "b"), (0, 1)), "x", TextSet("f1", ("a",)))
-    with pytest.raises(UsageError, match="empty"):
-        Evaluator(pair, probe=probe, scorer=VowelScorer(), data=data, config=make_config(), cache=None)
+    empty = Evaluator(pair, probe=probe, scorer=VowelScorer(), data=data, config=make_config(), cache=None)
+    with pytest.raises(UsageError, match="empty"):  # on first use: data roles are read lazily
+        empty.toxicity("base")
 
 
 def test_block_attribution_matches_engine_attribution(pair: Any, probe: Any) -> None:

@@ -20,7 +20,7 @@ CFG = GenerationConfig(max_new_tokens=6, max_prompt_tokens=16, batch_size=3, n_b
 def _reference_greedy(model: LoadedModel, text: str, steps: int, max_prompt_tokens: int) -> tuple[list[int], torch.Tensor]:
     """Greedy decoding of one unpadded prompt by full forward passes (no cache), and the
     neuron activations at the last position of each pass: ``[steps, L, d_mlp]``."""
-    ids = model.tokenizer(text, add_special_tokens=False)["input_ids"][-max_prompt_tokens:]
+    ids = model.tokenizer(text, add_special_tokens=False)["input_ids"][:max_prompt_tokens]  # the papers keep the first tokens
     tokens = torch.tensor([ids])
     new: list[int] = []
     acts: list[torch.Tensor] = []
@@ -79,13 +79,19 @@ def test_prompt_is_removed_and_exact_steps(tiny_pairs: dict[str, ModelPair]) -> 
     assert result.new_tokens.shape[1] == CFG.max_new_tokens  # no early stop at EOS
 
 
-def test_truncation_keeps_last_prompt_tokens(tiny_pairs: dict[str, ModelPair]) -> None:
+def test_truncation_keeps_first_prompt_tokens_as_the_papers(tiny_pairs: dict[str, ModelPair]) -> None:
+    """Lee et al. tokenize with truncation=True (right side): a long prompt keeps its first tokens;
+    truncation="last" keeps its end instead."""
     model = tiny_pairs["gpt2"].base
-    long, tail = "x" * 40 + "the end of it", "the end of it"
-    cfg = GenerationConfig(max_new_tokens=4, max_prompt_tokens=len(tail), batch_size=2)
-    a = generate(model, TextSet("a", (long,)), config=cfg)
-    b = generate(model, TextSet("b", (tail,)), config=cfg)
-    assert torch.equal(a.new_tokens, b.new_tokens)
+    head, tail = "the start of it", "the end of it"
+    long = head + "x" * 40 + tail
+    cfg = GenerationConfig(max_new_tokens=4, max_prompt_tokens=len(head), batch_size=2)
+    first = generate(model, TextSet("a", (long,)), config=cfg)
+    assert torch.equal(first.new_tokens, generate(model, TextSet("b", (head,)), config=cfg).new_tokens)
+    cfg_last = GenerationConfig(max_new_tokens=4, max_prompt_tokens=len(tail), batch_size=2, truncation="last")
+    last = generate(model, TextSet("a", (long,)), config=cfg_last)
+    assert torch.equal(last.new_tokens, generate(model, TextSet("b", (tail,)), config=cfg_last).new_tokens)
+    assert not torch.equal(first.new_tokens, last.new_tokens)
 
 
 def test_intervention_active_at_every_step(tiny_pair: ModelPair) -> None:
@@ -113,7 +119,7 @@ def test_patch_from_model_per_position_during_generation(tiny_pair: ModelPair) -
     result = generate(target, PROMPTS, config=CFG, intervention=PatchFromModel(neurons, source))
     by_layer = neurons.by_layer()
     for i, text in enumerate(PROMPTS.texts):
-        tokens = torch.tensor([target.tokenizer(text, add_special_tokens=False)["input_ids"][-16:]])
+        tokens = torch.tensor([target.tokenizer(text, add_special_tokens=False)["input_ids"][:16]])
         expected: list[int] = []
         for _ in range(CFG.max_new_tokens):
             src: dict[int, torch.Tensor] = {}
@@ -174,10 +180,12 @@ def test_bad_inputs(tiny_pairs: dict[str, ModelPair]) -> None:
 
 
 def test_nan_activations_raise(tiny_checkpoints: dict[str, tuple[object, object]], tmp_path: object) -> None:
+    import contextlib
     from pathlib import Path
 
     from safetensors.torch import load_file
 
+    from mechtests.errors import CheckpointError
     from mechtests.models import load_model
     from mechtests.testing import perturbed_copy, set_weights
 
@@ -187,9 +195,21 @@ def test_nan_activations_raise(tiny_checkpoints: dict[str, tuple[object, object]
     bias = load_file(str(broken / "model.safetensors"))[name]
     bias[5] = float("nan")
     set_weights(broken, {name: bias})
-    model = load_model(broken)
+    with pytest.raises(CheckpointError, match="transformer.h.1.mlp.c_fc.bias holds 1 NaN"):
+        load_model(broken)  # NaN weights never reach generation
+
+    class NanActivations:
+        def key(self) -> str:
+            return "nan"
+
+        @contextlib.contextmanager
+        def applied(self, model):  # noqa: ANN001, ANN202
+            with model.hooks([(model.neuron_hook(1), lambda a: a * float("nan"))]):
+                yield
+
+    model = load_model(Path(str(base_dir)))
     with pytest.raises(NumericalError, match="non-finite"):
-        generate(model, PROMPTS, config=CFG, collect_stats=True)
+        generate(model, PROMPTS, config=CFG, collect_stats=True, intervention=NanActivations())
     # Without statistics the logits themselves are checked, and the first bad step is named.
     with pytest.raises(NumericalError, match="non-finite logits at generation step 0"):
-        generate(model, PROMPTS, config=CFG, collect_stats=False)
+        generate(model, PROMPTS, config=CFG, collect_stats=False, intervention=NanActivations())

@@ -92,9 +92,30 @@ def test_f1_scores_known_answer_with_constant_logits(tiny_dir: Path, tmp_path: P
     assert scores.tolist() == pytest.approx([0.25, 0.0, 1.0])
 
 
+def test_f1_scores_with_gold_continuations_known_answer(tiny_dir: Path, tmp_path: Path) -> None:
+    """Lee et al.'s {"prompt", "gold"}: the truth is the gold continuation; a prompt longer than
+    32 tokens keeps its first 32 and the truth starts with the prompt's own remaining tokens."""
+    from mechtests.data import F1Items
+
+    z = torch.zeros(VOCAB)
+    a_id = load_model(tiny_dir).tokenizer("a", add_special_tokens=False)["input_ids"][0]
+    z[a_id] = 5.0
+    model = _constant_logit_model(tiny_dir, tmp_path / "const", z)
+    items = F1Items("wiki", (
+        "x" * 10,                      # short prompt: truth = gold[:20] = 5 a's + 15 b's -> 0.25
+        "x" * 32,                      # exactly 32 tokens: truth = 20 c's -> 0.0
+        "x" * 32 + "a" * 10,           # 42 tokens: truth = the prompt's 10 a's + gold's 10 a's -> 1.0
+    ), ("aaaaa" + "b" * 15, "c" * 20, "a" * 30))
+    scores = f1_scores(model, items, prompt_tokens=32, new_tokens=20, batch_size=2)
+    assert scores.tolist() == pytest.approx([0.25, 0.0, 1.0])
+    # The same long item read as a sentence (no gold) would compare with the prompt's own tail only.
+    as_sentence = f1_scores(model, TextSet("s", ("x" * 32 + "a" * 10,)), prompt_tokens=32, new_tokens=20)
+    assert as_sentence.tolist() == pytest.approx([2 * (10 / 20) * 1.0 / (10 / 20 + 1.0)])
+
+
 def test_f1_scores_rejects_sentences_without_a_continuation(tiny_dir: Path) -> None:
     model = load_model(tiny_dir)
-    with pytest.raises(DataError, match="needs more than"):
+    with pytest.raises(DataError, match="item 0 of 'f1' is a sentence of 5 tokens, so nothing follows"):
         f1_scores(model, TextSet("f1", ("short",)), prompt_tokens=32, new_tokens=20)
 
 

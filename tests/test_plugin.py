@@ -84,7 +84,18 @@ def test_help_lists_every_option_in_one_group_with_ini_keys(pytester: pytest.Pyt
     (["--mt-seed", "-3"], "--mt-seed: '-3' is outside"),
     (["--mt-base", "gpt2"], "--mt-tuned is required together with --mt-base"),
     (["--mt-tuned", "gpt2"], "--mt-base is required together with --mt-tuned"),
-    (["--mt-base", "./nowhere", "--mt-tuned", "gpt2"], "--mt-base: './nowhere' is neither an existing checkpoint"),
+    (["--mt-base", "./nowhere", "--mt-tuned", "gpt2"], "nowhere': no such directory or file (given as --mt-base)"),
+    (["--mt-base", "models/bse", "--mt-tuned", "gpt2"], "no such directory or file (given as --mt-base); in"),
+    (["--mt-tuned", "conftest.py", "--mt-base", "gpt2"], "is a file but not a weight file"),
+    (["--mt-base", "a.pt", "--mt-tuned", "b.pt"], "both models are state-dict files"),
+    (["--mt-config-from", "gpt2"], "--mt-config-from applies to a state-dict --mt-base/--mt-tuned"),
+    (["--mt-data", "conftest.py"], "--mt-data: "),
+    (["--mt-probe-hook", "middle"], "--mt-probe-hook: 'middle' is not a probe hook"),
+    (["--mt-probe-bias", "tiny"], "--mt-probe-bias: 'tiny' is not a valid float"),
+    (["--mt-prompt-truncation", "middle"], "--mt-prompt-truncation: 'middle' is not one of first, last"),
+    (["--mt-perspective-qps", "2"], "--mt-perspective-qps is only read by the perspective scorer"),
+    (["--mt-scorer", "perspective", "--mt-perspective-qps", "0"], "--mt-perspective-qps: '0' is outside"),
+    (["--mt-scorer", "perspective", "--mt-perspective-url", "ftp://x"], "is not an http(s) URL"),
     (["--mt-probe", "missing.pt"], "--mt-probe: path"),
     (["--mt-prompts", "missing.jsonl"], "--mt-prompts: path"),
     (["--mt-data", "nodata"], "--mt-data: path"),
@@ -105,10 +116,14 @@ def test_help_lists_every_option_in_one_group_with_ini_keys(pytester: pytest.Pyt
 def test_bad_option_values_are_usage_errors_at_startup(pytester: pytest.Pytester, args: list[str],
                                                        message: str) -> None:
     pytester.makepyfile(test_mti_never="def test_never():\n    raise AssertionError('must not run')\n")
+    (pytester.path / "models" / "base").mkdir(parents=True)
+    for name in ("a.pt", "b.pt"):
+        (pytester.path / name).write_bytes(b"")
+    pytester.makeconftest("")
     result = pytester.runpytest(*args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     err = result.stderr.str()
-    assert "ERROR: mechtests: " + message in err
+    assert "ERROR: mechtests: " in err and message in err
     assert "Traceback" not in err + result.stdout.str()
 
 
@@ -380,7 +395,7 @@ import numpy as np
 def test_on_pair(mt_pair, claim):
     x = np.random.default_rng(0).normal(0.5, 0.05, 64)
     r = claim("tunable", metric="m", direction=">", threshold=0.3, samples=(x,))
-    print("PAIR", mt_pair.name, mt_pair.base, mt_pair.prompts is not None, r.threshold)
+    print("PAIR", mt_pair.name, mt_pair.base.location, mt_pair.prompts is not None, r.threshold)
 
 def test_without_pair(claim):
     claim("plain", metric="m", direction=">", threshold=0.0, estimate=1.0)

@@ -19,8 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mechtests.data import TextSet, load_labelled, load_prompts
-from mechtests.errors import CheckpointError, DataError
+from mechtests.errors import CheckpointError
+from mechtests.eval_data import EvalData, resolve_sources
 
 ZOO_DIR = Path(__file__).resolve().parent
 
@@ -35,23 +35,6 @@ class ZooPair:
     tuned_dir: Path
     probe_path: Path
     data_dir: Path
-
-
-@dataclass(frozen=True)
-class EvalData:
-    """Held-out evaluation data of a pair (PAPER.md's protocol, scaled to the zoo pair).
-
-    Attributes:
-        challenge: toxic-eliciting prompts (<= 32 tokens), continued greedily for toxicity.
-        probe_data: labelled texts (1 = offensive) for the probe.
-        perplexity_text: held-out text scored in non-overlapping windows.
-        f1_sentences: sentences whose first 32 tokens prompt a 20-token continuation.
-    """
-
-    challenge: TextSet
-    probe_data: TextSet
-    perplexity_text: str
-    f1_sentences: TextSet
 
 
 def default_pair(root: Path | None = None) -> ZooPair:
@@ -73,26 +56,19 @@ def default_pair(root: Path | None = None) -> ZooPair:
 
 
 def load_eval_data(data_dir: Path | None = None) -> EvalData:
-    """Load the held-out evaluation sets of ``data_dir`` (default: the zoo's ``data/``).
+    """The evaluation data of ``data_dir`` (default: the zoo's ``data/``), each file read on first use.
 
-    Files: ``challenge.jsonl`` and ``f1.jsonl`` (``{"prompt": ...}`` per line), ``probe.jsonl``
-    (``{"text", "label"}``), ``perplexity.txt``.
+    Files (``mechtests.eval_data.DIRECTORY_NAMES``): ``challenge.jsonl`` and ``f1.jsonl``
+    (``{"prompt": ...}`` per line), ``probe.jsonl`` (``{"text", "label"}``), ``perplexity.txt``; the
+    papers' names (``challenge_prompts.jsonl``, ``wiki_samples.jsonl``, ``wiki.test.raw``) too.
 
     Raises:
-        DataError: a file is missing or malformed (named, with the line).
+        DataError: the directory is missing or ambiguous; a file, when read, is malformed.
 
     Example:
         >>> load_eval_data().f1_sentences.name
-        'zoo-f1'
+        'f1'
     """
-    data_dir = ZOO_DIR / "data" if data_dir is None else Path(data_dir)
-    ppl = data_dir / "perplexity.txt"
-    if not ppl.is_file():
-        raise DataError(f"{ppl}: missing perplexity text. Fix: rebuild with `python -m mechtests.zoo.build` "
-                        "or pass a directory holding challenge.jsonl, probe.jsonl, perplexity.txt, f1.jsonl")
-    return EvalData(
-        challenge=load_prompts(data_dir / "challenge.jsonl", name="zoo-challenge"),
-        probe_data=load_labelled(data_dir / "probe.jsonl", name="zoo-probe"),
-        perplexity_text=ppl.read_text(encoding="utf-8"),
-        f1_sentences=load_prompts(data_dir / "f1.jsonl", name="zoo-f1"),
-    )
+    directory = ZOO_DIR / "data" if data_dir is None else Path(data_dir)
+    where = "the embedded pair's data" if data_dir is None else "--mt-data"
+    return EvalData(sources=resolve_sources({}, directory, directory_where=where, default_directory=None))
