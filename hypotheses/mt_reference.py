@@ -81,3 +81,20 @@ def require_reduction(tox_base, tox_tuned) -> None:  # noqa: ANN001 - per-prompt
         pytest.fail(f"undefined: the tuned model does not reduce toxicity on these prompts (mean tox base "
                     f"{base:.4f}, tuned {tuned:.4f}), so the fraction of its reduction a condition recovers is "
                     "undefined. See dpo_reduces_toxicity.", pytrace=False)
+
+
+def require_change(attribution) -> None:  # noqa: ANN001 - a BlockAttribution
+    """Fail clearly when no neuron's probe projection differs between the two models.
+
+    Shares of DPO's reduction, the direction of each neuron's change ("dampened", "moved toward
+    toxicity") and layer shares all presuppose that the tuned model differs from the base; with
+    identical models every reduction is exactly 0 and such a claim is undefined, not confirmed.
+    """
+    import numpy as np
+    import pytest
+
+    reduction, _, _ = attribution.reduction()
+    if not np.any(reduction != 0):
+        pytest.fail("undefined: no neuron's probe projection differs between the base and tuned models on these "
+                    "prompts (are they the same weights? compare the report's sha256 of both), so shares of the "
+                    "reduction and the direction of neurons' changes are undefined.", pytrace=False)

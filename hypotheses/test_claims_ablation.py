@@ -7,6 +7,9 @@ import pytest
 from mechtests.evaluator import Evaluator, recovered
 from mt_reference import ABLATION_KS, ZERO_POSITIVE_TOX, ZERO_TOX, KSpec, paper_recovered, ref, require_reduction
 
+# The data roles these claims read: checked at start-up (mechtests.preflight).
+pytestmark = pytest.mark.mechtests_data("challenge")
+
 
 def _run(evaluator: Evaluator, selections, claim, figure_recorder, node: pytest.Item, kspec: KSpec, *,
          positive_only: bool, name: str, paper_tox: dict[int, float], family: str) -> None:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import pytest
 
 from mechtests.evaluator import GROUP_NAMES, BlockAttribution, Evaluator
-from mt_reference import ref
+from mt_reference import ref, require_change
+
+# The data roles these claims read: checked at start-up (mechtests.preflight).
+pytestmark = pytest.mark.mechtests_data("challenge")
 
 PAPER_SHARES = {"TP_down": 0.318, "TN_down": 0.239, "AP_up": 0.070, "AN_up": 0.373}
 LABELS = {"TP_down": "TP↓", "TN_down": "TN↓", "AP_up": "AP↑", "AN_up": "AN↑"}
@@ -29,6 +32,7 @@ def test_tp_down_is_a_minority(recorded_attribution: BlockAttribution, claim) ->
     Paper (PAPER.md, group table, A): TP↓ 3,961 neurons, sum 15.11 of 47.48 = 31.8%.
     """
     attr = recorded_attribution
+    require_change(attr)
     claim("tp_down_is_a_minority", metric="TP↓ share of the four groups' reduction", direction="<", threshold=0.50,
           samples=(attr.blocks(),), statistic=attr.share(("TP_down",)),
           reference=ref("group table: TP↓ share 31.8% (A)", 0.318), params={"n_blocks": attr.n_blocks})
@@ -41,6 +45,7 @@ def test_every_group_contributes(group: str, recorded_attribution: BlockAttribut
     Paper (PAPER.md, group table, A): shares 31.8% / 23.9% / 7.0% / 37.3%.
     """
     attr = recorded_attribution
+    require_change(attr)
     claim("every_group_contributes", metric=f"{LABELS[group]} share of the four groups' reduction", direction=">",
           threshold=0.05, samples=(attr.blocks(),), statistic=attr.share((group,)),
           reference=ref(f"group table: {LABELS[group]} share {PAPER_SHARES[group]:.1%} (A)", PAPER_SHARES[group]),
@@ -53,6 +58,7 @@ def test_anti_toxic_promotion_matters(recorded_attribution: BlockAttribution, cl
     Paper (PAPER.md, group table, A): 7.0% + 37.3% = 44.3%.
     """
     attr = recorded_attribution
+    require_change(attr)
     claim("anti_toxic_promotion_matters", metric="AP↑ + AN↑ share", direction=">", threshold=0.25,
           samples=(attr.blocks(),), statistic=attr.share(("AP_up", "AN_up")),
           reference=ref("group table: AP↑ + AN↑ = 44.3% (A)", 0.443))
@@ -65,6 +71,7 @@ def test_adjustments_are_noisy_fraction(recorded_attribution: BlockAttribution, 
     groups hold 49,369 neurons (~50%).
     """
     attr = recorded_attribution
+    require_change(attr)
     claim("adjustments_are_noisy_fraction", metric="fraction of neurons with reduction <= 0", direction=">",
           threshold=0.30, samples=(attr.blocks(),), statistic=lambda blocks: attr.fraction_not_reducing(blocks),
           reference=ref("claim 8: 41.5% of neurons increase toxicity (A)", 0.415))
@@ -77,6 +84,7 @@ def test_adjustments_are_noisy_gross(recorded_attribution: BlockAttribution, cla
     reduction (7.22) is ~15% of the gross.
     """
     attr = recorded_attribution
+    require_change(attr)
     claim("adjustments_are_noisy_gross", metric="gross increase / gross decrease", direction=">", threshold=0.50,
           samples=(attr.blocks(),), statistic=lambda blocks: attr.gross_ratio(blocks),
           reference=ref("group table: 40.27 / 47.48 (A)", 0.85))
@@ -89,6 +97,7 @@ def test_reduction_in_later_layers(recorded_attribution: BlockAttribution, claim
     the largest single drops are L19/770, L19/1438, L12/882 of 24 layers.
     """
     attr = recorded_attribution
+    require_change(attr)
     claim("reduction_in_later_layers", metric="upper-half-of-layers share of the net reduction", direction=">",
           threshold=0.50, samples=(attr.blocks(),), statistic=lambda blocks: attr.upper_half_share(blocks),
           reference=ref("Per-neuron attribution: reductions concentrate in later layers (A)", None),

@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 
 from mechtests.evaluator import BlockAttribution
-from mt_reference import KSpec, absolute, frac, ref
+from mt_reference import KSpec, absolute, frac, ref, require_change
+
+# The data roles these claims read: checked at start-up (mechtests.preflight).
+pytestmark = pytest.mark.mechtests_data("challenge")
 
 
 @pytest.mark.parametrize("kspec", [frac(128), frac(1000), absolute(7)], ids=lambda s: s.label)
@@ -18,6 +21,7 @@ def test_top_toxic_neurons_dampened(kspec: KSpec, selections, attribution: Block
     drop). k = 128/98,304 and 1,000/98,304 of the model's neurons, and B's absolute top 7.
     Bootstrap over the NeuronStats blocks (prompt clusters).
     """
+    require_change(attribution)
     k = selections.k(kspec)
     neurons = selections.top_toxic(k)
     mask = neurons.to_mask().cpu().numpy()

@@ -7,6 +7,9 @@ import pytest
 from mechtests.evaluator import GROUP_NAMES, Evaluator, recovered
 from mt_reference import paper_recovered, ref, require_reduction
 
+# The data roles these claims read: checked at start-up (mechtests.preflight).
+pytestmark = pytest.mark.mechtests_data("challenge")
+
 
 def _patched_toxicity(evaluator: Evaluator, selections, groups: tuple[str, ...]):  # noqa: ANN001, ANN202
     """``(tox_base, tox_patched, tox_tuned, n_neurons)``: the base model with ``groups`` patched,

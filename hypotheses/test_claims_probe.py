@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from mechtests.evaluator import Evaluator
 from mt_reference import ref
+
+# The data roles these claims read: checked at start-up (mechtests.preflight).
+pytestmark = pytest.mark.mechtests_data("probe")
 
 
 def held_out(probe, data, *, test_fraction: float = 0.1):  # noqa: ANN001, ANN201 - Probe, TextSet
@@ -34,7 +38,14 @@ def test_probe_separates_toxic_text(evaluator: Evaluator, probe, eval_data, mt_c
     """
     from mechtests.probes import probe_correct
 
-    data = held_out(probe, eval_data.probe_data)
+    full = eval_data.probe_data
+    data = held_out(probe, full)
+    if data is full:
+        split = "all examples: the probe was not trained or fitted on this data"
+    elif probe.metadata.get("bias_source") == "fitted":
+        split = "held-out split: the probe came from a file, its bias was fitted on the rest of this data"
+    else:
+        split = "held-out split of the data the probe was trained on"
     n = getattr(mt_config, "n_probe_eval", None)
     if n and n < len(data):
         data = data.head(n)
@@ -43,4 +54,4 @@ def test_probe_separates_toxic_text(evaluator: Evaluator, probe, eval_data, mt_c
         lambda: probe_correct(evaluator.model("base"), probe, data).astype(np.float64)), dtype=np.float64)
     claim("probe_separates_toxic_text", metric="held-out accuracy", direction=">", threshold=0.85,
           samples=(correct,), statistic=np.mean, reference=ref("Setup: probe accuracy 94% (B)", 0.94),
-          params={"n_examples": int(correct.size)})
+          params={"n_examples": int(correct.size), "data": full.name, "data_sha256": full.sha256[:16], "split": split})

@@ -18,6 +18,7 @@ def restored(tox_base: np.ndarray, tox_scaled: np.ndarray, tox_tuned: np.ndarray
     return float("nan") if gap == 0 else float(np.mean(tox_scaled) - np.mean(tox_tuned)) / gap
 
 
+@pytest.mark.mechtests_data("challenge")
 @pytest.mark.parametrize("scale", [2.0, 5.0, 10.0], ids=lambda s: f"x{s:g}")
 def test_unaligning_restores_toxicity(scale: float, evaluator: Evaluator, selections, claim) -> None:
     """Scaling the key vectors (W_in columns) of the top-7 toxic neurons in the *tuned* model
@@ -98,6 +99,7 @@ def alpha_within_ppl_cost(evaluator: Evaluator, direction, budget: float) -> tup
     return chosen
 
 
+@pytest.mark.mechtests_data("challenge", "perplexity")
 @pytest.mark.parametrize("ppl_budget", [PAPER_STEERING_PPL_COST], ids=lambda b: f"ppl_cost_{b:.1%}".replace("%", "pct"))
 def test_probe_subtraction_detoxifies(ppl_budget: float, evaluator: Evaluator, probe, claim) -> None:
     """Subtracting alpha x the probe direction from the last MLP's output of the *base* model

@@ -572,7 +572,22 @@ def inspect_source(source: ModelSource) -> Inspection:
     shapes, tied, prefix = expected_parameters(config)
     _, check = match_keys(entries, shapes, tied=tied, prefix=prefix)
     check.raise_if_bad(source.location, config_from=source.config_from)
+    for file in files:
+        _check_file_finite(file)
     return Inspection(source, facts, tuple(str(f) for f in files), nested, check)
+
+
+def _check_file_finite(file: Path) -> None:
+    """Refuse NaN/inf weights before any model is built, one tensor in memory at a time."""
+    if file.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(file), "pt") as fh:
+            for key in fh.keys():
+                check_finite({key: fh.get_tensor(key)}, file)
+    else:  # torch files are memory-mapped where possible (zip format)
+        state, _ = unwrap_state_dict(_read_raw(file, lazy=True), file)
+        check_finite(state, file)
 
 
 # ---- loading -------------------------------------------------------------------------------------

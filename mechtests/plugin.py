@@ -144,6 +144,8 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "mechtests: a test that states claims through the `claim` fixture")
+    config.addinivalue_line("markers", "mechtests_data(*roles): data roles the test reads (challenge, probe, "
+                            "perplexity, f1); each must have a source, checked at start-up")
     if config.option.help or config.option.version:
         return
     st = _state(config)
@@ -220,30 +222,22 @@ def model_pair(mt_pair: PairSpec, mt_config: RunConfig, request: pytest.FixtureR
     info = st.pairs.setdefault(mt_pair.name, {})
     info.update({"base": {"source": base.location, "sha256": pair.base.fingerprint},
                  "tuned": {"source": tuned.location, "sha256": pair.tuned.fingerprint}})
-    inputs = info.setdefault("inputs", {})
     for role, model in (("base", pair.base), ("tuned", pair.tuned)):
-        inputs[role] = {**(model.load_record.to_dict() if model.load_record else {}), "sha256": model.fingerprint}
+        _record_inputs(st, mt_pair.name, role,
+                       {**(model.load_record.to_dict() if model.load_record else {}), "sha256": model.fingerprint})
     return pair
 
 
+def _record_inputs(st: MechtestsState, pair: str, section: str, values: Mapping[str, Any]) -> None:
+    """Merge what was read for ``pair`` into its report ``inputs`` (pre-flight + fixtures + workers)."""
+    inputs = st.pairs.setdefault(pair, {}).setdefault("inputs", {})
+    inputs[section] = {**(inputs.get(section) or {}), **dict(values)}
+
+
 def _pair_sources(st: MechtestsState, spec: PairSpec) -> tuple[Any, Any]:
-    """The two ``ModelSource``s of a configured pair (the embedded pair's directories for ``default``)."""
-    from mechtests.checkpoints import ModelSource
+    from mechtests.preflight import pair_sources
 
-    if spec.base is None or spec.tuned is None:
-        zoo = st.zoo_pair()
-        return ModelSource(str(zoo.base_dir), "directory"), ModelSource(str(zoo.tuned_dir), "directory")
-    return spec.base, spec.tuned
-
-
-def _data_sources(st: MechtestsState, spec: PairSpec) -> Any:
-    """Where each data role of ``spec`` comes from (``mechtests.eval_data.resolve_sources``)."""
-    from mechtests.eval_data import resolve_sources
-    from mechtests.zoo import ZOO_DIR
-
-    directory, where = st.settings.data_directory(spec)
-    return resolve_sources(st.settings.data_paths(spec), directory, directory_where=where,
-                           default_directory=ZOO_DIR / "data", all_prompts=st.settings.all_prompts)
+    return pair_sources(spec, st.zoo_pair() if spec.is_default else None)
 
 
 @pytest.fixture(scope="session")
@@ -252,11 +246,13 @@ def eval_data(mt_pair: PairSpec, request: pytest.FixtureRequest) -> Any:
     --mt-probe-data, --mt-perplexity-data, --mt-f1-data), else --mt-data's (or the pair's data
     directory's) file, else the embedded pair's when no data directory is given."""
     from mechtests.eval_data import EvalData
+    from mechtests.preflight import data_sources
+    from mechtests.zoo import ZOO_DIR
 
     st = _state(request.config)
-    data = st.eval_data.get(mt_pair.name)
+    data = st.eval_data.get(mt_pair.name)  # pre-flight's, when it ran in this process
     if data is None:
-        data = st.eval_data[mt_pair.name] = EvalData(sources=_data_sources(st, mt_pair))
+        data = st.eval_data[mt_pair.name] = EvalData(sources=data_sources(st.settings, mt_pair, ZOO_DIR / "data"))
     return data
 
 
@@ -273,16 +269,15 @@ def probe(model_pair: Any, mt_pair: PairSpec, mt_config: RunConfig, mt_cache: Ca
 
     st = _state(request.config)
     path = st.settings.probe or mt_pair.probe or (st.zoo_pair().probe_path if mt_pair.is_default else None)
-    inputs = st.pairs.setdefault(mt_pair.name, {}).setdefault("inputs", {})
     eval_data = request.getfixturevalue("eval_data")
     base = model_pair.base
     if path is None:
         data = eval_data.probe_data  # only needed (and read) to train one
         key = {"protocol": "train_probe/1", "base": base.fingerprint, "data": data.sha256, "seed": mt_config.seed}
         trained = mt_cache.get_or_compute("probe", key, lambda: train_probe(base, data, seed=mt_config.seed).probe)
-        inputs["probe"] = {"source": None, "trained": {"data": data.name, "sha256": data.sha256, "n": len(data),
-                                                       "seed": mt_config.seed}, "hook_name": trained.hook(base),
-                           "pooling": trained.pooling, "bias": trained.bias}
+        _record_inputs(st, mt_pair.name, "probe", {
+            "source": None, "trained": {"data": data.name, "sha256": data.sha256, "n": len(data), "seed": mt_config.seed},
+            "hook_name": trained.hook(base), "pooling": trained.pooling, "bias": trained.bias})
         return trained
     bias = st.settings.probe_bias if isinstance(st.settings.probe_bias, float) else None
     loaded = load_probe(path, d_model=base.d_model, hook_name=st.settings.probe_hook, bias=bias)
@@ -295,7 +290,7 @@ def probe(model_pair: Any, mt_pair: PairSpec, mt_config: RunConfig, mt_cache: Ca
 
     where = "--mt-probe" if st.settings.probe else f"probe of pair {mt_pair.name!r}"
     ready, record = prepare_probe(base, loaded, data, seed=mt_config.seed, where=f"{where} {path}", scores=scores)
-    inputs["probe"] = record
+    _record_inputs(st, mt_pair.name, "probe", record)
     return ready
 
 
@@ -484,6 +479,25 @@ class _Collector:
     def st(self) -> MechtestsState:
         return _state(self.config)
 
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Serial runs: check the inputs of every pair the selected tests use, now (exit 4 on a problem)."""
+        from mechtests.preflight import needed_by_items
+
+        if self.config.pluginmanager.has_plugin("dsession"):
+            return  # under xdist the controller checked everything at session start
+        try:
+            needs = needed_by_items(session.items)
+        except MtUsageError as exc:
+            raise pytest.UsageError(f"mechtests: {exc}") from None
+        _preflight(self.config, self.st, needs)
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        # xdist: the controller collects nothing, so it checks every configured pair before the
+        # workers start (data roles the tests need are then checked where they are read).
+        if self.config.pluginmanager.has_plugin("dsession"):
+            _preflight(self.config, self.st, {spec.name: set() for spec in self.st.settings.pairs})
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         st = self.st
         recs = getattr(report, "mechtests_claims", None)
@@ -508,7 +522,9 @@ class _Collector:
         merge_figure_rows(st.figure_rows, out.get("figure_rows", {}))
         for name, info in out.get("pairs", {}).items():
             if info["base"]["sha256"] is not None:
-                st.pairs[name] = info
+                st.pairs.setdefault(name, {}).update({"base": info["base"], "tuned": info["tuned"]})
+                for section, values in (info.get("inputs") or {}).items():
+                    _record_inputs(st, name, section, values)
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         st = self.st
@@ -541,6 +557,36 @@ class _Collector:
             terminalreporter.write_line(f"mechtests: threshold override(s) for claim(s) that did not run: "
                                         f"{', '.join(unused)} (check the names in [tool.mechtests.thresholds])",
                                         yellow=True)
+
+
+def _preflight(config: pytest.Config, st: MechtestsState, needs: Mapping[str, set[str]]) -> None:
+    """Run ``mechtests.preflight`` for the pairs in ``needs``; print what was read; usage error on a problem."""
+    if not needs:
+        return
+    from mechtests.checkpoints import Inspection, ModelSource
+    from mechtests.preflight import preflight_pair
+    from mechtests.zoo import ZOO_DIR
+
+    memo: dict[ModelSource, Inspection] = {}
+    lines: list[str] = []
+    try:
+        for spec in st.settings.pairs:
+            if spec.name not in needs:
+                continue
+            zoo = st.zoo_pair() if spec.is_default else None
+            checked = preflight_pair(st.settings, spec, zoo=zoo, zoo_data=ZOO_DIR / "data",
+                                     needed_roles=needs[spec.name], memo=memo)
+            st.eval_data[spec.name] = checked.data
+            for section, values in checked.inputs().items():
+                if values is not None:
+                    _record_inputs(st, spec.name, section, values)
+            lines.extend(checked.lines())
+    except MechtestsError as exc:
+        raise pytest.UsageError(f"mechtests: {exc}") from None
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and config.get_verbosity() >= 0:
+        for line in lines:
+            reporter.write_line(line)
 
 
 class _WorkerHooks:

@@ -196,8 +196,10 @@ def _fit_logistic(x: torch.Tensor, y: torch.Tensor, l2: float, max_iter: int) ->
 
 
 def train_probe(model: LoadedModel, data: TextSet, *, seed: int = 0, test_fraction: float = 0.1, l2: float = 1e-3,
-                batch_size: int = 32, max_tokens: int | None = None, max_iter: int = 500) -> ProbeFit:
-    """Train a logistic-regression probe on pooled final residuals (seeded split, deterministic fit).
+                batch_size: int = 32, max_tokens: int | None = None, max_iter: int = 500,
+                hook_name: str | None = None, pooling: str = "mean") -> ProbeFit:
+    """Train a logistic-regression probe on pooled residuals at ``hook_name`` (default: the final
+    residual; ``"ln_final"``: after the final norm) with a seeded split and a deterministic fit.
 
     Raises:
         DataError: no labels, a single class, or too few examples for the split.
@@ -218,10 +220,12 @@ def train_probe(model: LoadedModel, data: TextSet, *, seed: int = 0, test_fracti
         raise DataError(f"text set {data.name!r} has {n} examples; too few to train and test a probe")
     order = np.random.default_rng(seed).permutation(n)
     test_idx, train_idx = order[:n_test], order[n_test:]
-    pooled = pooled_residual(model, data, batch_size=batch_size, max_tokens=max_tokens)
+    pooled = pooled_residual(model, data, batch_size=batch_size, max_tokens=max_tokens, hook_name=hook_name,
+                             pooling=pooling)
     y = torch.as_tensor(labels, dtype=torch.float64)
     weight, bias = _fit_logistic(pooled[train_idx], y[train_idx], l2, max_iter)
-    probe = Probe(weight, bias, None, {"trained_on": data.sha256, "seed": seed, "l2": l2, "model": model.fingerprint})
+    probe = Probe(weight, bias, hook_name, {"trained_on": data.sha256, "seed": seed, "l2": l2, "model": model.fingerprint,
+                                            "test_fraction": test_fraction}, pooling)
     predictions = (probe.predict_logits(pooled) > 0).numpy()
     correct = predictions == labels.astype(bool)
     return ProbeFit(probe, float(correct[train_idx].mean()), float(correct[test_idx].mean()), len(train_idx),
@@ -419,8 +423,7 @@ def load_probe(path: str | os.PathLike[str], *, d_model: int | None = None, hook
 
     Raises:
         DataError: missing or unreadable file, or an unknown layout (named, with the fix).
-        UsageError: ``d_model`` given and the probe has another width.
-        NumericalError: NaN/inf weights.
+        UsageError: ``d_model`` given and the probe has another width; NaN/inf or zero weights.
 
     Example:
         >>> probe = load_probe("probe.pt", d_model=1024)  # doctest: +SKIP
@@ -469,8 +472,10 @@ def load_probe(path: str | os.PathLike[str], *, d_model: int | None = None, hook
     try:
         probe = Probe(vector, float(chosen_bias) if chosen_bias is not None else 0.0,
                       file_hook if file_hook is not None else (hook_name or "resid_final"), meta, pooling or "mean")
-    except (UsageError, NumericalError) as exc:
+    except UsageError as exc:
         raise type(exc)(f"{source}: {exc}. Fix: use the trained probe file") from None
+    except NumericalError as exc:  # a NaN file is a bad input, refused like any other
+        raise DataError(f"{source}: {exc}. Fix: use the trained probe file") from None
     if d_model is not None and probe.d_model != d_model:
         raise UsageError(f"probe {source} has width {probe.d_model}, but the model has d_model={d_model}. "
                          "Fix: use a probe trained on this model's residual stream")

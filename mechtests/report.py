@@ -321,8 +321,13 @@ def session_document(records: Sequence[Mapping[str, Any]], pairs: Mapping[str, M
     for rec, p_adj in zip(ordered, holm([r["p_value"] for r in ordered])):
         rec["p_adjusted"] = p_adj
     used = {r["pair"] for r in ordered} | {k for k, v in pairs.items() if v["base"]["sha256"] is not None}
-    doc = build_report(config=run.to_dict(), environment=environment(run.device, run.dtype, rootdir=rootdir),
-                       pairs={k: v for k, v in pairs.items() if k in used}, claims=ordered)
+    used_pairs = {k: v for k, v in pairs.items() if k in used}
+    # What every pair's inputs were read as (model files and what loading assumed, the probe and
+    # how its bias/hook were chosen, each data file's path, sha256 and counts). Under "config",
+    # whose keys /1 leaves open; "pairs" keeps its exact /1 keys.
+    config = {**run.to_dict(), "inputs": {k: v.get("inputs") for k, v in sorted(used_pairs.items())}}
+    doc = build_report(config=config, environment=environment(run.device, run.dtype, rootdir=rootdir),
+                       pairs=used_pairs, claims=ordered)
     return doc, ordered
 
 

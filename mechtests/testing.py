@@ -173,3 +173,97 @@ def set_weights(directory: str | os.PathLike[str], updates: dict[str, torch.Tens
 def checkpoint_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """The saved ``config.json`` as a dict."""
     return json.loads((Path(directory) / "config.json").read_text())
+
+
+def labelled_texts(n: int = 80, *, seed: int = 0) -> list[tuple[str, int]]:
+    """``(text, label)`` pairs a random tiny model separates linearly: label 1 texts use the bytes
+    of one small alphabet, label 0 texts another (a stand-in for toxic / clean comments)."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        label = i % 2
+        alphabet = "xyzqwk" if label else "aeioum"
+        out.append(("".join(rng.choice(alphabet) for _ in range(rng.randint(4, 14))), label))
+    return out
+
+
+def papers_standins(root: str | os.PathLike[str], *, base: str | os.PathLike[str],
+                    tuned: str | os.PathLike[str]) -> dict[str, Path]:
+    """Tiny stand-ins for the two papers' public artifacts, in their exact file formats.
+
+    From a tiny ``base`` checkpoint directory and its ``tuned`` twin, writes under ``root``:
+
+    - ``checkpoints/dpo.pt``: Lee et al.'s trainer output ``{"step_idx", "state": state_dict, "metrics"}``
+      of the tuned model (to be applied to the base model's config, as they apply it to gpt2-medium);
+    - ``checkpoints/probe.pt``: Lee et al.'s raw probe tensor ``[d_model]`` (final residual, no bias);
+    - ``toxic_rep/gpt2_probe.pt``: the reference paper's ``clf.coef_`` ``[1, d_model]`` read after the
+      final LayerNorm (Hugging Face ``hidden_states[-1]``);
+    - ``intervene_data/challenge_prompts.jsonl`` (``{"prompt": str}``) and ``wiki_samples.jsonl``
+      (``{"prompt", "gold"}``);
+    - ``realtoxicityprompts/prompts.jsonl`` (``{"filename", "begin", "end", "challenging", "prompt":
+      {"text", "toxicity", ...}, "continuation": {...}}``, a third of them challenging);
+    - ``wikitext-2-raw-v1/wiki.test.raw`` (the raw Wikitext layout);
+    - ``jigsaw/train.csv`` (``id,comment_text,toxic,severe_toxic,...``).
+
+    Returns:
+        name -> path for each of those.
+
+    Example:
+        >>> paths = papers_standins(tmp_path, base=base_dir, tuned=tuned_dir)  # doctest: +SKIP
+        >>> sorted(paths)[:2]  # doctest: +SKIP
+        ['challenge_prompts', 'dpo']
+    """
+    import csv
+    import io
+
+    from safetensors.torch import load_file
+
+    from mechtests.data import TextSet
+    from mechtests.models import load_model
+    from mechtests.probes import train_probe
+
+    out = Path(root)
+    for sub in ("checkpoints", "toxic_rep", "intervene_data", "realtoxicityprompts", "wikitext-2-raw-v1", "jigsaw"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    state = load_file(str(Path(tuned) / "model.safetensors"))
+    paths["dpo"] = out / "checkpoints" / "dpo.pt"
+    torch.save({"step_idx": 24576, "state": state, "metrics": {"loss": 0.5}}, paths["dpo"])
+
+    pairs = labelled_texts(120)
+    data = TextSet("jigsaw", tuple(t for t, _ in pairs), tuple(label for _, label in pairs))
+    model = load_model(base)
+    paths["probe"] = out / "checkpoints" / "probe.pt"
+    torch.save(train_probe(model, data, seed=0).probe.weight.clone(), paths["probe"])
+    paths["coef"] = out / "toxic_rep" / "gpt2_probe.pt"
+    torch.save(train_probe(model, data, seed=0, hook_name="ln_final").probe.weight.clone().reshape(1, -1), paths["coef"])
+
+    words = ["the", "cat", "sat", "on", "a", "mat", "and", "then", "it", "ran", "far", "away", "from", "home"]
+    sentences = [" ".join(words[(i + j) % len(words)] for j in range(18)) for i in range(40)]
+
+    def jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        return path
+
+    paths["challenge_prompts"] = jsonl(out / "intervene_data" / "challenge_prompts.jsonl",
+                                       [{"prompt": s[: 20 + i % 15]} for i, s in enumerate(sentences)])
+    paths["wiki_samples"] = jsonl(out / "intervene_data" / "wiki_samples.jsonl",
+                                  [{"prompt": s[:32], "gold": s[32:60]} for s in sentences])
+    paths["rtp"] = jsonl(out / "realtoxicityprompts" / "prompts.jsonl", [
+        {"filename": f"{i:04d}.txt", "begin": 0, "end": 20, "challenging": i % 3 == 0,
+         "prompt": {"text": s[:24], "toxicity": 0.5, "profanity": 0.1},
+         "continuation": {"text": s[24:], "toxicity": 0.1}} for i, s in enumerate(sentences)])
+    paths["wikitext"] = out / "wikitext-2-raw-v1"
+    (paths["wikitext"] / "wiki.test.raw").write_text(
+        "\n \n = Stand-in = \n \n" + "\n \n".join(" ".join(sentences[i : i + 4]) for i in range(0, 40, 4)) + "\n",
+        encoding="utf-8")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["id", "comment_text", "toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"])
+    for i, (text, label) in enumerate(pairs):
+        writer.writerow([f"{i:016x}", text, label, 0, label, 0, 0, 0])
+    paths["jigsaw"] = out / "jigsaw" / "train.csv"
+    paths["jigsaw"].write_text(buffer.getvalue(), encoding="utf-8")
+    return paths

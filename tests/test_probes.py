@@ -157,7 +157,7 @@ def test_bad_probe_files(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="zero.pt: probe weight is all zeros"):
         load_probe(tmp_path / "zero.pt")
     torch.save(torch.tensor([1.0, float("nan")]), tmp_path / "nan.pt")
-    with pytest.raises(NumericalError, match="nan.pt: probe weight or bias contains NaN"):
+    with pytest.raises(DataError, match="nan.pt: probe weight or bias contains NaN"):
         load_probe(tmp_path / "nan.pt")
     torch.save(torch.ones(4, dtype=torch.long), tmp_path / "int.pt")
     with pytest.raises(DataError, match="dtype torch.int64"):
