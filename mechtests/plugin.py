@@ -70,6 +70,8 @@ class MechtestsState:
     figure_rows: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     pairs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     eval_data: dict[str, Any] = dataclasses.field(default_factory=dict)  # pair name -> EvalData (read lazily)
+    scorers: list[Any] = dataclasses.field(default_factory=list)  # remote scorers, for the run summary
+    scorer_lines: list[str] = dataclasses.field(default_factory=list)  # their summaries from xdist workers
     written: list[str] = dataclasses.field(default_factory=list)
     zoo: Any = None
     started: float = dataclasses.field(default_factory=time.time)  # cache entries used since are kept
@@ -299,11 +301,32 @@ def scorer(mt_config: RunConfig, request: pytest.FixtureRequest) -> Any:
     """The toxicity scorer named by --mt-scorer (offline classifier by default)."""
     from mechtests.scoring import make_scorer
 
-    settings = _state(request.config).settings
+    st = _state(request.config)
+    settings = st.settings
     if mt_config.scorer == "perspective":
-        return make_scorer("perspective", **settings.perspective)
+        return _perspective(st, settings)
     path = settings.detoxify_path
     return make_scorer(mt_config.scorer, path=path) if path is not None else make_scorer(mt_config.scorer)
+
+
+def _perspective(st: MechtestsState, settings: Settings) -> Any:
+    """Perspective behind a per-text score cache (under the cache dir), with one QPS budget for
+    every process of the run (and any other run on this machine with the same URL and key)."""
+    import hashlib
+    import os
+    import tempfile
+
+    from mechtests.scoring import PERSPECTIVE_KEY_ENV, PERSPECTIVE_URL, PerspectiveScorer, TextScoreCache
+
+    options = dict(settings.perspective)
+    budget = f"{options.get('url', PERSPECTIVE_URL)}\n{os.environ.get(PERSPECTIVE_KEY_ENV, '')}"
+    tag = hashlib.sha256(budget.encode()).hexdigest()[:16]  # the key's hash names the budget; never the key
+    client = PerspectiveScorer(**options, rate_file=Path(tempfile.gettempdir()) / f"mechtests-perspective-{tag}.rate")
+    identity = hashlib.sha256(client.identity.encode()).hexdigest()[:16]
+    path = settings.cache_dir / "scores" / f"perspective-{identity}.jsonl" if settings.cache_dir is not None else None
+    cached = TextScoreCache(client, path)
+    st.scorers.append(cached)
+    return cached
 
 
 @pytest.fixture(scope="session")
@@ -520,6 +543,7 @@ class _Collector:
         for figure in out.get("figures", []):
             add_figure(st.figures, Figure(**figure))
         merge_figure_rows(st.figure_rows, out.get("figure_rows", {}))
+        st.scorer_lines.extend(out.get("scorer_lines", []))
         for name, info in out.get("pairs", {}).items():
             if info["base"]["sha256"] is not None:
                 st.pairs.setdefault(name, {}).update({"base": info["base"], "tuned": info["tuned"]})
@@ -548,6 +572,8 @@ class _Collector:
             terminalreporter.write_sep("-", f"mechtests: change against baseline {st.settings.compare}")
             for line in comparison_lines(sort_claims(st.records), st.baseline):
                 terminalreporter.write_line(line)
+        for line in st.scorer_lines + [f"mechtests: {s.summary()}" for s in st.scorers]:
+            terminalreporter.write_line(line)
         for line in st.written:
             terminalreporter.write_line(line)
         # A threshold override whose claim never ran is most likely a typo in pyproject.toml.
@@ -601,6 +627,8 @@ class _WorkerHooks:
             "figures": [f.to_dict() for f in st.figures],
             "figure_rows": st.figure_rows,
             "pairs": {k: v for k, v in st.pairs.items() if v["base"]["sha256"] is not None},
+            "scorer_lines": [f"mechtests: [{self.config.workerinput['workerid']}] {s.summary()}"  # type: ignore[attr-defined]
+                             for s in st.scorers],
         }
 
 

@@ -3,9 +3,10 @@
 Three implementations of the ``ToxicityScorer`` protocol:
 
 - ``OfflineScorer`` (default): ``alt-profanity-check``'s calibrated linear SVM, offline.
-- ``PerspectiveScorer``: Google's Perspective API (what both papers used); score = max over the
-  requested attributes' summary scores; rate-limited, retries on HTTP 429; key from the
-  environment (``PERSPECTIVE_API_KEY``).
+- ``PerspectiveScorer`` (``mechtests.perspective``): Google's Perspective API (what both papers
+  used); score = max over the requested attributes' summary scores; rate-limited, bounded
+  retries, key from ``PERSPECTIVE_API_KEY`` (never shown); wrap it in :class:`TextScoreCache` so
+  each distinct text is sent once and scores survive a failed run.
 - ``DetoxifyScorer``: a Detoxify-style classifier saved as a local Hugging Face
   sequence-classification checkpoint directory (e.g. ``unitary/toxic-bert`` saved with
   ``save_pretrained``); score = max over its labels' sigmoid probabilities.
@@ -24,12 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -37,14 +34,17 @@ from typing import Literal, Protocol, runtime_checkable
 import numpy as np
 
 from mechtests.errors import CheckpointError, NumericalError, UsageError
+from mechtests.perspective import (  # noqa: F401 - re-exported: the Perspective client lives in its own module
+    PERSPECTIVE_ATTRIBUTES,
+    PERSPECTIVE_KEY_ENV,
+    PERSPECTIVE_URL,
+    PerspectiveScorer,
+    ScorerError,
+    Secret,
+)
 
 ScorerName = Literal["offline", "perspective", "detoxify"]
 
-PERSPECTIVE_ATTRIBUTES: tuple[str, ...] = (
-    "TOXICITY", "SEVERE_TOXICITY", "IDENTITY_ATTACK", "INSULT", "PROFANITY", "THREAT",
-)
-PERSPECTIVE_URL = "https://commentanalyzer.googleapis.com"
-PERSPECTIVE_KEY_ENV = "PERSPECTIVE_API_KEY"
 DETOXIFY_PATH_ENV = "MECHTESTS_DETOXIFY_PATH"
 
 
@@ -118,121 +118,92 @@ class OfflineScorer:
         return _finish(predict_prob(texts), texts, self.name)
 
 
-@dataclass
-class _RateLimiter:
-    """At most ``qps`` calls per second: waits until ``1/qps`` has passed since the last call."""
+class TextScoreCache:
+    """Scores of a remote scorer cached per text, by content: each distinct text is sent once.
 
-    qps: float
-    clock: Callable[[], float]
-    sleep: Callable[[float], None]
-    _last: float | None = None
+    Wraps a scorer (``.score``, and ``.score_one`` when it has one, like Perspective's client).
+    Scores live in memory and, with ``path``, in an append-only JSONL file (one
+    ``{"sha256", "score"}`` line per text, appended under an ``fcntl`` lock as each score arrives), so
+    a run that fails at text 1,100 of 1,199 keeps the first 1,099 and its rerun sends only the rest;
+    xdist workers sharing the file share the scores. A torn last line (a killed process) is ignored.
 
-    def wait(self) -> None:
-        now = self.clock()
-        if self._last is not None:
-            gap = self._last + 1.0 / self.qps - now
-            if gap > 0:
-                self.sleep(gap)
-                now = self._last + 1.0 / self.qps
-        self._last = now
-
-
-@dataclass
-class PerspectiveScorer:
-    """Client of the Perspective API ``comments:analyze`` method.
-
-    Sends ``POST {url}/v1alpha1/comments:analyze?key=KEY`` with
-    ``{"comment": {"text": t}, "requestedAttributes": {A: {} ...}, "languages": ["en"],
-    "doNotStore": true}`` and reads ``attributeScores.A.summaryScore.value``; the score is the
-    max over the attributes (as in the papers). One request per text, at most ``qps`` per
-    second; HTTP 429 and 5xx are retried with exponential backoff (``Retry-After`` honoured).
-
-    Args:
-        api_key: the key; ``None`` reads ``PERSPECTIVE_API_KEY`` from the environment.
-        url: service root (a local server in tests).
-        attributes: attributes to request; the score is their max.
-        qps: request rate limit (Perspective's default quota is 1 per second).
-        max_retries: retries per text on 429/5xx before giving up.
-        clock, sleep: time source and sleeper (injectable so tests need no real waiting).
+    Attributes:
+        texts_scored: texts asked for (blank ones included); ``distinct``: distinct non-blank texts;
+        from_cache: distinct texts answered from memory or the file; ``requests``: what the wrapped
+        scorer reports as sent (its ``requests_sent``), else the texts it was asked to score.
 
     Example:
-        >>> scorer = PerspectiveScorer(api_key="KEY", url="http://127.0.0.1:8080", qps=1.0)
-        >>> scorer.name
-        'perspective'
+        >>> cached = TextScoreCache(OfflineScorer(), None)
+        >>> cached.score(["hi there", "hi there"]).shape, cached.distinct
+        ((2,), 1)
     """
 
-    api_key: str | None = None
-    url: str = PERSPECTIVE_URL
-    attributes: tuple[str, ...] = PERSPECTIVE_ATTRIBUTES
-    qps: float = 1.0
-    max_retries: int = 5
-    backoff_s: float = 1.0
-    timeout_s: float = 30.0
-    clock: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
-    name: str = "perspective"
+    def __init__(self, scorer: ToxicityScorer, path: str | os.PathLike[str] | None) -> None:
+        self.scorer = scorer
+        self.name = scorer.name
+        self.identity = scorer_identity(scorer)
+        self.path = Path(path) if path is not None else None
+        self._scores: dict[str, float] = {}
+        self._seen: set[str] = set()
+        self.texts_scored = 0
+        self.from_cache = 0
+        self._asked = 0
 
     @property
-    def identity(self) -> str:
-        """The service and the attributes whose maximum is the score."""
-        return f"perspective:{','.join(self.attributes)}@{self.url}"
-    _limiter: _RateLimiter = field(init=False, repr=False)
+    def distinct(self) -> int:
+        return len(self._seen)
 
-    def __post_init__(self) -> None:
-        if self.api_key is None:
-            self.api_key = os.environ.get(PERSPECTIVE_KEY_ENV)
-        if not self.api_key:
-            raise UsageError(f"the Perspective scorer needs an API key: set the environment variable "
-                             f"{PERSPECTIVE_KEY_ENV} (or pass api_key=...), or use --mt-scorer offline")
-        if not self.qps > 0 or not math.isfinite(self.qps):
-            raise UsageError(f"PerspectiveScorer qps must be a positive number, got {self.qps!r}")
-        if not self.attributes:
-            raise UsageError("PerspectiveScorer needs at least one attribute, e.g. ('TOXICITY',)")
-        self._limiter = _RateLimiter(self.qps, self.clock, self.sleep)
+    @property
+    def requests(self) -> int:
+        return int(getattr(self.scorer, "requests_sent", self._asked))
 
-    def request_body(self, text: str) -> dict:
-        """The JSON body sent for one text."""
-        return {"comment": {"text": text}, "requestedAttributes": {a: {} for a in self.attributes},
-                "languages": ["en"], "doNotStore": True}
+    def _load(self) -> None:
+        if self.path is None or not self.path.is_file():
+            return
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+                self._scores.setdefault(str(entry["sha256"]), float(entry["score"]))
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn line from a killed writer
+
+    def _store(self, digest: str, score: float) -> None:
+        self._scores[digest] = score
+        if self.path is None:
+            return
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            fh.write(json.dumps({"sha256": digest, "score": score}) + "\n")
+            fh.flush()
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
     def score(self, texts: Sequence[str]) -> np.ndarray:
         texts = _check_texts(texts)
-        scores = np.array([self._score_one(t) if t.strip() else 0.0 for t in texts], dtype=np.float64)
-        return _finish(scores, texts, self.name)
+        self.texts_scored += len(texts)
+        digests = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
+        if any(d not in self._scores for d, t in zip(digests, texts, strict=True) if t.strip()):
+            self._load()  # another process may have scored some since
+        one = getattr(self.scorer, "score_one", None)
+        for digest, text in zip(digests, texts, strict=True):
+            if not text.strip() or digest in self._seen:
+                continue
+            self._seen.add(digest)
+            if digest in self._scores:
+                self.from_cache += 1
+                continue
+            self._asked += 1
+            value = float(one(text)) if one is not None else float(self.scorer.score([text])[0])
+            self._store(digest, value)
+        return _finish(np.array([self._scores.get(d, 0.0) if t.strip() else 0.0
+                                 for d, t in zip(digests, texts, strict=True)]), texts, self.name)
 
-    def _score_one(self, text: str) -> float:
-        endpoint = f"{self.url.rstrip('/')}/v1alpha1/comments:analyze?key={self.api_key}"
-        data = json.dumps(self.request_body(text)).encode("utf-8")
-        for attempt in range(self.max_retries + 1):
-            self._limiter.wait()
-            req = urllib.request.Request(endpoint, data=data, method="POST",
-                                         headers={"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                    return self._parse(json.loads(resp.read().decode("utf-8")))
-            except urllib.error.HTTPError as err:
-                retryable = err.code == 429 or err.code >= 500
-                if not retryable or attempt == self.max_retries:
-                    detail = err.read().decode("utf-8", errors="replace")[:300]
-                    raise UsageError(f"Perspective API at {self.url} answered HTTP {err.code} "
-                                     f"after {attempt + 1} attempt(s): {detail}. Fix: check the key, "
-                                     "quota (lower qps) and attributes") from err
-                retry_after = err.headers.get("Retry-After") if err.headers else None
-                delay = float(retry_after) if retry_after else self.backoff_s * 2**attempt
-                self.sleep(delay)
-            except urllib.error.URLError as err:
-                raise UsageError(f"cannot reach the Perspective API at {self.url}: {err.reason}. "
-                                 "Fix: check the network or use --mt-scorer offline") from err
-        raise AssertionError("unreachable")  # the loop always returns or raises
-
-    def _parse(self, body: dict) -> float:
-        try:
-            values = [float(body["attributeScores"][a]["summaryScore"]["value"]) for a in self.attributes]
-        except (KeyError, TypeError, ValueError) as err:
-            raise UsageError(f"Perspective API at {self.url} answered without "
-                             f"attributeScores.<ATTR>.summaryScore.value for {self.attributes}: "
-                             f"{json.dumps(body)[:300]}") from err
-        return max(values)
+    def summary(self) -> str:
+        """One line for the run summary: requests sent vs texts scored."""
+        return (f"{self.name}: {self.texts_scored} texts scored, {self.distinct} distinct; {self.from_cache} from the "
+                f"score cache, {self.requests} request(s) sent")
 
 
 @dataclass

@@ -7,8 +7,15 @@ restore the models, so sharing them across tests is safe (and is itself tested).
 
 from __future__ import annotations
 
+import email.utils
+import json
 import os
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 from hypothesis import settings
@@ -50,3 +57,80 @@ def tiny_pairs(tiny_checkpoints: dict[str, tuple[Path, Path]]) -> dict[str, obje
 def tiny_pair(request: pytest.FixtureRequest, tiny_pairs: dict[str, object]) -> object:
     """The tiny pair of each architecture (standard GPT-2 MLP, gated Llama MLP)."""
     return tiny_pairs[request.param]
+
+
+# ---------------------------------------------------------------- a local Perspective server
+
+
+class PerspectiveServer:
+    """State of a local server that speaks the Perspective ``comments:analyze`` shape.
+
+    ``script`` is a list of answers handed out one per request before normal ones: ``"429"``
+    (Retry-After in seconds), ``"429-date"`` (Retry-After as an HTTP date), ``"500"``,
+    ``"403"`` (echoing the key in its body), ``"badjson"``, ``"slow"`` (answers after 1 s).
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.keys: list[str] = []
+        self.queries: list[str] = []
+        self.script: list[str] = []
+        self.attribute_scores: dict[str, float] = {}
+        self.refuse: set[str] = set()  # texts answered with HTTP 403 (echoing the key)
+        self.lock = threading.Lock()
+
+
+@pytest.fixture()
+def perspective() -> Iterator[tuple[str, PerspectiveServer]]:
+    """``(url, state)`` of a Perspective stand-in on 127.0.0.1, started and stopped by the test."""
+    state = PerspectiveServer()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _send(self, code: int, payload: bytes, headers: dict[str, str] | None = None) -> None:
+            self.send_response(code)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            url = urlparse(self.path)
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if url.path != "/v1alpha1/comments:analyze":
+                self.send_error(404)
+                return
+            with state.lock:
+                state.requests.append(body)
+                state.keys.append(self.headers.get("X-Goog-Api-Key", ""))
+                state.queries.append(url.query)
+                step = state.script.pop(0) if state.script else "ok"
+                if body["comment"]["text"] in state.refuse:
+                    step = "403"
+            if step == "429":
+                return self._send(429, b'{"error": {"code": 429}}', {"Retry-After": "0.25"})
+            if step == "429-date":
+                when = email.utils.formatdate(time.time() + 3, usegmt=True)
+                return self._send(429, b'{"error": {"code": 429}}', {"Retry-After": when})
+            if step in ("500", "403"):
+                return self._send(int(step), b'{"error": {"message": "key ' + state.keys[-1].encode() + b' refused"}}')
+            if step == "badjson":
+                return self._send(200, b"<html>proxy error</html>")
+            if step == "slow":
+                time.sleep(1.0)
+            scores = {a: {"summaryScore": {"value": state.attribute_scores.get(a, 0.1), "type": "PROBABILITY"}}
+                      for a in body["requestedAttributes"]}
+            self._send(200, json.dumps({"attributeScores": scores, "languages": ["en"]}).encode(),
+                       {"Content-Type": "application/json"})
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", state
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from typing import Any
 
 import numpy as np
 import pytest
@@ -57,58 +54,6 @@ def test_scorer_rejects_a_bare_string_and_unknown_names() -> None:
 # ---------------------------------------------------------------- Perspective, local server
 
 
-class _Perspective:
-    """State of a local server that speaks the Perspective ``comments:analyze`` shape."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        self.keys: list[str] = []
-        self.fail_first = 0  # answer HTTP 429 to this many requests first
-        self.attribute_scores: dict[str, float] = {}
-
-
-@pytest.fixture()
-def perspective() -> Iterator[tuple[str, _Perspective]]:
-    state = _Perspective()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            url = urlparse(self.path)
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            if url.path != "/v1alpha1/comments:analyze":
-                self.send_error(404)
-                return
-            state.requests.append(body)
-            state.keys.append(parse_qs(url.query).get("key", [""])[0])
-            if state.fail_first > 0:
-                state.fail_first -= 1
-                self.send_response(429)
-                self.send_header("Retry-After", "0.25")
-                self.end_headers()
-                self.wfile.write(b'{"error": {"code": 429, "message": "quota"}}')
-                return
-            scores = {a: {"summaryScore": {"value": state.attribute_scores.get(a, 0.1), "type": "PROBABILITY"}}
-                      for a in body["requestedAttributes"]}
-            payload = json.dumps({"attributeScores": scores, "languages": ["en"]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", state
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 class _FakeTime:
     """A clock that only moves when slept on, recording every sleep."""
 
@@ -124,15 +69,20 @@ class _FakeTime:
         self.now += seconds
 
 
-def test_perspective_request_shape_and_max_over_attributes(perspective: tuple[str, _Perspective]) -> None:
+def _client(url: str, fake: _FakeTime, **kw: object) -> PerspectiveScorer:
+    return PerspectiveScorer(api_key=kw.pop("api_key", "k123"), url=url, clock=fake.clock, sleep=fake.sleep,
+                             **{"qps": 1000.0, **kw})  # type: ignore[arg-type]
+
+
+def test_perspective_request_shape_key_in_a_header_and_max_over_attributes(
+        perspective: tuple[str, Any]) -> None:
     url, state = perspective
     state.attribute_scores = {"TOXICITY": 0.4, "INSULT": 0.9, "THREAT": 0.05}
-    fake = _FakeTime()
-    scorer = PerspectiveScorer(api_key="k123", url=url, qps=1000.0, clock=fake.clock, sleep=fake.sleep)
+    scorer = _client(url, _FakeTime())
     scores = scorer.score(["you idiot", "  "])
     assert scores.tolist() == pytest.approx([0.9, 0.0])
-    assert len(state.requests) == 1  # the blank text is never sent
-    assert state.keys == ["k123"]
+    assert len(state.requests) == 1 and scorer.requests_sent == 1  # the blank text is never sent
+    assert state.keys == ["k123"] and state.queries == [""]  # a header, never the URL
     assert state.requests[0] == {
         "comment": {"text": "you idiot"},
         "requestedAttributes": {a: {} for a in PERSPECTIVE_ATTRIBUTES},
@@ -141,40 +91,114 @@ def test_perspective_request_shape_and_max_over_attributes(perspective: tuple[st
     }
 
 
-def test_perspective_rate_limit_spaces_requests(perspective: tuple[str, _Perspective]) -> None:
+def test_perspective_key_is_never_shown(perspective: tuple[str, Any]) -> None:
+    import pickle
+
+    url, state = perspective
+    scorer = _client(url, _FakeTime(), api_key="SECRET-KEY-42")
+    assert "SECRET-KEY-42" not in repr(scorer) + str(scorer) + repr(vars(scorer))
+    state.script = ["403"]  # the server echoes the key in its error body
+    with pytest.raises(UsageError) as info:
+        scorer.score(["some text"])
+    assert "HTTP 403" in str(info.value) and "SECRET-KEY-42" not in str(info.value) and "<redacted>" in str(info.value)
+    with pytest.raises(TypeError, match="not pickled"):
+        pickle.dumps(scorer.api_key)
+
+
+def test_perspective_rate_limit_spaces_requests(perspective: tuple[str, Any]) -> None:
     url, state = perspective
     fake = _FakeTime()
-    scorer = PerspectiveScorer(api_key="k", url=url, qps=4.0, clock=fake.clock, sleep=fake.sleep)
+    scorer = _client(url, fake, qps=4.0)
     scorer.score(["a b", "c d", "e f"])
     assert len(state.requests) == 3
     # The fake clock stands still between calls, so each later request waits a full 1/qps.
     assert fake.sleeps == pytest.approx([0.25, 0.25])
 
 
-def test_perspective_retries_on_429_honouring_retry_after(perspective: tuple[str, _Perspective]) -> None:
+def test_perspective_rate_file_is_one_budget_for_every_process(tmp_path: Path) -> None:
+    """Two limiters on one file (two xdist workers) draw from one budget (deterministic clock) ..."""
+    from mechtests.perspective import _RateLimiter
+
+    fake = _FakeTime()
+    a = _RateLimiter(10.0, fake.clock, fake.sleep, tmp_path / "rate")
+    b = _RateLimiter(10.0, fake.clock, fake.sleep, tmp_path / "rate")
+    for limiter in (a, b, a, b):
+        limiter.wait()
+    assert fake.sleeps == pytest.approx([0.1, 0.1, 0.1])
+
+
+def _stamps(path: str, n: int, out: str) -> None:
+    import time
+
+    from mechtests.perspective import _RateLimiter
+
+    limiter = _RateLimiter(25.0, time.time, time.sleep, Path(path))
+    stamps = []
+    for _ in range(n):
+        limiter.wait()
+        stamps.append(time.time())
+    Path(out).write_text(json.dumps(stamps))
+
+
+def test_perspective_rate_file_spaces_requests_across_real_processes(tmp_path: Path) -> None:
+    """... and real processes do too: merged request times are >= 1/qps apart."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_stamps, args=(str(tmp_path / "rate"), 6, str(tmp_path / f"s{i}.json")))
+             for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    stamps = sorted(t for i in range(2) for t in json.loads((tmp_path / f"s{i}.json").read_text()))
+    gaps = np.diff(stamps)
+    assert len(stamps) == 12 and gaps.min() >= 1 / 25 - 0.005, gaps
+
+
+@pytest.mark.parametrize("step, expected_sleep", [("429", 0.25), ("429-date", 3.0), ("500", 1.0),
+                                                   ("badjson", 1.0)])
+def test_perspective_retries_transient_failures(perspective: tuple[str, Any], step: str,
+                                                expected_sleep: float) -> None:
     url, state = perspective
-    state.fail_first = 2
+    state.script = [step, step]
     state.attribute_scores = {"TOXICITY": 0.7}
     fake = _FakeTime()
-    scorer = PerspectiveScorer(api_key="k", url=url, qps=1000.0, clock=fake.clock, sleep=fake.sleep,
-                               attributes=("TOXICITY",))
+    # The wall clock (an HTTP-date Retry-After is read against it), sleeps recorded, not slept.
+    scorer = PerspectiveScorer(api_key="k", url=url, qps=1000.0, attributes=("TOXICITY",), sleep=fake.sleep,
+                               backoff_s=1.0)
     assert scorer.score(["text"]).tolist() == pytest.approx([0.7])
     assert len(state.requests) == 3
-    assert fake.sleeps.count(0.25) == 2  # the server's Retry-After, twice
+    waits = [w for w in fake.sleeps if w > 0.01]  # the backoffs (the rate limiter's gaps are 1 ms)
+    if step == "429-date":  # an HTTP date: the seconds until then (whole seconds in the header)
+        assert all(1.0 <= w <= 3.0 for w in waits), waits
+    elif step == "429":
+        assert waits == pytest.approx([0.25, 0.25])
+    else:  # no Retry-After: exponential backoff
+        assert waits == pytest.approx([1.0, 2.0])
 
 
-def test_perspective_gives_up_after_max_retries(perspective: tuple[str, _Perspective]) -> None:
+def test_perspective_timeout_is_retried_then_one_clear_error(perspective: tuple[str, Any]) -> None:
     url, state = perspective
-    state.fail_first = 10
+    state.script = ["slow", "slow", "slow"]
     fake = _FakeTime()
-    scorer = PerspectiveScorer(api_key="k", url=url, qps=1000.0, max_retries=2, clock=fake.clock, sleep=fake.sleep)
-    with pytest.raises(UsageError, match="HTTP 429 after 3 attempt"):
+    scorer = _client(url, fake, timeout_s=0.2, max_retries=2)
+    with pytest.raises(UsageError, match=r"no answer within 0.2 s, after 3 attempt\(s\).*--mt-perspective-timeout"):
+        scorer.score(["text"])
+
+
+def test_perspective_gives_up_after_max_retries(perspective: tuple[str, Any]) -> None:
+    url, state = perspective
+    state.script = ["429"] * 10
+    fake = _FakeTime()
+    scorer = _client(url, fake, max_retries=2)
+    with pytest.raises(UsageError, match=r"HTTP 429.*after 3 attempt"):
         scorer.score(["text"])
     assert len(state.requests) == 3
 
 
 def test_perspective_key_from_environment_or_clear_error(monkeypatch: pytest.MonkeyPatch,
-                                                         perspective: tuple[str, _Perspective]) -> None:
+                                                         perspective: tuple[str, Any]) -> None:
     url, state = perspective
     monkeypatch.delenv("PERSPECTIVE_API_KEY", raising=False)
     with pytest.raises(UsageError, match="PERSPECTIVE_API_KEY"):
@@ -185,16 +209,42 @@ def test_perspective_key_from_environment_or_clear_error(monkeypatch: pytest.Mon
     assert state.keys == ["from-env"]
 
 
-def test_perspective_malformed_answer_and_bad_options(perspective: tuple[str, _Perspective]) -> None:
+def test_perspective_malformed_answer_and_bad_options(perspective: tuple[str, Any]) -> None:
     url, _ = perspective
     fake = _FakeTime()
-    scorer = PerspectiveScorer(api_key="k", url=url, clock=fake.clock, sleep=fake.sleep)
+    scorer = _client(url, fake)
     with pytest.raises(UsageError, match="summaryScore"):
         scorer._parse({"attributeScores": {"TOXICITY": {}}})
-    with pytest.raises(UsageError, match="qps"):
-        PerspectiveScorer(api_key="k", qps=0)
+    for bad in ({"qps": 0}, {"max_retries": -1}, {"timeout_s": 0}):
+        with pytest.raises(UsageError):
+            PerspectiveScorer(api_key="k", **bad)  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="cannot reach"):
-        PerspectiveScorer(api_key="k", url="http://127.0.0.1:9", clock=fake.clock, sleep=fake.sleep).score(["x y"])
+        _client("http://127.0.0.1:9", fake, max_retries=1).score(["x y"])
+
+
+def test_text_score_cache_sends_each_distinct_text_once_and_survives_a_failure(
+        perspective: tuple[str, Any], tmp_path: Path) -> None:
+    from mechtests.scoring import TextScoreCache
+
+    url, state = perspective
+    fake = _FakeTime()
+    texts = [f"text {i % 7}" for i in range(20)] + ["", "text 0"]  # 7 distinct non-blank texts
+    first = TextScoreCache(_client(url, fake, max_retries=0), tmp_path / "scores.jsonl")
+    state.script = ["ok"] * 4 + ["500"]  # the 5th distinct text fails
+    with pytest.raises(UsageError, match="HTTP 500"):
+        first.score(texts)
+    assert len(state.requests) == 5
+    rerun = TextScoreCache(_client(url, fake), tmp_path / "scores.jsonl")  # a new process, same file
+    scores = rerun.score(texts)
+    assert len(state.requests) == 5 + 3  # only the 3 texts without a stored score are sent again
+    assert scores.shape == (22,) and scores[20] == 0.0 and np.all(scores[:20] == pytest.approx(0.1))
+    assert (rerun.texts_scored, rerun.distinct, rerun.from_cache, rerun.requests) == (22, 7, 4, 3)
+    assert "22 texts scored, 7 distinct; 4 from the score cache, 3 request(s) sent" in rerun.summary()
+    with (tmp_path / "scores.jsonl").open("a") as fh:
+        fh.write('{"sha256": "torn')  # a writer killed mid-line is ignored
+    again = TextScoreCache(_client(url, fake), tmp_path / "scores.jsonl")
+    np.testing.assert_array_equal(again.score(texts), scores)
+    assert len(state.requests) == 8
 
 
 # ---------------------------------------------------------------- Detoxify-style checkpoints
