@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 
 from mechtests.evaluator import Evaluator
@@ -35,6 +38,11 @@ def test_weights_stay_close(evaluator: Evaluator, claim) -> None:
     from mechtests.stats import Estimate
 
     cosines = matrix_cosines(evaluator)
+    undefined = sorted(name for name, value in cosines.items() if not math.isfinite(value))
+    if undefined or not cosines:
+        # min() would silently step over a NaN cosine (a zero or non-finite matrix).
+        pytest.fail(f"undefined: the cosine of {undefined or 'every matrix'} is not a number (zero or non-finite "
+                    "weights), so the smallest cosine over the weight matrices is undefined.", pytrace=False)
     worst = min(cosines, key=cosines.__getitem__)
     claim("weights_stay_close", metric="min cosine(base W, tuned W) over weight matrices", direction=">",
           threshold=0.99, estimate=Estimate.exact(cosines[worst]),

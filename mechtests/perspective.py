@@ -92,7 +92,8 @@ class _RateLimiter:
     path: Path | None = None
     _next: float | None = None
 
-    def wait(self) -> None:
+    def wait(self) -> float:
+        """Sleep until this call's slot; returns the slot's time (slots are >= 1/qps apart)."""
         gap = 1.0 / self.qps
         with self._locked() as slot:
             now = self.clock()
@@ -100,6 +101,7 @@ class _RateLimiter:
             self._store(start + gap)
         if start > now:
             self.sleep(start - now)
+        return start
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[float | None]:

@@ -519,7 +519,9 @@ class _Collector:
         # xdist: the controller collects nothing, so it checks every configured pair before the
         # workers start (data roles the tests need are then checked where they are read).
         if self.config.pluginmanager.has_plugin("dsession"):
-            _preflight(self.config, self.st, {spec.name: set() for spec in self.st.settings.pairs})
+            from mechtests.preflight import EVERYTHING
+
+            _preflight(self.config, self.st, {spec.name: set(EVERYTHING) for spec in self.st.settings.pairs})
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         st = self.st
@@ -597,7 +599,7 @@ def _preflight(config: pytest.Config, st: MechtestsState, needs: Mapping[str, se
     lines: list[str] = []
     try:
         for spec in st.settings.pairs:
-            if spec.name not in needs:
+            if not needs.get(spec.name):
                 continue
             zoo = st.zoo_pair() if spec.is_default else None
             checked = preflight_pair(st.settings, spec, zoo=zoo, zoo_data=ZOO_DIR / "data",

@@ -27,7 +27,9 @@ from mechtests.errors import UsageError
 from mechtests.eval_data import ROLE_OPTIONS, ROLES, EvalData, resolve_sources
 
 DATA_MARKER = "mechtests_data"
-USES_PROBE = "@probe"  # in needed roles: a selected test uses the probe fixture
+# In the needs of a pair, besides data roles: which fixtures the selected tests use (transitively).
+USES_MODELS, USES_DATA, USES_PROBE = "@models", "@data", "@probe"
+EVERYTHING = frozenset({USES_MODELS, USES_DATA, USES_PROBE})
 
 
 @dataclass
@@ -35,8 +37,8 @@ class CheckedPair:
     """What pre-flight found for one pair: the inspected models, probe facts and the data read."""
 
     name: str
-    base: Inspection
-    tuned: Inspection
+    base: Inspection | None
+    tuned: Inspection | None
     data: EvalData
     probe: dict[str, Any] | None = None
     lines_: list[str] = field(default_factory=list)
@@ -50,8 +52,10 @@ class CheckedPair:
                     "dropped_keys": list(ins.check.dropped), "model_type": ins.facts.model_type,
                     "n_layers": ins.facts.n_layers, "d_model": ins.facts.d_model, "d_mlp": ins.facts.d_mlp}
 
-        return {"base": model(self.base), "tuned": model(self.tuned), "probe": self.probe,
-                "data": self.data.provenance()}
+        out: dict[str, Any] = {"probe": self.probe, "data": self.data.provenance()}
+        if self.base is not None and self.tuned is not None:
+            out.update(base=model(self.base), tuned=model(self.tuned))
+        return out
 
     def lines(self) -> list[str]:
         return list(self.lines_)
@@ -93,35 +97,44 @@ def preflight_pair(settings: Settings, spec: PairSpec, *, zoo: Any, zoo_data: Pa
     """Check one pair and its data (module docstring).
 
     Args:
-        needed_roles: data roles the selected tests declare; each must have a source. ``None``:
-            nothing is required beyond what is given.
+        needed_roles: what the selected tests use: data roles they declare (each must have a
+            source) and the ``USES_*`` flags (models, data, probe fixtures). ``None``: everything.
 
     Raises:
         UsageError (CheckpointError, IncompatiblePairError, DataError): the first problem found.
     """
     memo = {} if memo is None else memo
-    base_src, tuned_src = pair_sources(spec, zoo)
-    base, tuned = _inspect(base_src, memo), _inspect(tuned_src, memo)
-    where = f"pair {spec.name!r}: base={base_src.location}, tuned={tuned_src.location}"
-    compare_facts(base.facts, tuned.facts, where=where)
+    needed = set(EVERYTHING if needed_roles is None else needed_roles)
     run = settings.run
-    needed_ctx = run.max_prompt_tokens + run.max_new_tokens
-    if needed_ctx > base.facts.n_ctx:
-        raise UsageError(f"{where}: the models' context is {base.facts.n_ctx} tokens, but the protocol needs "
-                         f"{run.max_prompt_tokens} prompt + {run.max_new_tokens} generated = {needed_ctx}. "
-                         "Fix: use models with a context of at least that many tokens")
-    lines = [f"mechtests: pair {spec.name}:", _describe("base", base), _describe("tuned", tuned)]
+    lines = [f"mechtests: pair {spec.name}:"]
+    base = tuned = None
+    if USES_MODELS in needed:
+        base_src, tuned_src = pair_sources(spec, zoo)
+        base, tuned = _inspect(base_src, memo), _inspect(tuned_src, memo)
+        where = f"pair {spec.name!r}: base={base_src.location}, tuned={tuned_src.location}"
+        compare_facts(base.facts, tuned.facts, where=where)
+        needed_ctx = run.max_prompt_tokens + run.max_new_tokens
+        if needed_ctx > base.facts.n_ctx:
+            raise UsageError(f"{where}: the models' context is {base.facts.n_ctx} tokens, but the protocol needs "
+                             f"{run.max_prompt_tokens} prompt + {run.max_new_tokens} generated = {needed_ctx}. "
+                             "Fix: use models with a context of at least that many tokens")
+        lines += [_describe("base", base), _describe("tuned", tuned)]
     data = EvalData(sources=data_sources(settings, spec, zoo_data))
-    for role in ROLES:
-        if data.available(role):
-            data.load(role)  # parse now: a malformed file is a start-up error, and counts are known
-    needed = set(needed_roles or ())
-    for role in sorted(needed - {USES_PROBE} - {r for r in ROLES if data.available(r)}):
-        data.load(role)  # raises the DataError that names the option providing it
+    roles = needed & set(ROLES)
+    if USES_DATA in needed or roles:
+        for role in ROLES:
+            if data.available(role):
+                data.load(role)  # parse now: a malformed file is a start-up error, and counts are known
+        for role in sorted(roles - {r for r in ROLES if data.available(r)}):
+            data.load(role)  # raises the DataError that names the option providing it
     checked = CheckedPair(spec.name, base, tuned, data)
-    checked.probe = _check_probe(settings, spec, zoo, base, data, lines, needed=USES_PROBE in needed)
+    if base is not None:
+        checked.probe = _check_probe(settings, spec, zoo, base, data, lines, needed=USES_PROBE in needed)
     used = {"challenge": run.n_prompts, "f1": run.n_f1, "probe": run.n_probe_eval}
     units = {"challenge": "prompts", "probe": "labelled texts", "f1": "items"}
+    if not (USES_DATA in needed or roles):
+        checked.lines_ = lines
+        return checked
     for role, info in data.provenance().items():
         if info.get("sha256"):
             size = f", {info['count']} {units[role]}" if role in units else ""
@@ -181,8 +194,9 @@ def needed_by_items(items: Iterable[Any]) -> dict[str, set[str]]:
         if pair is None:
             continue
         roles = needs.setdefault(str(pair), set())
-        if "probe" in getattr(item, "fixturenames", ()):
-            roles.add(USES_PROBE)
+        names = set(getattr(item, "fixturenames", ()))
+        roles.update(flag for flag, fixture in ((USES_MODELS, "model_pair"), (USES_DATA, "eval_data"),
+                                                (USES_PROBE, "probe")) if fixture in names)
         for mark in item.iter_markers(DATA_MARKER):
             for role in mark.args:
                 if role not in ROLES:

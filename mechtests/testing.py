@@ -200,12 +200,12 @@ def papers_standins(root: str | os.PathLike[str], *, base: str | os.PathLike[str
     - ``checkpoints/probe.pt``: Lee et al.'s raw probe tensor ``[d_model]`` (final residual, no bias);
     - ``toxic_rep/gpt2_probe.pt``: the reference paper's ``clf.coef_`` ``[1, d_model]`` read after the
       final LayerNorm (Hugging Face ``hidden_states[-1]``);
-    - ``intervene_data/challenge_prompts.jsonl`` (``{"prompt": str}``) and ``wiki_samples.jsonl``
+    - ``data/intervene_data/challenge_prompts.jsonl`` (``{"prompt": str}``) and ``wiki_samples.jsonl``
       (``{"prompt", "gold"}``);
-    - ``realtoxicityprompts/prompts.jsonl`` (``{"filename", "begin", "end", "challenging", "prompt":
+    - ``data/realtoxicityprompts/prompts.jsonl`` (``{"filename", "begin", "end", "challenging", "prompt":
       {"text", "toxicity", ...}, "continuation": {...}}``, a third of them challenging);
-    - ``wikitext-2-raw-v1/wiki.test.raw`` (the raw Wikitext layout);
-    - ``jigsaw/train.csv`` (``id,comment_text,toxic,severe_toxic,...``).
+    - ``data/wikitext-2-raw-v1/wiki.test.raw`` (the raw Wikitext layout);
+    - ``data/jigsaw/train.csv`` (``id,comment_text,toxic,severe_toxic,...``).
 
     Returns:
         name -> path for each of those.
@@ -225,7 +225,9 @@ def papers_standins(root: str | os.PathLike[str], *, base: str | os.PathLike[str
     from mechtests.probes import train_probe
 
     out = Path(root)
-    for sub in ("checkpoints", "toxic_rep", "intervene_data", "realtoxicityprompts", "wikitext-2-raw-v1", "jigsaw"):
+    data_dir = out / "data"
+    for sub in ("checkpoints", "toxic_rep", "data/intervene_data", "data/realtoxicityprompts", "data/wikitext-2-raw-v1",
+                "data/jigsaw"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     state = load_file(str(Path(tuned) / "model.safetensors"))
@@ -247,15 +249,15 @@ def papers_standins(root: str | os.PathLike[str], *, base: str | os.PathLike[str
         path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         return path
 
-    paths["challenge_prompts"] = jsonl(out / "intervene_data" / "challenge_prompts.jsonl",
+    paths["challenge_prompts"] = jsonl(data_dir / "intervene_data" / "challenge_prompts.jsonl",
                                        [{"prompt": s[: 20 + i % 15]} for i, s in enumerate(sentences)])
-    paths["wiki_samples"] = jsonl(out / "intervene_data" / "wiki_samples.jsonl",
+    paths["wiki_samples"] = jsonl(data_dir / "intervene_data" / "wiki_samples.jsonl",
                                   [{"prompt": s[:32], "gold": s[32:60]} for s in sentences])
-    paths["rtp"] = jsonl(out / "realtoxicityprompts" / "prompts.jsonl", [
+    paths["rtp"] = jsonl(data_dir / "realtoxicityprompts" / "prompts.jsonl", [
         {"filename": f"{i:04d}.txt", "begin": 0, "end": 20, "challenging": i % 3 == 0,
          "prompt": {"text": s[:24], "toxicity": 0.5, "profanity": 0.1},
          "continuation": {"text": s[24:], "toxicity": 0.1}} for i, s in enumerate(sentences)])
-    paths["wikitext"] = out / "wikitext-2-raw-v1"
+    paths["wikitext"] = data_dir / "wikitext-2-raw-v1"
     (paths["wikitext"] / "wiki.test.raw").write_text(
         "\n \n = Stand-in = \n \n" + "\n \n".join(" ".join(sentences[i : i + 4]) for i in range(0, 40, 4)) + "\n",
         encoding="utf-8")
@@ -264,6 +266,6 @@ def papers_standins(root: str | os.PathLike[str], *, base: str | os.PathLike[str
     writer.writerow(["id", "comment_text", "toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"])
     for i, (text, label) in enumerate(pairs):
         writer.writerow([f"{i:016x}", text, label, 0, label, 0, 0, 0])
-    paths["jigsaw"] = out / "jigsaw" / "train.csv"
+    paths["jigsaw"] = data_dir / "jigsaw" / "train.csv"
     paths["jigsaw"].write_text(buffer.getvalue(), encoding="utf-8")
     return paths

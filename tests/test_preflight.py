@@ -22,7 +22,7 @@ INNER = """
 import pytest
 
 @pytest.mark.mechtests_data("challenge", "f1")
-def test_never(mt_pair):
+def test_never(model_pair, eval_data, probe):
     raise AssertionError("must not run: pre-flight should have refused the inputs")
 """
 
@@ -185,6 +185,15 @@ def test_a_probe_without_bias_needs_data_or_an_option(pytester: pytest.Pytester,
     args = [f"--mt-base={ckpts['base']}", f"--mt-tuned={ckpts['tuned']}", "--mt-data=data", "--mt-probe=probe.pt"]
     _assert_one_usage_error(pytester.runpytest(*args), "the file has no bias and there is no labelled probe data")
     pytester.runpytest(*args, "--mt-probe-bias=0.5").assert_outcomes(passed=1)
+
+
+def test_a_test_reading_only_the_pair_config_needs_no_valid_models(pytester: pytest.Pytester,
+                                                                   ckpts: dict[str, Path]) -> None:
+    """Pre-flight checks what the selected tests will read: models for model_pair users, data for
+    eval_data users, the probe for probe users; a test of the pair's settings alone reads none."""
+    broken = _broken_copy(ckpts["tuned"], pytester.path / "broken", _garbage)
+    pytester.makepyfile(test_inner="def test_spec(mt_pair):\n    assert mt_pair.tuned.kind == 'directory'\n")
+    pytester.runpytest(f"--mt-base={ckpts['base']}", f"--mt-tuned={broken}").assert_outcomes(passed=1)
 
 
 def test_only_pairs_the_selected_tests_use_are_checked(pytester: pytest.Pytester, ckpts: dict[str, Path]) -> None:
