@@ -638,8 +638,9 @@ def load_hf_model(source: ModelSource, dtype: Any) -> tuple[Any, Any, LoadRecord
                             len(renamed), nested, check.dropped, check.tied_absent)
     else:
         try:
-            model, info = AutoModelForCausalLM.from_pretrained(
+            loaded: Any = AutoModelForCausalLM.from_pretrained(
                 source.location, dtype=dtype, output_loading_info=True, **_hub_kwargs(source.location))
+            model, info = loaded
         except CheckpointError:
             raise
         except Exception as exc:  # noqa: BLE001

@@ -322,7 +322,8 @@ def read_perplexity_text(path: str | os.PathLike[str], *, role: str = "perplexit
     if source.is_dir():
         text, read, fmt = _dataset_text(source)
     else:
-        text = "\n".join(_read_lines(source))
+        _read_lines(source)  # the same checks (exists, a file, UTF-8) as every text file
+        text = source.read_text(encoding="utf-8")  # exactly as written: line ends and all
         read, fmt = 1, "text file"
     if not text.strip():
         raise DataError(f"{source}: the perplexity text is empty. Fix: give a held-out text (e.g. wiki.test.raw)")

@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import email.utils
 import fcntl
 import json
@@ -27,7 +26,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,40 +94,31 @@ class _RateLimiter:
     def wait(self) -> float:
         """Sleep until this call's slot; returns the slot's time (slots are >= 1/qps apart)."""
         gap = 1.0 / self.qps
-        with self._locked() as slot:
+        if self.path is None:
             now = self.clock()
-            start = now if slot is None else max(now, slot)
-            self._store(start + gap)
+            start = now if self._next is None else max(now, self._next)
+            self._next = start + gap
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, "a+") as fh:
+                fcntl.flock(fh, fcntl.LOCK_EX)
+                try:
+                    fh.seek(0)
+                    try:
+                        slot: float | None = float(fh.read().strip())
+                    except ValueError:  # empty, or torn by a killed process: start afresh
+                        slot = None
+                    now = self.clock()
+                    start = now if slot is None else max(now, slot)
+                    fh.seek(0)
+                    fh.truncate()
+                    fh.write(repr(start + gap))
+                    fh.flush()
+                finally:
+                    fcntl.flock(fh, fcntl.LOCK_UN)
         if start > now:
             self.sleep(start - now)
         return start
-
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[float | None]:
-        if self.path is None:
-            yield self._next
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a+") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                fh.seek(0)
-                text = fh.read().strip()
-                self._fh = fh
-                yield float(text) if text else None
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
-                self._fh = None
-
-    def _store(self, value: float) -> None:
-        if self.path is None:
-            self._next = value
-            return
-        fh = self._fh
-        fh.seek(0)
-        fh.truncate()
-        fh.write(repr(value))
-        fh.flush()
 
 
 def retry_after_seconds(value: str | None, *, now: float) -> float | None:

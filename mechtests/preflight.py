@@ -125,8 +125,8 @@ def preflight_pair(settings: Settings, spec: PairSpec, *, zoo: Any, zoo_data: Pa
         for role in ROLES:
             if data.available(role):
                 data.load(role)  # parse now: a malformed file is a start-up error, and counts are known
-        for role in sorted(roles - {r for r in ROLES if data.available(r)}):
-            data.load(role)  # raises the DataError that names the option providing it
+        for missing in sorted(roles - {r for r in ROLES if data.available(r)}):
+            data.load(missing)  # raises the DataError that names the option providing it
     checked = CheckedPair(spec.name, base, tuned, data)
     if base is not None:
         checked.probe = _check_probe(settings, spec, zoo, base, data, lines, needed=USES_PROBE in needed)
@@ -135,16 +135,17 @@ def preflight_pair(settings: Settings, spec: PairSpec, *, zoo: Any, zoo_data: Pa
     if not (USES_DATA in needed or roles):
         checked.lines_ = lines
         return checked
-    for role, info in data.provenance().items():
+    for name, info in data.provenance().items():
         if info.get("sha256"):
-            size = f", {info['count']} {units[role]}" if role in units else ""
-            if role in used and used[role] is not None and used[role] < info["count"]:
-                size += f" (profile {run.profile} uses the first {used[role]})"
+            size = f", {info['count']} {units[name]}" if name in units else ""
+            limit = used.get(name)
+            if limit is not None and limit < info["count"]:
+                size += f" (profile {run.profile} uses the first {limit})"
             note = f"; {info['note']}" if info.get("note") else ""
-            lines.append(f"  {role}: {info['path']} ({info['format']}{size}{note}) [{info['origin']}]")
-    for role in ROLES:
-        if not data.available(role):
-            lines.append(f"  {role}: none ({data.sources.missing.get(role)}; claims needing it will say so)")
+            lines.append(f"  {name}: {info['path']} ({info['format']}{size}{note}) [{info['origin']}]")
+    for name in ROLES:
+        if not data.available(name):
+            lines.append(f"  {name}: none ({data.sources.missing.get(name)}; claims needing it will say so)")
     checked.lines_ = lines
     return checked
 

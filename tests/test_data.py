@@ -206,7 +206,7 @@ def test_perplexity_text_from_raw_files_and_datasets_directories(tmp_path: Path)
     raw.mkdir()
     (raw / "wiki.test.raw").write_text(" = Title = \n\n Some text .\n", encoding="utf-8")
     text, record = read_perplexity_text(raw)
-    assert text == " = Title = \n\n Some text ." and record.path.endswith("wiki.test.raw")
+    assert text == " = Title = \n\n Some text .\n" and record.path.endswith("wiki.test.raw")  # exactly as written
     rows = [" = Title = \n", "", " Some text .\n"]
     datasets.DatasetDict({"test": datasets.Dataset.from_dict({"text": rows}),
                           "train": datasets.Dataset.from_dict({"text": ["x"]})}).save_to_disk(str(tmp_path / "ds"))
