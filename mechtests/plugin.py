@@ -469,7 +469,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         # An extra report attribute: pytest serializes report.__dict__, so it reaches the xdist
         # controller intact without polluting user_properties/JUnit.
         report.mechtests_claims = [dict(r) for r in new]
-        report.sections.append(("mechtests claims", "\n\n".join(r["_text"] for r in new)))
+        # A claim that failed or skipped the test is already explained by that message: one
+        # explanation per claim, not two.
+        shown = str(report.longrepr) if report.longrepr is not None else ""
+        texts = [r["_text"] for r in new if r["_text"] not in shown and r["_text"].replace("\n", "; ") not in shown]
+        if texts:
+            report.sections.append(("mechtests claims", "\n\n".join(texts)))
     return report
 
 

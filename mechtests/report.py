@@ -19,6 +19,7 @@ import importlib
 import importlib.metadata
 import json
 import platform
+import re
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -85,9 +86,20 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key reading digit runs as numbers: ``100of98304`` before ``1000of98304``.
+
+    Example:
+        >>> sorted(["k1000", "k100", "k20"], key=natural_key)
+        ['k20', 'k100', 'k1000']
+    """
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text) if part)
+
+
 def sort_claims(claims: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Deterministic order (node id, then order within the test) so serial and xdist runs match."""
-    return [dict(c) for c in sorted(claims, key=lambda c: (str(c["nodeid"]), int(c.get("_index", 0))))]
+    """Deterministic order (node id read naturally, then order within the test) so serial and
+    xdist runs match."""
+    return [dict(c) for c in sorted(claims, key=lambda c: (natural_key(str(c["nodeid"])), int(c.get("_index", 0))))]
 
 
 def build_report(*, config: Mapping[str, Any], environment: Mapping[str, Any],

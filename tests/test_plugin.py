@@ -238,6 +238,25 @@ def test_report_section_per_test(pytester: pytest.Pytester) -> None:
                                   r"reference: paper A = 0.54"], consecutive=False)
 
 
+def test_a_failing_claims_explanation_is_printed_once(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_mti_claims=CLAIMS)
+    result = pytester.runpytest("-rA", "-k", "test_fail or test_inconclusive")
+    out = result.stdout.str()
+    # The failure / skip message carries the explanation; the report section no longer repeats it.
+    assert out.count("the whole interval lies on the other side of the threshold") == 1, out
+    assert out.count("the interval contains the threshold") == 1, out
+    assert "mechtests claims -" not in out.replace("= mechtests claims =", "")
+
+
+def test_parameter_ids_sort_naturally() -> None:
+    from mechtests.report import sort_claims
+
+    ids = ["h.py::t[p-2000of98304]", "h.py::t[p-100of98304]", "h.py::t[p-1000of98304]", "h.py::t[p-200of98304]"]
+    ordered = [c["nodeid"] for c in sort_claims([{"nodeid": i} for i in ids])]
+    assert ordered == ["h.py::t[p-100of98304]", "h.py::t[p-200of98304]", "h.py::t[p-1000of98304]",
+                       "h.py::t[p-2000of98304]"]
+
+
 def test_json_report_schema_holm_and_content(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_mti_claims=CLAIMS + """
 def test_two_claims_one_test(claim):

@@ -34,3 +34,19 @@ def test_pytest_plugin_is_registered_through_the_entry_point() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert project["entry-points"]["pytest11"] == {"mechtests": "mechtests.plugin"}
     assert project["requires-python"] == ">=3.11"
+
+
+def test_test_only_tools_are_not_runtime_dependencies_and_never_imported() -> None:
+    """pytest-benchmark and hypothesis belong to the `test` extra: the plugin never imports them."""
+    import ast
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    runtime = {re.split(r"[<>=!~\[ ]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]}
+    test_extra = {re.split(r"[<>=!~\[ ]", dep, maxsplit=1)[0].lower() for dep in project["optional-dependencies"]["test"]}
+    assert not runtime & {"hypothesis", "pytest-benchmark"} and {"hypothesis", "pytest-benchmark"} <= test_extra
+    for path in (ROOT / "mechtests").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert name.split(".")[0] not in ("hypothesis", "pytest_benchmark"), f"{path} imports {name}"

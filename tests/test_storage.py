@@ -238,3 +238,20 @@ def test_round_trip_property(tmp_path_factory: pytest.TempPathFactory, value: ob
     assert got["value"] == value and type(got["value"]) is type(value)
     np.testing.assert_array_equal(got["array"], payload["array"])
     assert got["array"].dtype == np.float32
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path: Path, umask: int, mode: int) -> None:
+    """Reports and baselines must be readable by a CI artifact server running as another user."""
+    import os
+    import stat
+
+    from mechtests.storage import atomic_write_bytes
+
+    old = os.umask(umask)
+    try:
+        atomic_write_bytes(tmp_path / "report.json", b"{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "report.json").stat().st_mode) == mode
+    assert (tmp_path / "report.json").read_bytes() == b"{}" and not list(tmp_path.glob(".*.tmp"))
