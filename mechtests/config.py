@@ -148,6 +148,8 @@ class Settings:
     save: str | None = None
     compare: Path | None = None
     compare_fail: str | None = None
+    gate: Path | None = None
+    compare_strict: bool = False
     cache_dir: Path | None = None
     cache_max_bytes: int | None = None
     probe: Path | None = None
@@ -240,8 +242,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("html", "PATH", "write a self-contained HTML report (claims table and figures) to PATH"),
     Option("save", "NAME", "store this run as baseline NAME under .mechtests/baselines/"),
     Option("compare", "NAME|PATH", "print each claim's change against a stored baseline (or report file)"),
-    Option("compare_fail", "EXPR", "fail tests whose claim moved past a tolerance vs --mt-compare: comma list of "
-           "estimate:0.05 (absolute), estimate:10%% (relative), ci_low:..., ci_high:..., verdict (any flip)"),
+    Option("compare_fail", "EXPR", "fail tests whose claim regressed past a tolerance vs --mt-compare / --mt-gate, in "
+           "the claim's own direction (improving never fails): comma list of estimate:0.05 (absolute), "
+           "estimate:10%% (relative), ci_low:..., ci_high:..., verdict (a worse verdict: pass -> inconclusive -> fail)"),
+    Option("gate", "NAME|PATH", "CI gate against baseline NAME: each test's outcome follows regressions only "
+           "(--mt-compare-fail, default 'verdict'), so a pair whose baseline refutes claims can be green; verdicts "
+           "still appear in every report. Zero matched claims is an error"),
+    Option("compare_strict", None, "refuse a comparison across different settings (profile, seed, confidence, "
+           "resamples, prompts, scorer) or different data / probe files, instead of warning", "flag"),
     Option("inconclusive", "{fail,skip,pass}", "pytest outcome of an inconclusive claim (default: fail in ci/full, "
            "skip in smoke)"),
     Option("cache_dir", "DIR", "content-addressed cache of computed conditions (default .mechtests/cache)"),
@@ -612,10 +620,19 @@ def resolve_settings(src: Sources, *, rootdir: Path) -> Settings:
 
     store = BaselineStore(rootdir / ".mechtests" / "baselines")
     compare = store.resolve(str(compare_v), where=where_c, base=bc) if compare_v is not None else None
+    gate_v, where_g, bg = get("gate")
+    gate = store.resolve(str(gate_v), where=where_g, base=bg) if gate_v is not None else None
+    if gate is not None and compare is not None and gate.resolve() != compare.resolve():
+        raise UsageError(f"{where_g} and {where_c} name different baselines ({gate}, {compare}). Fix: give one; "
+                         "--mt-gate compares against its baseline itself.")
     if fail_v is not None:
-        if compare is None:
+        if compare is None and gate is None:
             raise UsageError(f"{where_f} needs --mt-compare NAME|PATH: there is nothing to compare against.")
         parse_compare_fail(str(fail_v), where=where_f)
+    strict_v, where_st, _ = get("compare_strict")
+    compare_strict = _flag(strict_v, where_st) if strict_v is not None else False
+    if compare_strict and compare is None and gate is None:
+        raise UsageError(f"{where_st} needs --mt-compare or --mt-gate: there is nothing to compare against.")
     no_cache = _flag(no_cache_v, where_n) if no_cache_v is not None else False
     return Settings(
         run=run,
@@ -627,6 +644,8 @@ def resolve_settings(src: Sources, *, rootdir: Path) -> Settings:
         save=_name(save_v, where_s) if save_v is not None else None,
         compare=compare,
         compare_fail=str(fail_v) if fail_v is not None else None,
+        gate=gate,
+        compare_strict=compare_strict,
         cache_dir=None if no_cache else (_path(cache_v, where_d, bd, must_exist=False) if cache_v is not None
                                          else rootdir / ".mechtests" / "cache"),
         cache_max_bytes=cache_max_bytes,

@@ -60,6 +60,9 @@ class MechtestsState:
     is_worker: bool
     baseline: dict[str, Any] | None = None
     baseline_index: dict[tuple[str, str], Any] = dataclasses.field(default_factory=dict)
+    ignore_pair: bool = False  # match baseline claims without the pair's name (one pair each side)
+    compare_notes: list[str] = dataclasses.field(default_factory=list)  # what differs from the baseline
+    doc: dict[str, Any] | None = None  # the session's report document, once written
     tolerances: tuple[Any, ...] = ()
     cache: Cache | None = None
     records: list[dict[str, Any]] = dataclasses.field(default_factory=list)
@@ -116,15 +119,23 @@ def _state(config: pytest.Config) -> MechtestsState:
     try:
         settings = resolve_settings(_sources(config), rootdir=config.rootpath)
         st = MechtestsState(settings=settings, is_worker=hasattr(config, "workerinput"))
-        if settings.compare is not None:
-            from mechtests.storage import load_report, parse_compare_fail
+        baseline_path = settings.gate or settings.compare
+        if baseline_path is not None:
+            from mechtests.storage import config_differences, index_claims, load_report, parse_compare_fail
 
-            from mechtests.storage import index_claims
-
-            st.baseline = load_report(settings.compare)
-            st.baseline_index = index_claims(st.baseline)
-            if settings.compare_fail:
-                st.tolerances = parse_compare_fail(settings.compare_fail)
+            st.baseline = load_report(baseline_path)
+            # One pair against a baseline of (at most) one pair: match claims whatever the pairs are called.
+            st.ignore_pair = len(settings.pairs) == 1 and len(st.baseline.get("pairs") or {}) <= 1
+            st.baseline_index = index_claims(st.baseline, ignore_pair=st.ignore_pair)
+            expr = settings.compare_fail or ("verdict" if settings.gate is not None else None)
+            if expr:
+                st.tolerances = parse_compare_fail(expr)
+            differences = config_differences(st.baseline.get("config") or {}, settings.run.to_dict())
+            if differences and settings.compare_strict:
+                raise MtUsageError(f"--mt-compare-strict: this run's settings differ from baseline {baseline_path}: "
+                                   f"{'; '.join(differences)}. Fix: run with the baseline's settings, or drop "
+                                   "--mt-compare-strict to compare anyway (with a warning).")
+            st.compare_notes = [f"setting differs from the baseline: {d}" for d in differences]
     except MtUsageError as exc:
         raise pytest.UsageError(f"mechtests: {exc}") from None
     for spec in settings.pairs:
@@ -428,9 +439,11 @@ class ClaimRecorder:
         holder.records.append(record)
         for key in ("claim", "pair", "estimate", "ci_low", "ci_high", "threshold", "verdict", "p_value"):
             node.user_properties.append((key, record[key]))
-        moved = self._moved(record)
-        if moved:
-            pytest.fail("\n".join(moved) + "\n" + result.explanation(), pytrace=False)
+        regressed = self._regressions(record)
+        if regressed:
+            pytest.fail("\n".join(regressed) + "\n" + result.explanation(), pytrace=False)
+        if st.settings.gate is not None:
+            return result  # a gate: the outcome follows regressions only; the verdict is still reported
         if result.verdict == "fail":
             pytest.fail(result.explanation(), pytrace=False)
         if result.verdict == "inconclusive":
@@ -440,14 +453,14 @@ class ClaimRecorder:
                 pytest.skip(result.explanation().replace("\n", "; "))
         return result
 
-    def _moved(self, record: Mapping[str, Any]) -> list[str]:
+    def _regressions(self, record: Mapping[str, Any]) -> list[str]:
         st = self._state
         if st.baseline is None or not st.tolerances:
             return []
-        from mechtests.storage import claim_key, violations
+        from mechtests.storage import claim_key, regressions
 
-        before = st.baseline_index.get(claim_key(record))
-        return [] if before is None else violations(before, record, st.tolerances)
+        before = st.baseline_index.get(claim_key(record, ignore_pair=st.ignore_pair))
+        return [] if before is None else regressions(before, record, st.tolerances)
 
 
 @pytest.fixture
@@ -565,6 +578,8 @@ class _Collector:
             write_outputs(st)
         except MechtestsError as exc:
             st.written.append(f"mechtests: could not write reports: {exc}")
+        if st.baseline is not None and st.records and _check_comparison(st):
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR
         _prune_cache(st)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -576,9 +591,11 @@ class _Collector:
             for line in format_table(table_rows(sort_claims(st.records))):
                 terminalreporter.write_line(line)
         if st.baseline is not None:
-            terminalreporter.write_sep("-", f"mechtests: change against baseline {st.settings.compare}")
-            for line in comparison_lines(sort_claims(st.records), st.baseline):
+            terminalreporter.write_sep("-", f"mechtests: change against baseline {st.settings.gate or st.settings.compare}")
+            for line in comparison_lines(sort_claims(st.records), st.baseline, ignore_pair=st.ignore_pair):
                 terminalreporter.write_line(line)
+        for note in st.compare_notes:
+            terminalreporter.write_line(f"mechtests: {note}", red=note.startswith("ERROR"), yellow=not note.startswith("ERROR"))
         for line in st.scorer_lines + [f"mechtests: {s.summary()}" for s in st.scorers]:
             terminalreporter.write_line(line)
         for line in st.written:
@@ -639,6 +656,49 @@ class _WorkerHooks:
         }
 
 
+def _check_comparison(st: MechtestsState) -> bool:
+    """After the run: what the comparison matched, missed and could not hold equal. Returns True
+    when the comparison is refused (nothing matched; differing inputs under --mt-compare-strict)."""
+    from mechtests.storage import claim_key, input_differences
+
+    s = st.settings
+    name = s.gate or s.compare
+    run_keys = {claim_key(r, ignore_pair=st.ignore_pair) for r in st.records}
+    base_keys = set(st.baseline_index)
+    matched = run_keys & base_keys
+
+    def sample(keys: set[tuple[str, str]]) -> str:
+        items = sorted(f"{claim}[{nodeid.split('[', 1)[1]}" if "[" in nodeid else claim for nodeid, claim in keys)
+        return ", ".join(items[:6]) + (f" ... (+{len(items) - 6} more)" if len(items) > 6 else "")
+
+    refused = False
+    if not matched:
+        st.compare_notes.append(
+            f"ERROR: no claim of this run matches baseline {name} ({len(run_keys)} claim(s) run, {len(base_keys)} in "
+            f"the baseline; run: {sample(run_keys)}; baseline: {sample(base_keys)}). A comparison of nothing is not "
+            "a green gate. Fix: run the same tests (and pair) as the baseline, or save a new baseline")
+        refused = True
+    if base_keys - run_keys:
+        st.compare_notes.append(f"in the baseline but not run ({len(base_keys - run_keys)}): {sample(base_keys - run_keys)}")
+    if run_keys - base_keys:
+        st.compare_notes.append(f"new since the baseline ({len(run_keys - base_keys)}): {sample(run_keys - base_keys)}")
+    differences = input_differences(st.baseline or {}, st.doc or {})
+    base_pairs = list(((st.baseline or {}).get("pairs") or {}).values())
+    run_pairs = list(((st.doc or {}).get("pairs") or {}).values())
+    if len(base_pairs) == 1 and len(run_pairs) == 1:
+        before, after = base_pairs[0]["base"]["sha256"], run_pairs[0]["base"]["sha256"]
+        if before and after and before != after:
+            differences.append(f"base model: baseline sha256 {before[:12]}, now {after[:12]}")
+        before, after = base_pairs[0]["tuned"]["sha256"], run_pairs[0]["tuned"]["sha256"]
+        if before and after and before != after:
+            st.compare_notes.append(f"tuned model: baseline sha256 {before[:12]}, now {after[:12]} (the checkpoint "
+                                    "under test)")
+    for difference in differences:
+        st.compare_notes.append(("ERROR (--mt-compare-strict): " if s.compare_strict else "differs from the baseline: ")
+                                + difference)
+    return refused or bool(differences and s.compare_strict)
+
+
 def _prune_cache(st: MechtestsState) -> None:
     """Apply --mt-cache-max-size once, on the controller, after every worker has finished."""
     s = st.settings
@@ -664,5 +724,6 @@ def write_outputs(st: MechtestsState) -> None:
         add_figure(st.figures, figure)
     st.figure_rows.clear()
     doc, st.records = session_document(st.records, st.pairs, s.run, rootdir=s.rootdir)
+    st.doc = doc
     st.written.extend(write_session_outputs(doc, st.figures, json_path=s.json_path, html_path=s.html_path,
                                             save=s.save, baselines=s.rootdir / ".mechtests" / "baselines"))

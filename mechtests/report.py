@@ -195,14 +195,15 @@ def format_table(rows: Sequence[Sequence[str]]) -> list[str]:
     return lines
 
 
-def comparison_lines(claims: Sequence[Mapping[str, Any]], baseline: Mapping[str, Any]) -> list[str]:
+def comparison_lines(claims: Sequence[Mapping[str, Any]], baseline: Mapping[str, Any], *,
+                     ignore_pair: bool = False) -> list[str]:
     """Each claim's change against a baseline document: estimate before -> after, verdict flip."""
     from mechtests.storage import claim_key, index_claims
 
-    before = index_claims(baseline)
+    before = index_claims(baseline, ignore_pair=ignore_pair)
     rows = [["claim", "pair", "baseline", "now", "change", "verdict"]]
     for c in claims:
-        b = before.get(claim_key(c))
+        b = before.get(claim_key(c, ignore_pair=ignore_pair))
         if b is None:
             rows.append([claim_label(c), str(c["pair"] or "-"), "-", _num(c["estimate"]), "new", c["verdict"]])
             continue

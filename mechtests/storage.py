@@ -405,7 +405,7 @@ class Tolerance:
 
     def describe(self) -> str:
         if self.field == "verdict":
-            return "verdict: any change"
+            return "verdict: any worse verdict"
         return f"{self.field}: {self.amount * 100:g}% relative" if self.relative else f"{self.field}: {self.amount:g} absolute"  # type: ignore[operator]
 
 
@@ -439,38 +439,129 @@ def parse_compare_fail(expr: str, *, where: str = "--mt-compare-fail") -> tuple[
     return tuple(out)
 
 
-def claim_key(record: Mapping[str, Any]) -> tuple[str, str]:
-    """Identity of a claim across runs: (test node id, claim name)."""
-    return (str(record["nodeid"]), str(record["claim"]))
+def claim_key(record: Mapping[str, Any], *, ignore_pair: bool = False) -> tuple[str, str]:
+    """Identity of a claim across runs: (test node id, claim name).
+
+    With ``ignore_pair`` the pair's name is taken out of the node id's parameter part, so one pair
+    compared with a baseline of one pair matches whatever either is called.
+
+    Example:
+        >>> claim_key({"nodeid": "t.py::t[acc-100of98304]", "claim": "c", "pair": "acc"}, ignore_pair=True)
+        ('t.py::t[*-100of98304]', 'c')
+    """
+    nodeid = str(record["nodeid"])
+    pair = record.get("pair")
+    if ignore_pair and pair and "[" in nodeid and nodeid.endswith("]"):
+        head, params = nodeid[:-1].split("[", 1)
+        name = str(pair)
+        if params == name:
+            params = "*"
+        elif params.startswith(name + "-"):
+            params = "*" + params[len(name):]
+        elif params.endswith("-" + name):
+            params = params[: -len(name)] + "*"
+        elif f"-{name}-" in params:
+            params = params.replace(f"-{name}-", "-*-", 1)
+        nodeid = f"{head}[{params}]"
+    return (nodeid, str(record["claim"]))
 
 
-def index_claims(doc: Mapping[str, Any]) -> dict[tuple[str, str], Mapping[str, Any]]:
-    return {claim_key(r): r for r in doc.get("claims", [])}
+def index_claims(doc: Mapping[str, Any], *, ignore_pair: bool = False) -> dict[tuple[str, str], Mapping[str, Any]]:
+    return {claim_key(r, ignore_pair=ignore_pair): r for r in doc.get("claims", [])}
 
 
 def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def violations(before: Mapping[str, Any], after: Mapping[str, Any], tolerances: tuple[Tolerance, ...]) -> list[str]:
-    """Messages for each tolerance that ``after`` exceeds relative to ``before``.
+def _ci(record: Mapping[str, Any]) -> str:
+    return f"CI [{_fmt(record.get('ci_low'))}, {_fmt(record.get('ci_high'))}]"
+
+
+VERDICT_RANK = {"pass": 0, "inconclusive": 1, "fail": 2}
+
+
+def _worse(direction: str, threshold: Any, a: float, b: float, limit: float) -> bool:
+    """Whether moving from ``a`` to ``b`` goes the wrong way for the claim by more than ``limit``."""
+    if direction == ">":
+        return b < a - limit
+    if direction == "<":
+        return b > a + limit
+    low, high = threshold  # within: farther from the middle of the interval is worse
+    middle = (float(low) + float(high)) / 2
+    return abs(b - middle) > abs(a - middle) + limit
+
+
+def regressions(before: Mapping[str, Any], after: Mapping[str, Any], tolerances: tuple[Tolerance, ...]) -> list[str]:
+    """Messages for each tolerance ``after`` exceeds *in the claim's wrong direction* vs ``before``.
+
+    A number (estimate, CI bound) regresses when it moves past the tolerance the wrong way for the
+    claim (down for ``>``, up for ``<``, away from the middle for ``within``); the verdict when it
+    gets worse (pass -> inconclusive -> fail). Improving is never a regression. Each message names
+    the claim, the pair, both values with their intervals, and the tolerance.
 
     Example:
-        >>> violations({"claim": "c", "pair": "p", "estimate": 0.5}, {"claim": "c", "pair": "p", "estimate": 0.4},
-        ...            parse_compare_fail("estimate:0.05"))
-        ['claim c on pair p moved from 0.5 to 0.4 (estimate: 0.05 absolute)']
+        >>> before = {"claim": "c", "pair": "p", "direction": ">", "threshold": 0.3, "estimate": 0.5,
+        ...           "ci_low": 0.4, "ci_high": 0.6}
+        >>> regressions(before, {**before, "estimate": 0.4}, parse_compare_fail("estimate:0.05"))[0][:51]
+        'claim c on pair p moved from 0.5 (CI [0.4, 0.6]) to'
+        >>> regressions(before, {**before, "estimate": 0.6}, parse_compare_fail("estimate:0.05"))
+        []
     """
     out = []
+    direction, threshold = str(after.get("direction") or before.get("direction") or ">"), after.get("threshold")
+    on = f" on pair {after['pair']}" if after.get("pair") else ""
     for tol in tolerances:
         a, b = before.get(tol.field), after.get(tol.field)
         if tol.field == "verdict":
-            moved = a != b
-        elif a is None or b is None:
-            moved = a != b
+            if VERDICT_RANK.get(str(b), 0) > VERDICT_RANK.get(str(a), 0):
+                out.append(f"claim {after['claim']}{on} moved from {a} to {b}, a worse verdict ({tol.describe()}); "
+                           f"estimate {_fmt(before.get('estimate'))} ({_ci(before)}) -> "
+                           f"{_fmt(after.get('estimate'))} ({_ci(after)})")
+            continue
+        if a is None:
+            continue  # nothing to regress from
+        if b is None:
+            worse = True  # the claim's number became undefined
         else:
             limit = tol.amount * abs(a) if tol.relative else tol.amount  # type: ignore[operator]
-            moved = abs(float(b) - float(a)) > limit + 1e-12
-        if moved:
-            on = f" on pair {after['pair']}" if after.get("pair") else ""
-            out.append(f"claim {after['claim']}{on} moved from {_fmt(a)} to {_fmt(b)} ({tol.describe()})")
+            worse = _worse(direction, threshold if threshold is not None else before.get("threshold"),
+                           float(a), float(b), limit + 1e-12)
+        if worse:
+            out.append(f"claim {after['claim']}{on} moved from {_fmt(a)} ({_ci(before)}) to {_fmt(b)} ({_ci(after)}), "
+                       f"the wrong way for '{direction} {_fmt(threshold)}' ({tol.describe()})")
+    return out
+
+
+# What two runs must share for their claims to be compared as like with like.
+COMPARED_CONFIG = ("profile", "seed", "confidence", "n_resamples", "n_prompts", "scorer", "prompt_truncation",
+                   "max_new_tokens", "max_prompt_tokens")
+
+
+def config_differences(baseline: Mapping[str, Any], run: Mapping[str, Any]) -> list[str]:
+    """``"KEY: baseline X, now Y"`` for each run setting that differs (keys the baseline lacks are skipped)."""
+    out = []
+    for key in COMPARED_CONFIG:
+        if key in baseline and baseline.get(key) != run.get(key):
+            out.append(f"{key}: baseline {baseline.get(key)!r}, now {run.get(key)!r}")
+    return out
+
+
+def input_differences(baseline: Mapping[str, Any], run: Mapping[str, Any]) -> list[str]:
+    """Differences in the data files and probe two reports' ``config.inputs`` record (by sha256)."""
+    out = []
+    before = (baseline.get("config") or {}).get("inputs") or {}
+    after = (run.get("config") or {}).get("inputs") or {}
+    if len(before) == 1 and len(after) == 1:  # one pair each: compare whatever they are called
+        before, after = {"*": next(iter(before.values()))}, {"*": next(iter(after.values()))}
+    for pair in sorted(set(before) & set(after)):
+        b, a = before[pair] or {}, after[pair] or {}
+        for role in ("challenge", "probe", "perplexity", "f1"):
+            sb = ((b.get("data") or {}).get(role) or {}).get("sha256")
+            sa = ((a.get("data") or {}).get(role) or {}).get("sha256")
+            if sb and sa and sb != sa:
+                out.append(f"{role} data: baseline sha256 {sb[:12]}, now {sa[:12]}")
+        pb, pa = (b.get("probe") or {}).get("sha256"), (a.get("probe") or {}).get("sha256")
+        if pb and pa and pb != pa:
+            out.append(f"probe file: baseline sha256 {pb[:12]}, now {pa[:12]}")
     return out

@@ -126,14 +126,20 @@ def test_gate_flags_the_unaligned_model(pytester: pytest.Pytester, zoo_unaligned
     after = {c["nodeid"].split("::")[-1]: c for c in json.loads((pytester.path / "gate.json").read_text())["claims"]}
     assert gate.ret == 1, out[-3000:]
 
-    moved = {test for test, rec in after.items()
-             if abs(rec["estimate"] - before[test]["estimate"]) > 0.1 or rec["verdict"] != before[test]["verdict"]}
-    assert ALWAYS_MOVES in moved, out[-3000:]
+    from mechtests.storage import parse_compare_fail, regressions
+
+    tolerances = parse_compare_fail("estimate:0.1,verdict")
+    regressed = {test for test, rec in after.items() if regressions(before[test], rec, tolerances)}
+    assert ALWAYS_MOVES in regressed, out[-3000:]
     if before["test_dpo_reduces_toxicity[gate]"]["verdict"] == "pass":
         # an accepted model that detoxifies: un-aligning must show in the headline claim
-        assert "test_dpo_reduces_toxicity[gate]" in moved, out[-3000:]
+        assert "test_dpo_reduces_toxicity[gate]" in regressed, out[-3000:]
+    # Failures are the regressions (a claim that moved the better way, or a claim that already
+    # failed identically in the baseline, fails only as a verdict would without a gate).
     failed = {ln.split("::")[-1].split(" ")[0] for ln in out.splitlines() if ln.startswith("FAILED ")}
-    assert moved <= failed, (moved, failed)  # every moved claim fails the gate ...
-    for test in moved:  # ... with a message that names it and what it moved from and to
+    assert regressed <= failed, (regressed, failed)
+    for test in failed - regressed:  # anything else that failed is a plain verdict "fail"
+        assert after[test]["verdict"] == "fail", test
+    for test in regressed:  # ... each with a message that names it and what it moved from and to
         rec = after[test]
         assert f"claim {rec['claim']} on pair gate moved from" in out, test

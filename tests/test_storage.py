@@ -22,10 +22,11 @@ from mechtests.storage import (
     Cache,
     PruneResult,
     Tolerance,
+    claim_key,
     key_hash,
     load_report,
     parse_compare_fail,
-    violations,
+    regressions,
 )
 
 
@@ -208,19 +209,49 @@ def test_malformed_compare_fail_expressions(expr: str) -> None:
         parse_compare_fail(expr)
 
 
-def test_violations_absolute_relative_and_verdict() -> None:
-    before = {"claim": "c", "pair": "p", "estimate": 0.50, "ci_low": 0.40, "verdict": "pass"}
+def test_regressions_follow_each_claims_direction() -> None:
+    before = {"claim": "c", "pair": "p", "direction": ">", "threshold": 0.3, "estimate": 0.50, "ci_low": 0.40,
+              "ci_high": 0.6, "verdict": "pass"}
     same = dict(before)
-    moved = dict(before, estimate=0.40, ci_low=0.41, verdict="inconclusive")
-    assert violations(before, same, parse_compare_fail("estimate:0.05,verdict")) == []
-    msgs = violations(before, moved, parse_compare_fail("estimate:0.05,ci_low:0.05,verdict"))
-    assert msgs == ["claim c on pair p moved from 0.5 to 0.4 (estimate: 0.05 absolute)",
-                    "claim c on pair p moved from pass to inconclusive (verdict: any change)"]
-    assert violations(before, moved, parse_compare_fail("estimate:25%")) == []
-    assert violations(before, moved, parse_compare_fail("estimate:10%")) == [
-        "claim c on pair p moved from 0.5 to 0.4 (estimate: 10% relative)"]
-    # exactly at the tolerance is not a move
-    assert violations(before, dict(before, estimate=0.55), parse_compare_fail("estimate:0.05")) == []
+    worse = dict(before, estimate=0.40, ci_low=0.29, verdict="inconclusive")
+    better = dict(before, estimate=0.60, ci_low=0.52, verdict="pass")
+    tolerances = parse_compare_fail("estimate:0.05,ci_low:0.05,verdict")
+    assert regressions(before, same, tolerances) == []
+    assert regressions(before, better, tolerances) == []  # improving is never a regression
+    msgs = regressions(before, worse, tolerances)
+    assert msgs == [
+        "claim c on pair p moved from 0.5 (CI [0.4, 0.6]) to 0.4 (CI [0.29, 0.6]), the wrong way for '> 0.3' "
+        "(estimate: 0.05 absolute)",
+        "claim c on pair p moved from 0.4 (CI [0.4, 0.6]) to 0.29 (CI [0.29, 0.6]), the wrong way for '> 0.3' "
+        "(ci_low: 0.05 absolute)",
+        "claim c on pair p moved from pass to inconclusive, a worse verdict (verdict: any worse verdict); "
+        "estimate 0.5 (CI [0.4, 0.6]) -> 0.4 (CI [0.29, 0.6])"]
+    assert regressions(before, worse, parse_compare_fail("estimate:25%")) == []
+    assert len(regressions(before, worse, parse_compare_fail("estimate:10%"))) == 1
+    # exactly at the tolerance is not a regression
+    assert regressions(before, dict(before, estimate=0.45), parse_compare_fail("estimate:0.05")) == []
+    # "<" claims regress upwards; "within" claims away from the middle of their interval
+    low = dict(before, direction="<", threshold=0.75, estimate=0.4)
+    assert regressions(low, dict(low, estimate=0.3), parse_compare_fail("estimate:0.05")) == []
+    assert len(regressions(low, dict(low, estimate=0.5), parse_compare_fail("estimate:0.05"))) == 1
+    inside = dict(before, direction="within", threshold=[0.0, 1.0], estimate=0.6)
+    assert regressions(inside, dict(inside, estimate=0.45), parse_compare_fail("estimate:0.05")) == []
+    assert len(regressions(inside, dict(inside, estimate=0.7), parse_compare_fail("estimate:0.05"))) == 1
+    # a worse verdict, never a better one; fail -> pass is an improvement
+    failing = dict(before, verdict="fail")
+    assert regressions(failing, dict(failing, verdict="pass"), parse_compare_fail("verdict")) == []
+    assert len(regressions(dict(before, verdict="inconclusive"), failing, parse_compare_fail("verdict"))) == 1
+
+
+def test_claim_key_can_ignore_the_pair_name() -> None:
+    a = {"nodeid": "h/t.py::test_x[accepted-100of98304]", "claim": "c", "pair": "accepted"}
+    b = {"nodeid": "h/t.py::test_x[candidate-100of98304]", "claim": "c", "pair": "candidate"}
+    assert claim_key(a) != claim_key(b)
+    assert claim_key(a, ignore_pair=True) == claim_key(b, ignore_pair=True)
+    only = {"nodeid": "h/t.py::test_y[my-pair]", "claim": "c", "pair": "my-pair"}
+    assert claim_key(only, ignore_pair=True) == ("h/t.py::test_y[*]", "c")
+    # a parameter that merely contains the pair's name is left alone
+    assert claim_key({"nodeid": "t.py::t[p-pp]", "claim": "c", "pair": "p"}, ignore_pair=True) == ("t.py::t[*-pp]", "c")
 
 
 _leaves = st.none() | st.booleans() | st.integers(-2**53, 2**53) | st.floats(allow_nan=False) | st.text(max_size=8)
