@@ -149,6 +149,8 @@ class Settings:
     compare: Path | None = None
     compare_fail: str | None = None
     gate: Path | None = None
+    baseline_dir: Path = Path(".mechtests/baselines")
+    save_partial: bool = False
     compare_strict: bool = False
     cache_dir: Path | None = None
     cache_max_bytes: int | None = None
@@ -240,7 +242,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("seed", "INT", "seed of every random choice: bootstrap, probe split (default 0)"),
     Option("json", "PATH", "write the mechtests-report/1 JSON report to PATH"),
     Option("html", "PATH", "write a self-contained HTML report (claims table and figures) to PATH"),
-    Option("save", "NAME", "store this run as baseline NAME under .mechtests/baselines/"),
+    Option("save", "NAME", "store this run as the next save of baseline NAME (history kept: NAME is the latest, "
+           "NAME@N an older one); refused for an interrupted or partial run"),
+    Option("save_partial", None, "save a baseline even from a partial run (-k, deselected, errored tests, or fewer "
+           "claims than the latest save)", "flag"),
+    Option("baseline_dir", "DIR", "where baselines are stored (default .mechtests/baselines under the rootdir)"),
     Option("compare", "NAME|PATH", "print each claim's change against a stored baseline (or report file)"),
     Option("compare_fail", "EXPR", "fail tests whose claim regressed past a tolerance vs --mt-compare / --mt-gate, in "
            "the claim's own direction (improving never fails): comma list of estimate:0.05 (absolute), "
@@ -618,7 +624,13 @@ def resolve_settings(src: Sources, *, rootdir: Path) -> Settings:
 
     cache_max_bytes = parse_size(str(max_size_v), where=where_m) if max_size_v is not None else None
 
-    store = BaselineStore(rootdir / ".mechtests" / "baselines")
+    dir_v, where_bd, bdir = get("baseline_dir")
+    baseline_dir = _path(dir_v, where_bd, bdir, must_exist=False) if dir_v is not None else rootdir / ".mechtests" / "baselines"
+    if baseline_dir.exists() and not baseline_dir.is_dir():
+        raise UsageError(f"{where_bd}: {str(baseline_dir)!r} is a file, not a directory. Fix: give a directory.")
+    partial_v, where_sp, _ = get("save_partial")
+    save_partial = _flag(partial_v, where_sp) if partial_v is not None else False
+    store = BaselineStore(baseline_dir)
     compare = store.resolve(str(compare_v), where=where_c, base=bc) if compare_v is not None else None
     gate_v, where_g, bg = get("gate")
     gate = store.resolve(str(gate_v), where=where_g, base=bg) if gate_v is not None else None
@@ -646,6 +658,8 @@ def resolve_settings(src: Sources, *, rootdir: Path) -> Settings:
         compare_fail=str(fail_v) if fail_v is not None else None,
         gate=gate,
         compare_strict=compare_strict,
+        baseline_dir=baseline_dir,
+        save_partial=save_partial,
         cache_dir=None if no_cache else (_path(cache_v, where_d, bd, must_exist=False) if cache_v is not None
                                          else rootdir / ".mechtests" / "cache"),
         cache_max_bytes=cache_max_bytes,

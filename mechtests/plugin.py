@@ -63,6 +63,9 @@ class MechtestsState:
     ignore_pair: bool = False  # match baseline claims without the pair's name (one pair each side)
     compare_notes: list[str] = dataclasses.field(default_factory=list)  # what differs from the baseline
     doc: dict[str, Any] | None = None  # the session's report document, once written
+    incomplete: str | None = None  # why the run did not run to its end (interrupted, -x, ...)
+    deselected: int = 0  # tests deselected on this process (-k, -m, --deselect)
+    save_refused: bool = False
     tolerances: tuple[Any, ...] = ()
     cache: Cache | None = None
     records: list[dict[str, Any]] = dataclasses.field(default_factory=list)
@@ -570,8 +573,15 @@ class _Collector:
                 for section, values in (info.get("inputs") or {}).items():
                     _record_inputs(st, name, section, values)
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        self.st.deselected += len(items)
+
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         st = self.st
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            st.incomplete = "interrupted"
+        elif session.shouldstop or session.shouldfail:
+            st.incomplete = f"stopped early: {session.shouldstop or session.shouldfail}"
         for nodeid in list(st.pending):
             _finalize(st, nodeid)  # a crashed worker never sent its teardown report
         try:
@@ -580,6 +590,8 @@ class _Collector:
             st.written.append(f"mechtests: could not write reports: {exc}")
         if st.baseline is not None and st.records and _check_comparison(st):
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
+        if st.save_refused and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.USAGE_ERROR  # asked to save, did not: never a silent green
         _prune_cache(st)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -724,6 +736,47 @@ def write_outputs(st: MechtestsState) -> None:
         add_figure(st.figures, figure)
     st.figure_rows.clear()
     doc, st.records = session_document(st.records, st.pairs, s.run, rootdir=s.rootdir)
+    # Whether this run is the whole suite: a report says so; a baseline is never saved from less.
+    doc["config"]["complete"] = st.incomplete is None
+    doc["config"]["incomplete"] = st.incomplete
     st.doc = doc
+    save = s.save
+    if save is not None:
+        refusal = _save_refusal(st)
+        if refusal:
+            st.save_refused = True
+            st.written.append(f"mechtests: ERROR: baseline {save!r} not saved: {refusal}")
+            save = None
     st.written.extend(write_session_outputs(doc, st.figures, json_path=s.json_path, html_path=s.html_path,
-                                            save=s.save, baselines=s.rootdir / ".mechtests" / "baselines"))
+                                            save=save, baselines=s.baseline_dir))
+
+
+def _save_refusal(st: MechtestsState) -> str | None:
+    """Why this run must not become baseline ``--mt-save`` (None: it may)."""
+    from mechtests.storage import BaselineStore, claim_key, index_claims, load_report
+
+    s = st.settings
+    if st.incomplete is not None:
+        return f"the run is incomplete ({st.incomplete}); an interrupted run never replaces a baseline"
+    if s.save_partial:
+        return None
+    reasons = []
+    if st.deselected:
+        reasons.append(f"{st.deselected} test(s) deselected")
+    errors = sum(outcome == "error" for outcome in st.outcomes.values())
+    if errors:
+        reasons.append(f"{errors} test(s) errored before stating their claims")
+    store = BaselineStore(s.baseline_dir)
+    assert s.save is not None
+    if not store.history(s.save):
+        if reasons:  # nothing fuller to replace: saved, and said to be partial
+            st.written.append(f"mechtests: note: baseline {s.save!r} is saved from a partial run ({'; '.join(reasons)})")
+        return None
+    latest = index_claims(load_report(store.path(s.save)))
+    missing = set(latest) - {claim_key(r) for r in st.records}
+    if missing:
+        reasons.append(f"{len(missing)} claim(s) of the latest save {store.path(s.save)} are not in this run")
+    if not reasons:
+        return None
+    return ("this run is partial (" + "; ".join(reasons) + "). Fix: run the whole suite, or add --mt-save-partial "
+            "to save it anyway as the next save (the earlier ones are kept)")

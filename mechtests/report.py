@@ -346,8 +346,8 @@ def session_document(records: Sequence[Mapping[str, Any]], pairs: Mapping[str, M
 
 def write_session_outputs(doc: Mapping[str, Any], figures: Sequence[Figure], *, json_path: Path | None,
                           html_path: Path | None, save: str | None, baselines: Path) -> list[str]:
-    """Write the JSON report, the HTML report (figures sorted by title) and the baseline; one
-    message per file written."""
+    """Write the JSON report, the HTML report (figures sorted by title) and the baseline (``save``
+    None: not asked, or refused by the caller); one message per file written."""
     written = []
     if json_path is not None:
         atomic_write_bytes(json_path, (json.dumps(doc, indent=2) + "\n").encode())

@@ -8,7 +8,8 @@ either nothing or a complete file; a per-entry lock file keeps two workers from 
 same entry twice. Reading an entry refreshes its modification time, so ``Cache.prune`` can drop
 the least recently used entries when the cache outgrows ``--mt-cache-max-size``.
 
-Baselines are whole `mechtests-report/1` documents under ``.mechtests/baselines/NAME.json``.
+Baselines are whole `mechtests-report/1` documents under ``.mechtests/baselines/NAME/NNNN.json``
+(every save kept; ``--mt-baseline-dir`` moves the store).
 
 Example:
     >>> cache = Cache(None)                         # memory only (--mt-no-cache)
@@ -30,6 +31,7 @@ import math
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -347,37 +349,84 @@ class Cache:
 # ---- baselines -----------------------------------------------------------------------------
 
 class BaselineStore:
-    """Named baselines: whole report documents under ``root/NAME.json``."""
+    """Named baselines with history: ``root/NAME/0001.json``, ``0002.json``, ... (never overwritten).
+
+    ``NAME`` resolves to its latest save, ``NAME@N`` to save N, a path to that file. A baseline
+    saved by an older mechtests as ``root/NAME.json`` still resolves (as ``NAME``). Saves are safe
+    under concurrent runs and xdist: each claims its number with an exclusive create.
+
+    Example:
+        >>> store = BaselineStore(tmp_path)  # doctest: +SKIP
+        >>> store.save("accepted", doc).name, store.save("accepted", doc).name  # doctest: +SKIP
+        ('0001.json', '0002.json')
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
 
+    def history(self, name: str) -> list[Path]:
+        """Every save of ``name``, oldest first (a legacy ``NAME.json`` first of all)."""
+        saves = sorted((self.root / name).glob("[0-9][0-9][0-9][0-9].json")) if (self.root / name).is_dir() else []
+        legacy = self.root / f"{name}.json"
+        return ([legacy] if legacy.is_file() else []) + saves
+
     def path(self, name: str) -> Path:
-        return self.root / f"{name}.json"
+        """The latest save of ``name`` (where it would be, when there is none yet)."""
+        saves = self.history(name)
+        return saves[-1] if saves else self.root / name / "0001.json"
 
     def names(self) -> list[str]:
-        return sorted(p.stem for p in self.root.glob("*.json")) if self.root.is_dir() else []
+        if not self.root.is_dir():
+            return []
+        dirs = {p.name for p in self.root.iterdir() if p.is_dir() and self.history(p.name)}
+        return sorted(dirs | {p.stem for p in self.root.glob("*.json")})
 
     def resolve(self, value: str, *, where: str = "--mt-compare", base: Path | None = None) -> Path:
-        """A stored baseline's path from ``NAME`` or ``PATH``; UsageError when there is none."""
-        candidates = [self.path(value)]
+        """A stored baseline's path from ``NAME``, ``NAME@N`` or ``PATH``; UsageError when there is none."""
+        candidates: list[Path] = []
         if value.endswith(".json") or os.sep in value or "/" in value:
             p = Path(os.path.expanduser(value))
-            candidates.insert(0, p if p.is_absolute() or base is None else base / p)
+            candidates.append(p if p.is_absolute() or base is None else base / p)
+        name, _, number = value.partition("@")
+        if number:
+            if not number.isdigit():
+                raise UsageError(f"{where}: {value!r}: after '@' comes a save number, e.g. {name}@2")
+            saves = self.history(name)
+            if 1 <= int(number) <= len(saves):
+                return saves[int(number) - 1]
+            raise UsageError(f"{where}: baseline {name!r} has {len(saves)} save(s), no number {number}. "
+                             f"Fix: {name}@1 .. {name}@{len(saves)}, or {name} for the latest.")
+        if self.history(name):
+            candidates.append(self.path(name))
         for c in candidates:
             if c.is_file():
                 return c
         known = ", ".join(self.names()) or "none yet"
+        looked = ", ".join(str(c) for c in candidates) or str(self.root / name)
         raise UsageError(
-            f"{where}: no baseline {value!r} (looked for {', '.join(str(c) for c in candidates)}). "
-            f"Stored baselines: {known}. Fix: create one with --mt-save NAME, or give a report path."
+            f"{where}: no baseline {value!r} (looked for {looked}). "
+            f"Stored baselines in {self.root}: {known}. Fix: create one with --mt-save NAME, or give a report path."
         )
 
     def save(self, name: str, doc: Mapping[str, Any]) -> Path:
-        """Store ``doc`` as baseline ``name`` atomically (last writer wins, never half-written)."""
-        path = self.path(name)
-        atomic_write_bytes(path, (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode())
-        return path
+        """Store ``doc`` as the next save of ``name``; earlier saves are kept."""
+        directory = self.root / name
+        directory.mkdir(parents=True, exist_ok=True)
+        data = (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode()
+        number = len([p for p in self.history(name) if p.parent == directory]) + 1
+        staged = directory / f".staged-{os.getpid()}-{time.time_ns()}.json"
+        atomic_write_bytes(staged, data)
+        try:
+            while True:
+                path = directory / f"{number:04d}.json"
+                try:  # a hard link claims the number atomically, with the whole file already in place
+                    os.link(staged, path)
+                    return path
+                except FileExistsError:  # another run saved this number a moment ago
+                    number += 1
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                staged.unlink()
 
 
 def load_report(path: Path) -> dict[str, Any]:

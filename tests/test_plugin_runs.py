@@ -39,7 +39,7 @@ def test_save_then_compare_prints_each_change(pytester: pytest.Pytester) -> None
     pytester.makepyfile(test_mti_moving=MOVING)
     result = _run(pytester, 0.5, "--mt-save", "main")
     result.assert_outcomes(passed=2)
-    stored = pytester.path / ".mechtests" / "baselines" / "main.json"
+    stored = pytester.path / ".mechtests" / "baselines" / "main" / "0001.json"
     result.stdout.fnmatch_lines([f"mechtests: baseline 'main' saved to {stored}"])
     doc = json.loads(stored.read_text())
     check_report(doc)
@@ -48,7 +48,7 @@ def test_save_then_compare_prints_each_change(pytester: pytest.Pytester) -> None
 
     result = _run(pytester, 0.45, "--mt-compare", "main")
     result.assert_outcomes(passed=2)  # comparing alone never fails a test
-    result.stdout.re_match_lines([r"-+ mechtests: change against baseline .*main.json -+",
+    result.stdout.re_match_lines([r"-+ mechtests: change against baseline .*main/0001.json -+",
                                   r"claim\s+pair\s+baseline\s+now\s+change\s+verdict",
                                   r"moving\s+-\s+0.5\s+0.45\s+-0.05\s+pass",
                                   r"stable\s+-\s+0.5\s+0.5\s+\+0\s+pass"], consecutive=False)
@@ -164,6 +164,48 @@ def test_gate_matching_ignores_the_pair_name_for_one_pair_each(pytester: pytest.
     assert "claim x on pair default moved from pass to fail, a worse verdict" in result.stdout.str()
 
 
+def test_a_partial_run_never_replaces_a_fuller_baseline_unless_asked(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_mti_gated=GATED)
+    store = pytester.path / "store"
+    _run(pytester, 0.5, "--mt-save", "acc", f"--mt-baseline-dir={store}").assert_outcomes(passed=1, failed=1)
+    assert (store / "acc" / "0001.json").is_file() and not (pytester.path / ".mechtests" / "baselines").exists()
+    partial = _run(pytester, 0.5, "--mt-save", "acc", f"--mt-baseline-dir={store}", "-k", "moving")
+    partial.assert_outcomes(passed=1)
+    assert partial.ret == pytest.ExitCode.USAGE_ERROR  # asked to save and did not: never silently green
+    out = partial.stdout.str()
+    assert "ERROR: baseline 'acc' not saved: this run is partial (1 test(s) deselected" in out
+    assert "--mt-save-partial" in out and not (store / "acc" / "0002.json").exists()
+    forced = _run(pytester, 0.5, "--mt-save", "acc", f"--mt-baseline-dir={store}", "-k", "moving", "--mt-save-partial")
+    assert forced.ret == 0 and (store / "acc" / "0002.json").is_file()
+    # the gate still reads the fuller save when asked for it by number
+    _run(pytester, 0.5, "--mt-gate", "acc@1", f"--mt-baseline-dir={store}").assert_outcomes(passed=2)
+
+
+def test_an_interrupted_run_never_saves_and_its_report_says_incomplete(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_mti_stop="""
+def test_a(claim):
+    claim("a", metric="m", direction=">", threshold=0, estimate=1.0)
+
+def test_b():
+    raise KeyboardInterrupt
+
+def test_c(claim):
+    claim("c", metric="m", direction=">", threshold=0, estimate=1.0)
+""")
+    # A subprocess: an in-process KeyboardInterrupt would stop this outer session too.
+    result = pytester.runpytest_subprocess("--mt-save", "acc", "--mt-json", "r.json", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    assert "not saved: the run is incomplete (interrupted)" in result.stdout.str()
+    assert not (pytester.path / ".mechtests" / "baselines" / "acc").exists()
+    doc = json.loads((pytester.path / "r.json").read_text())
+    assert doc["config"]["complete"] is False and doc["config"]["incomplete"] == "interrupted"
+    assert [c["claim"] for c in doc["claims"]] == ["a"]
+    pytester.makepyfile(test_mti_stop="def test_a(claim):\n    claim('a', metric='m', direction='>', threshold=0, "
+                                      "estimate=1.0)\n")
+    pytester.runpytest("--mt-json", "ok.json").assert_outcomes(passed=1)
+    assert json.loads((pytester.path / "ok.json").read_text())["config"]["complete"] is True
+
+
 # ---- pytest-xdist ---------------------------------------------------------------------------------
 
 XDIST_PROJECT = """
@@ -222,7 +264,7 @@ def test_xdist_report_equals_serial_report(pytester: pytest.Pytester) -> None:
     assert len(x_doc["claims"]) == len(s_doc["claims"]) >= 14
     assert _comparable(x_doc) == _comparable(s_doc)  # verdicts, CIs, p and Holm-adjusted p alike
     assert {c["verdict"] for c in x_doc["claims"]} == {"pass", "fail", "inconclusive"}  # a real mix
-    baseline = json.loads((pytester.path / ".mechtests" / "baselines" / "par.json").read_text())
+    baseline = json.loads((pytester.path / ".mechtests" / "baselines" / "par" / "0001.json").read_text())
     assert _comparable(baseline) == _comparable(s_doc)
     # figures made on the workers reach the controller's HTML report, in the same order
     s_html, x_html = ((pytester.path / n).read_text() for n in ("serial.html", "xdist.html"))

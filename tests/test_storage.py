@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -182,10 +183,11 @@ def test_baseline_store_save_resolve_and_errors(tmp_path: Path) -> None:
     store = BaselineStore(tmp_path / "baselines")
     doc = {"schema": "mechtests-report/1", "claims": []}
     path = store.save("main", doc)
+    assert path == tmp_path / "baselines" / "main" / "0001.json"
     assert store.resolve("main") == path and store.names() == ["main"]
     assert load_report(path) == doc
     assert store.resolve(str(path)) == path
-    with pytest.raises(UsageError, match="no baseline 'nope'.*Stored baselines: main"):
+    with pytest.raises(UsageError, match="no baseline 'nope'.*Stored baselines in .*: main"):
         store.resolve("nope")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"schema": "other/9"}))
@@ -194,6 +196,44 @@ def test_baseline_store_save_resolve_and_errors(tmp_path: Path) -> None:
     bad.write_text("{")
     with pytest.raises(UsageError, match="not readable JSON"):
         load_report(bad)
+
+
+def test_baseline_history_is_kept_and_addressable(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path)
+    first = store.save("acc", {"schema": "mechtests-report/1", "claims": [], "n": 1})
+    second = store.save("acc", {"schema": "mechtests-report/1", "claims": [], "n": 2})
+    assert (first.name, second.name) == ("0001.json", "0002.json")
+    assert json.loads(first.read_text())["n"] == 1  # never overwritten
+    assert store.resolve("acc") == second and store.resolve("acc@1") == first and store.resolve("acc@2") == second
+    with pytest.raises(UsageError, match="has 2 save.*no number 3.*acc@1 .. acc@2"):
+        store.resolve("acc@3")
+    with pytest.raises(UsageError, match="after '@' comes a save number"):
+        store.resolve("acc@latest")
+    (tmp_path / "old.json").write_text("{}")  # a baseline saved by an older mechtests
+    assert store.resolve("old") == tmp_path / "old.json" and "old" in store.names()
+    assert store.save("old", {"schema": "mechtests-report/1", "claims": []}).name == "0001.json"
+    assert store.resolve("old@1") == tmp_path / "old.json" and store.resolve("old") == tmp_path / "old" / "0001.json"
+
+
+def _save_many(root: str, name: str, n: int) -> None:
+    store = BaselineStore(Path(root))
+    for i in range(n):
+        store.save(name, {"schema": "mechtests-report/1", "claims": [], "pid": os.getpid(), "i": i})
+
+
+def test_concurrent_saves_never_collide(tmp_path: Path) -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_save_many, args=(str(tmp_path), "acc", 5)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    saves = BaselineStore(tmp_path).history("acc")
+    assert [p.name for p in saves] == [f"{i:04d}.json" for i in range(1, 16)]
+    assert len({(d["pid"], d["i"]) for d in (json.loads(p.read_text()) for p in saves)}) == 15  # none lost
+    assert not list((tmp_path / "acc").glob(".staged-*"))
 
 
 def test_parse_compare_fail() -> None:
