@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
@@ -28,6 +30,8 @@ import torch
 
 from mechtests.errors import UsageError
 from mechtests.scoring import scorer_identity
+
+log = logging.getLogger(__name__)
 
 Role = Literal["base", "tuned"]
 ROLES: tuple[Role, ...] = ("base", "tuned")
@@ -107,6 +111,28 @@ class Evaluator:
         self.config = config
         self.cache = cache
         self._memory: dict[str, Any] = {}
+        # Called as progress(label, done, total, unit, elapsed_s, final) while a condition is
+        # computed (never for cache hits); the plugin prints it, and every call is also logged.
+        self.progress: Callable[[str, int, int, str, float, bool], None] | None = None
+
+    def _report(self, label: str, done: int, total: int, unit: str, started: float, final: bool) -> None:
+        elapsed = time.perf_counter() - started
+        rate = f", {done / elapsed:.1f} {unit}/s" if elapsed > 0 and done else ""
+        (log.info if final else log.debug)("%s: %d/%d %s in %.1f s%s", label, done, total, unit, elapsed, rate)
+        if self.progress is not None:
+            self.progress(label, done, total, unit, elapsed, final)
+
+    def _timed(self, label: str, total: int, unit: str, compute: Callable[[], Any]) -> Callable[[], Any]:
+        """``compute`` wrapped so that running it (a cache miss) reports its start and end."""
+
+        def run() -> Any:
+            started = time.perf_counter()
+            self._report(label, 0, total, unit, started, False)
+            value = compute()
+            self._report(label, total, total, unit, started, True)
+            return value
+
+        return run
 
     # Each data role is read on first use, so a claim never needs a file it does not use.
     @property
@@ -208,12 +234,19 @@ class Evaluator:
         gen_cfg = self.generation_config()
         key = self._key(role, iv, prompts=self.prompts.sha256, generation=dataclasses.asdict(gen_cfg))
 
+        label = f"generation {role} {iv.key()}"
+
         def compute() -> dict[str, Any]:
             from mechtests.generation import generate
 
+            started = time.perf_counter()
+            total = len(self.prompts)
+            self._report(label, 0, total, "prompts", started, False)
             with torch.inference_mode():
                 result = generate(self.model(role), self.prompts, config=gen_cfg, intervention=iv,
-                                  collect_stats=True)
+                                  collect_stats=True,
+                                  on_batch=lambda done: self._report(label, done, total, "prompts", started,
+                                                                     done == total))
             return {"continuations": list(result.continuations),
                     "activation_sum": result.stats.activation_sum.double().cpu().numpy(),
                     "count": result.stats.count.double().cpu().numpy()}
@@ -244,8 +277,10 @@ class Evaluator:
         def compute() -> np.ndarray:
             from mechtests.metrics import toxicity_scores
 
-            return np.asarray(toxicity_scores(self.generation(role, iv).continuations, self.scorer),
-                              dtype=np.float64)
+            continuations = self.generation(role, iv).continuations
+            score = self._timed(f"scoring {role} {iv.key()} ({scorer_identity(self.scorer)})", len(continuations),
+                                "texts", lambda: toxicity_scores(continuations, self.scorer))
+            return np.asarray(score(), dtype=np.float64)
 
         return np.asarray(self._cached("toxicity", key, compute), dtype=np.float64)
 
@@ -264,7 +299,7 @@ class Evaluator:
                 nll, n = perplexity_windows(model, self.perplexity_text, window=window, intervention=iv)
             return {"nll_sum": _np(nll), "n_tokens": _np(n)}
 
-        raw = self._cached("perplexity", key, compute)
+        raw = self._cached("perplexity", key, self._timed(f"perplexity {role} {iv.key()}", 1, "text", compute))
         return PerplexityWindows(np.asarray(raw["nll_sum"], dtype=np.float64),
                                  np.asarray(raw["n_tokens"], dtype=np.float64))
 
@@ -285,7 +320,8 @@ class Evaluator:
                                    batch_size=gen_cfg.batch_size)
             return _np(scores)
 
-        return np.asarray(self._cached("f1", key, compute), dtype=np.float64)
+        compute_timed = self._timed(f"f1 {role} {iv.key()}", len(self.f1_sentences), "items", compute)
+        return np.asarray(self._cached("f1", key, compute_timed), dtype=np.float64)
 
     def probe_key(self) -> str:
         """Content identity of the probe (sha256 of weight, bias and hook name)."""

@@ -148,11 +148,13 @@ def check_fits_context(model: LoadedModel, config: GenerationConfig) -> None:
 
 
 def generate(model: LoadedModel, prompts: TextSet | Sequence[str], *, config: GenerationConfig | None = None,
-             intervention: SupportsApplied | None = None, collect_stats: bool = False) -> GenerationResult:
+             intervention: SupportsApplied | None = None, collect_stats: bool = False,
+             on_batch: Callable[[int], None] | None = None) -> GenerationResult:
     """Greedy continuations of ``prompts`` (in input order), with ``intervention`` active at every step.
 
     A prompt's continuation does not depend on its batch-mates: the mask hides padding and
-    positions restart at 0 at each prompt's first real token.
+    positions restart at 0 at each prompt's first real token. ``on_batch(done)`` is called after
+    each batch with the number of prompts done so far (progress reporting).
 
     Raises:
         UsageError: no prompts, or prompt + continuation longer than the model's context.
@@ -198,6 +200,8 @@ def generate(model: LoadedModel, prompts: TextSet | Sequence[str], *, config: Ge
                 collector.block_ids = torch.tensor([i % config.n_blocks for i in index], device=model.device)
             tokens = _greedy(model, ids, mask, steps, collector)
             new_tokens[torch.tensor(index)] = tokens.cpu()
+            if on_batch is not None:
+                on_batch(min(start + config.batch_size, n))
     texts_out = tuple(model.tokenizer.decode(row.tolist(), skip_special_tokens=True) for row in new_tokens)
     return GenerationResult(texts_out, new_tokens, collector.result() if collector is not None else None)
 

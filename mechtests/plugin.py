@@ -345,11 +345,50 @@ def _perspective(st: MechtestsState, settings: Settings) -> Any:
 
 @pytest.fixture(scope="session")
 def evaluator(model_pair: Any, probe: Any, scorer: Any, eval_data: Any, mt_config: RunConfig,
-              mt_cache: Cache) -> Any:
+              mt_cache: Cache, request: pytest.FixtureRequest) -> Any:
     """One `Evaluator` per pair per session: every condition is computed once and shared."""
     from mechtests.evaluator import Evaluator
 
-    return Evaluator(model_pair, probe=probe, scorer=scorer, data=eval_data, config=mt_config, cache=mt_cache)
+    ev = Evaluator(model_pair, probe=probe, scorer=scorer, data=eval_data, config=mt_config, cache=mt_cache)
+    ev.progress = TerminalProgress(request.config)
+    return ev
+
+
+class TerminalProgress:
+    """Each computed condition on pytest's terminal, without ``-s``: one line when it is done
+    (count, time, rate), and on a terminal a line with done/total and ETA every ``every_s`` while
+    a long one runs. Quiet under ``-q`` and on xdist workers (no terminal there); the evaluator
+    logs every step under ``mechtests`` for ``--log-cli-level`` either way."""
+
+    def __init__(self, config: pytest.Config, *, every_s: float = 30.0) -> None:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        self._reporter = reporter if config.get_verbosity() >= 0 and not hasattr(config, "workerinput") else None
+        self._capture = config.pluginmanager.get_plugin("capturemanager")
+        self._tty = bool(reporter is not None and reporter.isatty())
+        self._every = every_s
+        self._last: dict[str, float] = {}
+
+    def __call__(self, label: str, done: int, total: int, unit: str, elapsed: float, final: bool) -> None:
+        if self._reporter is None:
+            return
+        if final:
+            rate = f", {done / elapsed:.1f} {unit}/s" if elapsed > 0 else ""
+            self._write(f"mechtests: {label}: {done} {unit} in {elapsed:.1f} s{rate}")
+            return
+        if not self._tty or done == 0 or elapsed - self._last.get(label, 0.0) < self._every:
+            return
+        self._last[label] = elapsed
+        eta = elapsed / done * (total - done)
+        self._write(f"mechtests: {label}: {done}/{total} {unit} ({done / elapsed:.1f}/s, ETA {eta:.0f} s)")
+
+    def _write(self, line: str) -> None:
+        # Past pytest's output capture (as live logging does), so it shows while the test runs.
+        assert self._reporter is not None
+        if self._capture is None:
+            self._reporter.write_line(line)
+            return
+        with self._capture.global_and_fixture_disabled():
+            self._reporter.write_line(line)
 
 
 class FigureSink:

@@ -199,3 +199,34 @@ def test_evaluator_chain_end_to_end_with_a_trained_cached_probe(pytester: pytest
     second.assert_outcomes(passed=2)
     hits = [ln.split("PROBE-CACHE")[1].split() for ln in second.stdout.lines if "PROBE-CACHE" in ln]
     assert hits and int(hits[0][0]) >= 1  # the probe (and generations) came from disk
+
+
+def test_a_cold_run_reports_each_condition_as_it_is_computed(pytester: pytest.Pytester,
+                                                             tiny_pair: tuple[Path, Path, Path]) -> None:
+    base, tuned, _ = tiny_pair
+    data = pytester.path / "data"
+    data.mkdir()
+    (data / "challenge.jsonl").write_text("".join(json.dumps({"prompt": f"prompt {i}"}) + "\n" for i in range(12)))
+    torch.save(torch.linspace(-1, 1, 32), pytester.path / "probe.pt")
+    pytester.makepyfile(test_mti_progress="""
+        def test_first(evaluator):
+            evaluator.toxicity("base")
+
+        def test_second(evaluator):
+            evaluator.toxicity("tuned")
+    """)
+    common = ["--mt-base", str(base), "--mt-tuned", str(tuned), "--mt-data=data", "--mt-probe=probe.pt",
+              "--mt-probe-bias=0", "--mt-cache-dir=cache", "-p", "no:cacheprovider"]
+    cold = pytester.runpytest(*common, "-v")
+    cold.assert_outcomes(passed=2)
+    lines = cold.stdout.lines
+    generated = next(i for i, ln in enumerate(lines) if "mechtests: generation base none: 12 prompts in" in ln)
+    first_result = next(i for i, ln in enumerate(lines) if "test_first" in ln and "PASSED" in ln)
+    assert generated <= first_result  # shown while the test runs, not after it (no -s needed)
+    assert any("mechtests: scoring base none (offline:" in ln and "12 texts in" in ln for ln in lines)
+    quiet = pytester.runpytest(*common, "-q", "--mt-cache-dir=cache2")
+    assert "mechtests: generation" not in quiet.stdout.str()  # quiet under -q
+    logged = pytester.runpytest(*common, "--mt-cache-dir=cache3", "--log-cli-level=INFO")
+    assert "generation tuned none: 12/12 prompts in" in logged.stdout.str()  # logging under mechtests
+    warm = pytester.runpytest(*common)
+    assert "mechtests: generation" not in warm.stdout.str()  # cache hits compute nothing
