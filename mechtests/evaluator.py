@@ -214,7 +214,9 @@ class Evaluator:
     def _key(self, role: Role, intervention: Any, **extra: Any) -> dict[str, Any]:
         model = self.model(role)
         # The backends agree to float rounding, which can still flip a greedy token: keep apart.
+        # The device too: CPU and CUDA kernels round differently, which can flip a greedy token.
         return {"protocol": PROTOCOL_VERSION, "model": model.fingerprint, "dtype": str(getattr(model, "dtype", "")),
+                "device": str(getattr(model, "device", "")),
                 "backend": getattr(model, "backend", "bridge"), "intervention": intervention.key(), **extra}
 
     def _cached(self, kind: str, key: Mapping[str, Any], compute: Callable[[], Any]) -> Any:

@@ -78,6 +78,7 @@ class MechtestsState:
     eval_data: dict[str, Any] = dataclasses.field(default_factory=dict)  # pair name -> EvalData (read lazily)
     scorers: list[Any] = dataclasses.field(default_factory=list)  # remote scorers, for the run summary
     scorer_lines: list[str] = dataclasses.field(default_factory=list)  # their summaries from xdist workers
+    cache_notes: list[str] = dataclasses.field(default_factory=list)  # the cache's notes from xdist workers
     written: list[str] = dataclasses.field(default_factory=list)
     zoo: Any = None
     started: float = dataclasses.field(default_factory=time.time)  # cache entries used since are kept
@@ -606,6 +607,7 @@ class _Collector:
             add_figure(st.figures, Figure(**figure))
         merge_figure_rows(st.figure_rows, out.get("figure_rows", {}))
         st.scorer_lines.extend(out.get("scorer_lines", []))
+        st.cache_notes.extend(out.get("cache_notes", []))
         for name, info in out.get("pairs", {}).items():
             if info["base"]["sha256"] is not None:
                 st.pairs.setdefault(name, {}).update({"base": info["base"], "tuned": info["tuned"]})
@@ -647,6 +649,9 @@ class _Collector:
                 terminalreporter.write_line(line)
         for note in st.compare_notes:
             terminalreporter.write_line(f"mechtests: {note}", red=note.startswith("ERROR"), yellow=not note.startswith("ERROR"))
+        cache_notes = st.cache_notes + (st.cache.notes if st.cache is not None else [])
+        for note in dict.fromkeys(cache_notes):
+            terminalreporter.write_line(f"mechtests: {note}", yellow=True)
         for line in st.scorer_lines + [f"mechtests: {s.summary()}" for s in st.scorers]:
             terminalreporter.write_line(line)
         for line in st.written:
@@ -704,6 +709,7 @@ class _WorkerHooks:
             "pairs": {k: v for k, v in st.pairs.items() if v["base"]["sha256"] is not None},
             "scorer_lines": [f"mechtests: [{self.config.workerinput['workerid']}] {s.summary()}"  # type: ignore[attr-defined]
                              for s in st.scorers],
+            "cache_notes": list(st.cache.notes) if st.cache is not None else [],
         }
 
 

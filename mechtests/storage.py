@@ -225,6 +225,9 @@ class Cache:
         self.root = Path(root) if root is not None else None
         self._memory: dict[str, Any] = {}
         self.stats = CacheStats()
+        # Said once each, for the run summary: bad entries dropped, and why the disk layer stopped.
+        self.notes: list[str] = []
+        self.disabled: str | None = None  # set when the directory cannot be written: memory only from then on
 
     def path_for(self, kind: str, key: Mapping[str, Any]) -> Path | None:
         """Where the entry lives on disk (None for a memory-only cache)."""
@@ -238,13 +241,29 @@ class Cache:
     def _read(self, path: Path) -> tuple[bool, Any]:
         try:
             with np.load(path, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
+                arrays = {k: npz[k] for k in npz.files}  # the zip's CRC-32 catches flipped bits here
             tree = json.loads(arrays.pop("__tree__").tobytes().decode())
             return True, _decode(tree, arrays)
         except FileNotFoundError:
             return False, None
-        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError, AttributeError):
-            return False, None  # unreadable/foreign entry: recompute and overwrite it
+        except Exception as exc:  # noqa: BLE001 - truncated, emptied, bit-flipped or foreign: recompute and rewrite
+            self._note(f"cache entry {path} was unreadable ({type(exc).__name__}: {str(exc)[:80]}); dropped, "
+                       "recomputed and rewritten")
+            with contextlib.suppress(OSError):
+                path.unlink()
+            return False, None
+
+    def _note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def _disable(self, exc: OSError) -> None:
+        """The disk layer failed to write: keep going in memory, and say so once."""
+        if self.disabled is None:
+            self.disabled = f"{type(exc).__name__}: {exc.strerror or exc}"
+            self._note(f"cache {self.root} cannot be written ({self.disabled}); this run keeps its results in memory "
+                       "only. Fix: --mt-cache-dir DIR on a writable disk with room, or --mt-cache-max-size to "
+                       "keep it small")
 
     def _write(self, path: Path, value: Any) -> None:
         arrays: list[np.ndarray] = []
@@ -281,24 +300,37 @@ class Cache:
             self.stats.memory_hits += 1
             return self._memory[mem_key]
         path = self.path_for(kind, key)
-        if path is None:
-            value = compute()
-            self.stats.computed += 1
-        else:
+        found = False
+        if path is not None:
             found, value = self._read(path)
             if found:
                 self.stats.disk_hits += 1
                 with contextlib.suppress(OSError):
                     os.utime(path)  # recently used: the last to be pruned
-            else:
-                with self._locked(path):
+        if not found and (path is None or self.disabled is not None):
+            value = compute()
+            self.stats.computed += 1
+        elif not found:
+            assert path is not None
+            with contextlib.ExitStack() as stack:
+                locked = True
+                try:
+                    stack.enter_context(self._locked(path))
+                except OSError as exc:  # read-only or gone: degrade to memory, never fail a test
+                    self._disable(exc)
+                    locked = False
+                if locked:
                     found, value = self._read(path)  # another worker may have just written it
-                    if found:
-                        self.stats.disk_hits += 1
-                    else:
-                        value = compute()
-                        self.stats.computed += 1
-                        self._write(path, value)
+                if found:
+                    self.stats.disk_hits += 1
+                else:
+                    value = compute()  # its own errors propagate: only the cache's are caught
+                    self.stats.computed += 1
+                    if locked:
+                        try:
+                            self._write(path, value)
+                        except OSError as exc:  # full or read-only disk
+                            self._disable(exc)
         self._memory[mem_key] = value
         return value
 
@@ -317,6 +349,21 @@ class Cache:
                 out.append((info.st_mtime, info.st_size, path))
         return sorted(out)
 
+    def _remove_orphans(self, *, older_than_s: float = 3600.0) -> int:
+        """Delete what killed writers leave behind: ``.tmp`` files, and ``.lock`` files without an
+        entry, untouched for ``older_than_s`` (a live writer's are seconds old). Returns how many."""
+        if self.root is None or not self.root.is_dir():
+            return 0
+        cutoff, removed = time.time() - older_than_s, 0
+        for path in list(self.root.glob("*/*/.*.tmp")) + list(self.root.glob("*/*/*.lock")):
+            with contextlib.suppress(OSError):
+                if path.suffix == ".lock" and path.with_suffix(".npz").exists():
+                    continue
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+        return removed
+
     def prune(self, max_bytes: int, *, keep_used_since: float | None = None) -> PruneResult:
         """Delete least recently used entries until the cache holds at most ``max_bytes``.
 
@@ -329,6 +376,7 @@ class Cache:
             PruneResult(removed=0, freed_bytes=0, kept_bytes=0)
         """
         entries = self._entries()
+        self._remove_orphans()
         total = sum(size for _, size, _ in entries)
         removed = freed = 0
         for mtime, size, path in entries:

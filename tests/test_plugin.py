@@ -383,6 +383,16 @@ def test_cache(mt_cache):
 """
 
 
+def test_an_unwritable_cache_is_one_note_in_the_summary_not_a_failure(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_mti_cache=CACHE_TEST)
+    (pytester.path / "afile").write_text("not a directory")
+    result = pytester.runpytest("-s", "--mt-cache-dir", "afile/cache")  # under a file: cannot be created
+    result.assert_outcomes(passed=1)
+    out = result.stdout.str()
+    assert "VALUE [1, 2, 3] 1" in out
+    assert out.count("cannot be written") == 1 and "memory only" in out and "--mt-cache-dir" in out
+
+
 def test_cache_dir_and_no_cache(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_mti_cache=CACHE_TEST)
     out = pytester.runpytest("-s").stdout.str()

@@ -326,3 +326,94 @@ def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path: Path, umask:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "report.json").stat().st_mode) == mode
     assert (tmp_path / "report.json").read_bytes() == b"{}" and not list(tmp_path.glob(".*.tmp"))
+
+
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "emptied":
+        path.write_bytes(b"")
+    else:  # one flipped bit inside an array's bytes: the zip's CRC-32 catches it
+        flipped = bytearray(data)
+        flipped[len(flipped) // 3] ^= 0x01
+        path.write_bytes(bytes(flipped))
+
+
+@pytest.mark.parametrize("how", ["truncated", "emptied", "bit-flipped"])
+def test_a_damaged_entry_is_dropped_recomputed_and_rewritten_with_one_note(tmp_path: Path, how: str) -> None:
+    value = {"a": np.arange(4096, dtype=np.float64), "b": [1, 2, 3]}
+    Cache(tmp_path).get_or_compute("k", {"x": 1}, lambda: value)
+    path = Cache(tmp_path).path_for("k", {"x": 1})
+    assert path is not None
+    _damage(path, how)
+    calls: list[int] = []
+    cache = Cache(tmp_path)
+
+    def compute() -> dict:
+        calls.append(1)
+        return value
+
+    got = cache.get_or_compute("k", {"x": 1}, compute)
+    np.testing.assert_array_equal(got["a"], value["a"])
+    assert calls == [1] and len(cache.notes) == 1 and "unreadable" in cache.notes[0] and str(path) in cache.notes[0]
+    again = Cache(tmp_path)  # rewritten: the next run reads it back without computing
+    np.testing.assert_array_equal(again.get_or_compute("k", {"x": 1}, lambda: pytest.fail("recomputed"))["a"], value["a"])
+    assert again.notes == []
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path):  # noqa: ANN201 - yields a Path
+    """A 2 MB tmpfs the test makes (skipped where mounting is not allowed)."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_degrades_to_memory_with_one_note(small_tmpfs: Path) -> None:
+    cache = Cache(small_tmpfs / "cache")
+    big = np.zeros(400_000)  # 3.2 MB: cannot fit
+    for i in range(3):
+        np.testing.assert_array_equal(cache.get_or_compute("k", {"i": i}, lambda: big), big)
+    assert cache.get_or_compute("k", {"i": 0}, lambda: pytest.fail("recomputed")) is not None  # memory still serves
+    assert cache.disabled is not None and "No space left" in cache.disabled
+    assert len(cache.notes) == 1 and "--mt-cache-dir" in cache.notes[0] and "memory only" in cache.notes[0]
+    assert not list((small_tmpfs / "cache").rglob("*.tmp"))  # no half-written files left
+
+
+def test_a_read_only_cache_degrades_to_memory(small_tmpfs: Path) -> None:
+    import subprocess
+
+    (small_tmpfs / "cache").mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(small_tmpfs)], check=True)
+    cache = Cache(small_tmpfs / "cache")
+    assert cache.get_or_compute("k", {"i": 1}, lambda: [1]) == [1]
+    assert cache.disabled is not None and "Read-only" in cache.disabled and len(cache.notes) == 1
+
+
+def test_prune_removes_orphans_of_killed_writers(tmp_path: Path) -> None:
+    import os
+    import time
+
+    cache = Cache(tmp_path)
+    cache.get_or_compute("k", {"i": 1}, lambda: [1])
+    entry = cache.path_for("k", {"i": 1})
+    assert entry is not None
+    stale_tmp = entry.parent / f".{entry.name}.abc.tmp"
+    stale_lock = entry.parent / ("0" * 64 + ".lock")  # a lock whose entry was never written
+    fresh_tmp = entry.parent / f".{entry.name}.new.tmp"
+    for path in (stale_tmp, stale_lock, fresh_tmp):
+        path.write_bytes(b"x")
+    old = time.time() - 7200
+    for path in (stale_tmp, stale_lock):
+        os.utime(path, (old, old))
+    cache.prune(10**9)
+    assert not stale_tmp.exists() and not stale_lock.exists()
+    assert fresh_tmp.exists() and entry.exists() and entry.with_suffix(".lock").exists()  # live ones kept
