@@ -241,10 +241,11 @@ def test_report_section_per_test(pytester: pytest.Pytester) -> None:
 def test_a_failing_claims_explanation_is_printed_once(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_mti_claims=CLAIMS)
     result = pytester.runpytest("-rA", "-k", "test_fail or test_inconclusive")
-    out = result.stdout.str()
+    # pytest's own short summary may repeat the message (in full when CI is set): count above it.
+    out = result.stdout.str().split("short test summary info", 1)[0]
     # The failure / skip message carries the explanation; the report section no longer repeats it.
     assert out.count("the whole interval lies on the other side of the threshold") == 1, out
-    assert out.count("the interval contains the threshold") == 1, out
+    assert result.stdout.str().count("the interval contains the threshold") == 1  # the skip reason, once
     assert "mechtests claims -" not in out.replace("= mechtests claims =", "")
 
 
