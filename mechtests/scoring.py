@@ -243,7 +243,9 @@ class DetoxifyScorer:
         except (OSError, ValueError) as err:
             raise CheckpointError(path, f"cannot load the classifier ({err})") from err
         # Two checkpoints at one path, or one checkpoint at two paths: key scores by content.
-        self.identity = f"detoxify:{_directory_sha256(path)[:16]}"
+        from mechtests.data import file_sha256
+
+        self.identity = f"detoxify:{file_sha256(path)[:16]}"
 
     def _clean_index(self) -> int:
         labels = {int(i): str(n).lower() for i, n in self._model.config.id2label.items()}
@@ -271,17 +273,6 @@ class DetoxifyScorer:
                     out.append(1.0 - torch.softmax(logits, dim=-1)[:, self._clean_index()].numpy())
         scores = np.concatenate(out) if out else np.zeros(0)
         return _finish(scores, texts, self.name)
-
-
-def _directory_sha256(path: Path) -> str:
-    """sha256 over the names and bytes of every file under ``path`` (read in 1 MiB chunks)."""
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(f"{file.relative_to(path).as_posix()}\n".encode())
-        with file.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def make_scorer(name: ScorerName = "offline", **options: object) -> ToxicityScorer:
