@@ -76,12 +76,6 @@ class ModelSource:
                              "other model as a checkpoint directory or hub name, or add --mt-config-from DIR_OR_NAME")
         return self.config_from
 
-    def describe(self) -> str:
-        """One line for headers and reports."""
-        if self.kind == "state_dict":
-            return f"state dict {self.location} on the config and tokenizer of {self.config_from}"
-        return f"{self.kind} {self.location}"
-
 
 @dataclass(frozen=True)
 class LoadRecord:
