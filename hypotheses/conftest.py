@@ -9,6 +9,7 @@ session recorder that turns recovered-fraction results into the HTML report's fi
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -85,13 +86,15 @@ class FigureRecorder:
     points: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     attributions: dict[str, BlockAttribution] = dataclasses.field(default_factory=dict)
 
-    def recovery(self, pair: str, family: str, k: int, node: pytest.Item) -> None:
-        """Record the latest claim of ``node`` (pass or fail: read from its user properties,
-        which the ``claim`` fixture fills before it fails a test)."""
-        props = dict(node.user_properties)  # the latest claim's values win
-        if all(props.get(key) is not None for key in ("estimate", "ci_low", "ci_high")):
-            self.points.append({"pair": pair, "family": family, "k": k, "estimate": props["estimate"],
-                                "ci_low": props["ci_low"], "ci_high": props["ci_high"]})
+    def recovery(self, pair: str, family: str, k: int, claim: Any) -> None:
+        """Record the latest claim the ``claim`` fixture stated in this test (pass or fail: it
+        keeps its results before it fails a test)."""
+        if not claim.results:
+            return
+        e = claim.results[-1].estimate
+        if all(math.isfinite(v) for v in (e.value, e.ci_low, e.ci_high)):
+            self.points.append({"pair": pair, "family": family, "k": k, "estimate": e.value,
+                                "ci_low": e.ci_low, "ci_high": e.ci_high})
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from mt_reference import ABLATION_KS, ZERO_POSITIVE_TOX, ZERO_TOX, KSpec, paper_
 pytestmark = pytest.mark.mechtests_data("challenge")
 
 
-def _run(evaluator: Evaluator, selections, claim, figure_recorder, node: pytest.Item, kspec: KSpec, *,
+def _run(evaluator: Evaluator, selections, claim, figure_recorder, kspec: KSpec, *,
          positive_only: bool, name: str, paper_tox: dict[int, float], family: str) -> None:
     from mechtests.interventions import ZeroAblation
 
@@ -30,25 +30,24 @@ def _run(evaluator: Evaluator, selections, claim, figure_recorder, node: pytest.
               reference=reference, params={"k": kspec.label, "neurons": k,
                                            "tox_ablated": round(float(tox_ablated.mean()), 4)})
     finally:
-        figure_recorder.recovery(evaluator.pair.name, family, k, node)
+        figure_recorder.recovery(evaluator.pair.name, family, k, claim)
 
 
 @pytest.mark.parametrize("kspec", ABLATION_KS, ids=lambda s: s.label)
-def test_zero_ablation_not_enough(kspec: KSpec, evaluator: Evaluator, selections, claim, figure_recorder,
-                                 request: pytest.FixtureRequest) -> None:
+def test_zero_ablation_not_enough(kspec: KSpec, evaluator: Evaluator, selections, claim, figure_recorder) -> None:
     """Zeroing the top-k toxic value vectors recovers < 0.75 of DPO's toxicity reduction.
 
     Paper (PAPER.md, interventions table, A): zeroing the top 100 / 200 / 1,000 toxic value
     vectors of GPT-2 medium gives tox 0.403 / 0.405 / 0.436 against 0.453 -> 0.208 for DPO, i.e.
     recovered 0.20 / 0.20 / 0.07. Paired bootstrap over prompts of (base, ablated, tuned).
     """
-    _run(evaluator, selections, claim, figure_recorder, request.node, kspec, positive_only=False,
+    _run(evaluator, selections, claim, figure_recorder, kspec, positive_only=False,
          name="zero_ablation_not_enough", paper_tox=ZERO_TOX, family="zero top-k toxic")
 
 
 @pytest.mark.parametrize("kspec", ABLATION_KS, ids=lambda s: s.label)
 def test_zero_positive_ablation_not_enough(kspec: KSpec, evaluator: Evaluator, selections, claim,
-                                           figure_recorder, request: pytest.FixtureRequest) -> None:
+                                           figure_recorder) -> None:
     """Zeroing the top-k toxic *and positively activated* neurons (cos > 0, mean base activation
     > 0) recovers < 0.75 of DPO's reduction.
 
@@ -60,5 +59,5 @@ def test_zero_positive_ablation_not_enough(kspec: KSpec, evaluator: Evaluator, s
     available = selections.n_positive_toxic()
     if k > available:
         pytest.skip(f"k={k} exceeds the {available} toxic, positively activated neurons of this model")
-    _run(evaluator, selections, claim, figure_recorder, request.node, kspec, positive_only=True,
+    _run(evaluator, selections, claim, figure_recorder, kspec, positive_only=True,
          name="zero_positive_ablation_not_enough", paper_tox=ZERO_POSITIVE_TOX, family="zero top-k toxic & positive")

@@ -26,8 +26,7 @@ def _patched_toxicity(evaluator: Evaluator, selections, groups: tuple[str, ...])
     return tox_base, tox_patched, tox_tuned, len(neurons)
 
 
-def test_tp_down_patch_is_partial(evaluator: Evaluator, selections, claim, figure_recorder,
-                                      request: pytest.FixtureRequest) -> None:
+def test_tp_down_patch_is_partial(evaluator: Evaluator, selections, claim, figure_recorder) -> None:
     """Patching only the dampened toxic neurons (TP↓) to the tuned model's activations recovers
     < 0.75 of DPO's toxicity reduction.
 
@@ -42,11 +41,10 @@ def test_tp_down_patch_is_partial(evaluator: Evaluator, selections, claim, figur
               reference=ref("interventions table: patch TP↓ -> tox 0.335 (A)", paper_recovered(0.335)),
               params={"neurons": n, "tox_patched": round(float(tox_patched.mean()), 4)})
     finally:
-        figure_recorder.recovery(evaluator.pair.name, "patch TP↓", max(n, 1), request.node)
+        figure_recorder.recovery(evaluator.pair.name, "patch TP↓", max(n, 1), claim)
 
 
-def test_all_groups_patch_emulates_dpo(evaluator: Evaluator, selections, claim, figure_recorder,
-                                      request: pytest.FixtureRequest) -> None:
+def test_all_groups_patch_emulates_dpo(evaluator: Evaluator, selections, claim, figure_recorder) -> None:
     """Patching all four groups (TP↓, TN↓, AP↑, AN↑) to the tuned model's activations recovers
     > 0.80 of DPO's toxicity reduction.
 
@@ -60,4 +58,4 @@ def test_all_groups_patch_emulates_dpo(evaluator: Evaluator, selections, claim, 
               reference=ref("Interventions: patching the four groups together approaches DPO (A)", None),
               params={"neurons": n, "tox_patched": round(float(tox_patched.mean()), 4)})
     finally:
-        figure_recorder.recovery(evaluator.pair.name, "patch all four groups", max(n, 1), request.node)
+        figure_recorder.recovery(evaluator.pair.name, "patch all four groups", max(n, 1), claim)

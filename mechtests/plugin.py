@@ -449,6 +449,9 @@ class ClaimRecorder:
     def __init__(self, request: pytest.FixtureRequest) -> None:
         self._request = request
         self._state = _state(request.config)
+        #: This test's claims so far, in order (also those that failed or skipped the test, so a
+        #: ``finally`` block can read the last one).
+        self.results: list[ClaimResult] = []
 
     def _pair(self) -> str | None:
         callspec = getattr(self._request.node, "callspec", None)
@@ -480,8 +483,7 @@ class ClaimRecorder:
         record = result.to_record(nodeid=node.nodeid)
         record.update(_index=len(holder.records), _n_to_decide=result.decisive_n, _text=result.explanation())
         holder.records.append(record)
-        for key in ("claim", "pair", "estimate", "ci_low", "ci_high", "threshold", "verdict", "p_value"):
-            node.user_properties.append((key, record[key]))
+        self.results.append(result)
         regressed = self._regressions(record)
         if regressed:
             pytest.fail("\n".join(regressed) + "\n" + result.explanation(), pytrace=False)
@@ -584,6 +586,7 @@ class _Collector:
 
             _preflight(self.config, self.st, {spec.name: set(EVERYTHING) for spec in self.st.settings.pairs})
 
+    @pytest.hookimpl(tryfirst=True)  # before junitxml closes the test case at teardown
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         st = self.st
         recs = getattr(report, "mechtests_claims", None)
@@ -593,6 +596,10 @@ class _Collector:
         if report.when == "call":
             st.durations[report.nodeid] = round(report.duration, 6)
         if report.when == "teardown":
+            if st.pending.get(report.nodeid):
+                from mechtests.junit import add_claims_to_junit
+
+                add_claims_to_junit(self.config, report, st.pending[report.nodeid])
             _finalize(st, report.nodeid)
 
     @pytest.hookimpl(optionalhook=True)
