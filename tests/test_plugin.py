@@ -17,11 +17,12 @@ import pytest
 # inner run would cost seconds each.
 import hypothesis.strategies
 import mechtests.claims
+import mechtests.data  # imports torch, which cannot be imported twice in one process
 import mechtests.stats
 import mechtests.storage
 from mechtests.report import CLAIM_KEYS, check_report
 
-assert hypothesis.strategies and mechtests.claims and mechtests.stats and mechtests.storage
+assert hypothesis.strategies and mechtests.claims and mechtests.data and mechtests.stats and mechtests.storage
 
 CLAIMS = """
 import numpy as np
