@@ -108,8 +108,8 @@ def figure_recorder(mt_figures: Any) -> Iterator[FigureRecorder]:
     add = mt_figures.add
 
     for pair, attr in sorted(recorder.attributions.items()):
-        for title, svg, caption in figures.attribution_figures(attr):
-            add(f"{title} ({pair})", svg, caption)
+        for title, svg, caption, data in figures.attribution_figures(attr):
+            add(f"{title} ({pair})", svg, caption, data={"pair": pair, **data})
     # Under pytest-xdist each worker saw some of the points: hand over rows, drawn once at the end.
     for pair in sorted({p["pair"] for p in recorder.points}):
         pts = [p for p in recorder.points if p["pair"] == pair]

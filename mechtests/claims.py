@@ -116,7 +116,7 @@ class ClaimResult:
 
     def to_record(self, *, nodeid: str, outcome: str | None = None, p_adjusted: float | None = None,
                   seconds: float | None = None) -> dict[str, Any]:
-        """The claim's entry of the ``mechtests-report/1`` JSON report (every key present)."""
+        """The claim's entry of the ``mechtests-report/2`` JSON report (every key present)."""
         e = self.estimate
         return {
             "nodeid": nodeid,
@@ -137,6 +137,7 @@ class ClaimResult:
             "outcome": outcome,
             "reference": self.reference.to_dict() if self.reference is not None else None,
             "seconds": seconds,
+            "decisive_n": self.decisive_n if self.verdict == "inconclusive" else None,
         }
 
 

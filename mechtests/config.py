@@ -149,6 +149,7 @@ class Settings:
     compare: Path | None = None
     compare_fail: str | None = None
     gate: Path | None = None
+    baseline_name: str | None = None  # --mt-gate / --mt-compare as given (NAME, NAME@N or a path)
     baseline_dir: Path = Path(".mechtests/baselines")
     save_partial: bool = False
     compare_strict: bool = False
@@ -240,7 +241,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("backend", "{auto,bridge}", "auto (default): run routed hooks on a weight-sharing plain Hugging Face twin, "
            "the TransformerBridge otherwise; bridge: always the TransformerBridge (slower, every hook point)"),
     Option("seed", "INT", "seed of every random choice: bootstrap, probe split (default 0)"),
-    Option("json", "PATH", "write the mechtests-report/1 JSON report to PATH"),
+    Option("json", "PATH", "write the mechtests-report/2 JSON report to PATH (schema: mechtests/schemas/)"),
     Option("html", "PATH", "write a self-contained HTML report (claims table and figures) to PATH"),
     Option("save", "NAME", "store this run as the next save of baseline NAME (history kept: NAME is the latest, "
            "NAME@N an older one); refused for an interrupted or partial run"),
@@ -657,6 +658,7 @@ def resolve_settings(src: Sources, *, rootdir: Path) -> Settings:
         compare=compare,
         compare_fail=str(fail_v) if fail_v is not None else None,
         gate=gate,
+        baseline_name=str(gate_v if gate_v is not None else compare_v) if (gate or compare) is not None else None,
         compare_strict=compare_strict,
         baseline_dir=baseline_dir,
         save_partial=save_partial,

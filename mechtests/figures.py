@@ -23,7 +23,19 @@ import numpy as np
 
 WIDTH, HEIGHT = 560, 320
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 64, 16, 32, 56
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+FONT_SIZE = 11
+#: Width of one character of a tick label at FONT_SIZE, generously (sans-serif digits are ~0.55 em),
+#: so labels placed at least this far apart per character never touch.
+CHAR_WIDTH = 7.0
+
+# One palette for every figure of a report: a neuron group has the same colour wherever it is
+# drawn (the four groups of the attribution, their mirror groups in a lighter shade of the same
+# hue); lines that are not groups (recovery families) take colours no group uses.
+GROUP_COLORS = {"TP↓": "#d62728", "TN↓": "#ff7f0e", "AP↑": "#2ca02c", "AN↑": "#1f77b4",
+                "TP↑": "#f2a0a1", "TN↑": "#ffc58f", "AP↓": "#9cd79c", "AN↓": "#9dc3e6", "other": "#bdbdbd"}
+SERIES_COLORS = ("#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#637939")
+NEUTRAL = "#4c72b0"  # single-series bars (reduction per layer)
+PALETTE = SERIES_COLORS  # colours given to bars/lines by position when none are named
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +87,8 @@ def _fmt(v: float) -> str:
 def _frame(title: str, xlabel: str, ylabel: str, y_ticks: list[float], ys: _Scale,
            x_ticks: list[tuple[float, str]], xs: _Scale) -> list[str]:
     """Axes, ticks, grid lines and labels shared by every chart."""
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-             f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="11">',
+    parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+              f'viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="{FONT_SIZE}">'),
              f'<title>{escape(title)}</title>',
              f'<text x="{WIDTH / 2:.1f}" y="18" text-anchor="middle" font-size="13">{escape(title)}</text>']
     x0, x1 = MARGIN_LEFT, WIDTH - MARGIN_RIGHT
@@ -85,15 +97,58 @@ def _frame(title: str, xlabel: str, ylabel: str, y_ticks: list[float], ys: _Scal
         y = ys(t)
         parts.append(f'<line x1="{x0}" y1="{y:.1f}" x2="{x1}" y2="{y:.1f}" stroke="#e5e5e5"/>')
         parts.append(f'<text x="{x0 - 4}" y="{y + 4:.1f}" text-anchor="end">{_fmt(t)}</text>')
-    for value, label in x_ticks:
-        x = xs(value)
-        parts.append(f'<text x="{x:.1f}" y="{y0 + 14}" text-anchor="middle">{escape(label)}</text>')
+    for value, label in thin_labels([(xs(v), lab) for v, lab in x_ticks]):
+        parts.append(f'<line x1="{value:.1f}" y1="{y0}" x2="{value:.1f}" y2="{y0 + 4}" stroke="#333"/>')
+        parts.append(f'<text x="{value:.1f}" y="{y0 + 16}" text-anchor="middle">{escape(label)}</text>')
     parts.append(f'<line x1="{x0}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="#333"/>')
     parts.append(f'<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y1}" stroke="#333"/>')
     parts.append(f'<text x="{(x0 + x1) / 2:.1f}" y="{HEIGHT - 10}" text-anchor="middle">{escape(xlabel)}</text>')
     parts.append(f'<text x="14" y="{(y0 + y1) / 2:.1f}" text-anchor="middle" '
                  f'transform="rotate(-90 14 {(y0 + y1) / 2:.1f})">{escape(ylabel)}</text>')
     return parts
+
+
+def thin_labels(ticks: Sequence[tuple[float, str]], *, gap: float = 6.0) -> list[tuple[float, str]]:
+    """Keep tick labels (``(x, label)``, centred at x) that do not overlap the last one kept.
+
+    Example:
+        >>> thin_labels([(0.0, "100"), (10.0, "200"), (40.0, "1000")])
+        [(0.0, '100'), (40.0, '1000')]
+    """
+    kept: list[tuple[float, str]] = []
+    for x, label in sorted(ticks):
+        if kept:
+            px, plabel = kept[-1]
+            if x - px < (len(plabel) + len(label)) * CHAR_WIDTH / 2 + gap:
+                continue
+        kept.append((x, label))
+    return kept
+
+
+def _si(v: float) -> str:
+    """Compact tick text: 1, 20, 500, 1k, 20k, 1M."""
+    for unit, scale in (("M", 1e6), ("k", 1e3)):
+        if abs(v) >= scale:
+            return f"{v / scale:g}{unit}"
+    return f"{v:g}"
+
+
+def log_ticks(lo: float, hi: float) -> list[float]:
+    """Ticks of a log axis over ``[lo, hi]`` (> 0): 1-2-5 per decade when that gives few, else decades.
+
+    Example:
+        >>> log_ticks(3, 2000)
+        [5, 10, 20, 50, 100, 200, 500, 1000, 2000]
+        >>> log_ticks(1, 98304)
+        [1, 10, 100, 1000, 10000]
+    """
+    if not (lo > 0 and hi >= lo):
+        raise ValueError(f"a log axis needs 0 < lo <= hi, got [{lo}, {hi}]")
+    first, last = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    dense = [m * 10 ** e for e in range(first, last + 1) for m in (1, 2, 5) if lo <= m * 10 ** e <= hi]
+    if len(dense) <= 10:
+        return dense or [lo]
+    return [10 ** e for e in range(first, last + 1) if lo <= 10 ** e <= hi]
 
 
 def _y_scale(values: Sequence[float], include_zero: bool = True) -> tuple[list[float], _Scale]:
@@ -124,7 +179,7 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], *, lows: Sequence[
     parts = _frame(title, xlabel, ylabel, ticks, ys, [(i + 0.5, str(lab)) for i, lab in enumerate(labels)], xs)
     zero = ys(0.0)
     for i, v in enumerate(values):
-        color = (colors or PALETTE)[i % len(colors or PALETTE)]
+        color = (colors or PALETTE)[i % len(colors or PALETTE)]  # named colours first (one palette)
         top, bottom = sorted((ys(v), zero))
         x = MARGIN_LEFT + i * slot + slot * 0.15
         parts.append(f'<rect x="{x:.1f}" y="{top:.1f}" width="{slot * 0.7:.1f}" height="{bottom - top:.1f}" '
@@ -138,16 +193,21 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], *, lows: Sequence[
 
 
 def line_chart(series: Sequence[Series], *, title: str = "", xlabel: str = "", ylabel: str = "",
-               log_x: bool = False, hline: float | None = None, hline_label: str = "") -> str:
-    """Lines with markers and shaded confidence bands; optional horizontal reference line.
+               log_x: bool = False, hline: float | None = None, hline_label: str = "",
+               colors: Sequence[str] | None = None) -> str:
+    """Lines with markers, shaded confidence bands and a whisker at every point that has an
+    interval; optional horizontal reference line. A log x axis gets 1-2-5 or decade ticks.
 
     Example:
         >>> s = Series("zero top-k", (4.0, 8.0), (0.1, 0.2), (0.0, 0.1), (0.2, 0.3))
-        >>> line_chart([s], log_x=True, hline=0.75).count("<circle")
-        2
+        >>> svg = line_chart([s], log_x=True, hline=0.75)
+        >>> svg.count("<circle"), svg.count('class="whisker"')
+        (2, 2)
     """
     if not series or not any(s.x for s in series):
         raise ValueError("line_chart needs at least one non-empty series")
+    if log_x and any(v <= 0 for s in series for v in s.x):
+        raise ValueError("line_chart: a log x axis needs x > 0")
     tx = (lambda v: math.log10(v)) if log_x else (lambda v: v)
     all_x = [tx(v) for s in series for v in s.x]
     all_y = [v for s in series for v in s.y] + [v for s in series for v in (s.low or ()) + (s.high or ())]
@@ -157,8 +217,12 @@ def line_chart(series: Sequence[Series], *, title: str = "", xlabel: str = "", y
     lo_x, hi_x = min(all_x), max(all_x)
     pad = (hi_x - lo_x) * 0.05 or 0.5
     xs = _Scale(lo_x - pad, hi_x + pad, MARGIN_LEFT, WIDTH - MARGIN_RIGHT)
-    x_values = sorted({v for s in series for v in s.x})
-    parts = _frame(title, xlabel, ylabel, ticks, ys, [(tx(v), _fmt(v)) for v in x_values], xs)
+    if log_x:
+        raw = [v for s in series for v in s.x]
+        x_ticks = [(tx(v), _si(v)) for v in log_ticks(min(raw), max(raw))]
+    else:
+        x_ticks = [(v, _fmt(v)) for v in sorted({v for s in series for v in s.x})]
+    parts = _frame(title, xlabel, ylabel, ticks, ys, x_ticks, xs)
     if hline is not None:
         y = ys(hline)
         parts.append(f'<line x1="{MARGIN_LEFT}" y1="{y:.1f}" x2="{WIDTH - MARGIN_RIGHT}" y2="{y:.1f}" '
@@ -166,27 +230,49 @@ def line_chart(series: Sequence[Series], *, title: str = "", xlabel: str = "", y
         if hline_label:
             parts.append(f'<text x="{WIDTH - MARGIN_RIGHT - 2}" y="{y - 3:.1f}" text-anchor="end">'
                          f'{escape(hline_label)}</text>')
+    palette = colors or PALETTE
     for i, s in enumerate(series):
-        color = PALETTE[i % len(PALETTE)]
+        color = palette[i % len(palette)]
         pts = [(xs(tx(x)), ys(y)) for x, y in zip(s.x, s.y, strict=True)]
-        if s.low is not None and s.high is not None and len(pts) > 1:
-            upper = [(xs(tx(x)), ys(h)) for x, h in zip(s.x, s.high, strict=True)]
-            lower = [(xs(tx(x)), ys(lo)) for x, lo in zip(s.x, s.low, strict=True)]
+        has_ci = s.low is not None and s.high is not None
+        if has_ci and len(pts) > 1:
+            upper = [(xs(tx(x)), ys(h)) for x, h in zip(s.x, s.high or (), strict=True)]
+            lower = [(xs(tx(x)), ys(lo)) for x, lo in zip(s.x, s.low or (), strict=True)]
             poly = " ".join(f"{a:.1f},{b:.1f}" for a, b in upper + lower[::-1])
-            parts.append(f'<polygon points="{poly}" fill="{color}" fill-opacity="0.18" stroke="none"/>')
+            parts.append(f'<polygon points="{poly}" fill="{color}" fill-opacity="0.15" stroke="none"/>')
         if len(pts) > 1:
             parts.append(f'<polyline points="{" ".join(f"{a:.1f},{b:.1f}" for a, b in pts)}" fill="none" '
                          f'stroke="{color}" stroke-width="2"/>')
-        for (a, b), x, y in zip(pts, s.x, s.y, strict=True):
-            parts.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3" fill="{color}">'
-                         f'<title>{escape(s.name)}: {_fmt(x)} → {_fmt(y)}</title></circle>')
+        if has_ci:
+            for (a, _), low, high in zip(pts, s.low or (), s.high or (), strict=True):
+                y_low, y_high = ys(low), ys(high)
+                parts.append(f'<path class="whisker" d="M{a - 4:.1f},{y_low:.1f}H{a + 4:.1f}M{a:.1f},{y_low:.1f}'
+                             f'V{y_high:.1f}M{a - 4:.1f},{y_high:.1f}H{a + 4:.1f}" stroke="{color}" '
+                             'stroke-width="1.3" fill="none"/>')
+        for j, ((a, b), x, y) in enumerate(zip(pts, s.x, s.y, strict=True)):
+            ci = f" [{_fmt(s.low[j])}, {_fmt(s.high[j])}]" if has_ci and s.low and s.high else ""
+            parts.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3.2" fill="{color}">'
+                         f'<title>{escape(s.name)}: {_fmt(x)} → {_fmt(y)}{ci}</title></circle>')
         parts.append(f'<text x="{MARGIN_LEFT + 8}" y="{MARGIN_TOP + 12 + 14 * i}" fill="{color}">{escape(s.name)}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
 
 
+def subsample(n: int, max_points: int, seed: int) -> np.ndarray:
+    """The indices a scatter draws: all ``n``, or a seeded sorted random ``max_points`` of them.
+
+    Example:
+        >>> subsample(3, 10, 0).tolist(), len(subsample(100, 10, 0))
+        ([0, 1, 2], 10)
+    """
+    if n <= max_points:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_points, replace=False))
+
+
 def scatter_chart(x: np.ndarray, y: np.ndarray, categories: Sequence[str], *, title: str = "",
-                  xlabel: str = "", ylabel: str = "", max_points: int = 2000, seed: int = 0) -> str:
+                  xlabel: str = "", ylabel: str = "", max_points: int = 2000, seed: int = 0,
+                  colors: Mapping[str, str] | None = None) -> str:
     """Points coloured by category; at most ``max_points`` drawn (a seeded random subsample).
 
     Example:
@@ -196,15 +282,13 @@ def scatter_chart(x: np.ndarray, y: np.ndarray, categories: Sequence[str], *, ti
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.shape != y.shape or x.shape[0] != len(categories) or x.size == 0:
         raise ValueError(f"scatter_chart needs equal, non-empty x, y, categories; got {x.shape}, {y.shape}, {len(categories)}")
-    keep = np.arange(x.size)
-    if x.size > max_points:
-        keep = np.sort(np.random.default_rng(seed).choice(x.size, size=max_points, replace=False))
+    keep = subsample(x.size, max_points, seed)
     ticks, ys = _y_scale(y[keep].tolist())
     xt = nice_ticks(float(x[keep].min()), float(x[keep].max()))
     xs = _Scale(xt[0], xt[-1], MARGIN_LEFT, WIDTH - MARGIN_RIGHT)
     parts = _frame(title, xlabel, ylabel, ticks, ys, [(t, _fmt(t)) for t in xt], xs)
     names = sorted(set(categories))
-    color_of = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
+    color_of = {name: (colors or {}).get(name) or PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
     for i in keep:
         parts.append(f'<circle cx="{xs(float(x[i])):.1f}" cy="{ys(float(y[i])):.1f}" r="1.8" '
                      f'fill="{color_of[categories[i]]}" fill-opacity="0.6"/>')
@@ -233,9 +317,17 @@ GROUP_DISPLAY = {"TP_down": "TP↓", "TN_down": "TN↓", "AP_up": "AP↑", "AN_u
                  "TP_up": "TP↑", "TN_up": "TN↑", "AP_down": "AP↓", "AN_down": "AN↓"}
 
 
+def _rounded(values: Any, digits: int = 6) -> list[float | None]:
+    """Floats at ``digits`` significant digits for a figure's data in the JSON report (None where
+    the value is undefined: JSON has no NaN)."""
+    return [float(f"{float(v):.{digits}g}") if math.isfinite(v) else None
+            for v in np.asarray(values, dtype=np.float64).reshape(-1)]
+
+
 def attribution_figures(attr: Any, *, confidence: float = 0.95, n_resamples: int = 500,
-                        seed: int = 0) -> list[tuple[str, str, str]]:
-    """The papers' attribution figures as ``(title, svg, caption)`` from a ``BlockAttribution``.
+                        seed: int = 0) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """The papers' attribution figures as ``(title, svg, caption, data)`` from a ``BlockAttribution``;
+    ``data`` is what the figure draws (JSON-ready), for the report.
 
     Group shares carry percentile intervals from a bootstrap over the statistics' blocks.
     """
@@ -247,27 +339,36 @@ def attribution_figures(attr: Any, *, confidence: float = 0.95, n_resamples: int
                       for _ in range(n_resamples)])
     alpha = (1 - confidence) / 2
     lows, highs = np.nanquantile(draws, alpha, axis=0), np.nanquantile(draws, 1 - alpha, axis=0)
+    labels = [GROUP_DISPLAY[g] for g in GROUP_NAMES]
+    values = [float(point[g]) for g in GROUP_NAMES]
     figs = [("Share of the probe-projected reduction per group",
-             bar_chart([GROUP_DISPLAY[g] for g in GROUP_NAMES], [point[g] for g in GROUP_NAMES],
-                       lows=lows.tolist(), highs=highs.tolist(), title="Group shares of the reduction",
-                       ylabel="share"),
-             f"Bars: share of the four groups' total reduction; whiskers: {confidence:.0%} block-bootstrap "
-             "interval. Paper A (GPT-2 medium): TP↓ 31.8%, TN↓ 23.9%, AP↑ 7.0%, AN↑ 37.3%.")]
+             bar_chart(labels, values, lows=lows.tolist(), highs=highs.tolist(), title="Group shares of the reduction",
+                       ylabel="share", colors=[GROUP_COLORS[label] for label in labels]),
+             (f"Bars: share of the four groups' total reduction; whiskers: {confidence:.0%} block-bootstrap "
+              "interval. Paper A (GPT-2 medium): TP↓ 31.8%, TN↓ 23.9%, AP↑ 7.0%, AN↑ 37.3%."),
+             {"group": labels, "share": _rounded(values), "ci_low": _rounded(lows), "ci_high": _rounded(highs),
+              "confidence": confidence, "n_resamples": n_resamples, "n_blocks": int(attr.n_blocks)})]
     red, base, tuned = attr.reduction()
     per_layer = red.reshape(attr.n_layers, -1).sum(axis=1)
     figs.append(("Reduction per layer",
                  bar_chart([str(i) for i in range(attr.n_layers)], per_layer.tolist(), title="Net reduction per layer",
-                           xlabel="layer", ylabel="sum of proj_base - proj_tuned", colors=[PALETTE[0]]),
-                 "Paper A: the reduction concentrates in later layers."))
+                           xlabel="layer", ylabel="sum of proj_base - proj_tuned", colors=[NEUTRAL]),
+                 "Paper A: the reduction concentrates in later layers.",
+                 {"layer": list(range(attr.n_layers)), "net_reduction": _rounded(per_layer)}))
     masks = group_masks(attr.cosines, base, tuned)
-    cats = np.empty(red.size, dtype=object)
+    cats = np.full(red.size, "other", dtype=object)
     for name, mask in masks.items():
         cats[mask] = GROUP_DISPLAY[name]
+    change = tuned - base
+    max_points = 2000
+    drawn = subsample(red.size, max_points, seed)
     figs.append(("Activation change vs cosine",
-                 scatter_chart(attr.cosines, tuned - base, [str(c) for c in cats], seed=seed,
+                 scatter_chart(attr.cosines, change, [str(c) for c in cats], seed=seed, max_points=max_points,
                                title="Activation change vs cos(value vector, probe)",
-                               xlabel="cos(w_i, probe)", ylabel="tuned - base mean activation"),
-                 "One point per neuron (random subsample of at most 2,000), coloured by group."))
+                               xlabel="cos(w_i, probe)", ylabel="tuned - base mean activation", colors=GROUP_COLORS),
+                 f"One point per neuron (random subsample of at most {max_points:,}), coloured by group.",
+                 {"neuron": drawn.tolist(), "cosine": _rounded(np.asarray(attr.cosines)[drawn]),
+                  "change": _rounded(change[drawn]), "group": [str(c) for c in cats[drawn]], "n_neurons": int(red.size)}))
     positive = red[red > 0]
     if positive.size:
         cum = cumulative_share(red)
@@ -277,8 +378,9 @@ def attribution_figures(attr: Any, *, confidence: float = 0.95, n_resamples: int
                      line_chart([Series("cumulative share of net reduction", tuple(float(i + 1) for i in idx),
                                         tuple(float(cum[i]) for i in idx))],
                                 title="Cumulative share of the net reduction", xlabel="top-n neurons by reduction",
-                                ylabel="share of net", log_x=True, hline=1.0),
-                     "Neurons ranked by reduction; paper A: the top 1,720 of 98,304 carry ~99% of the net."))
+                                ylabel="share of net", log_x=True, hline=1.0, colors=[NEUTRAL]),
+                     "Neurons ranked by reduction; paper A: the top 1,720 of 98,304 carry ~99% of the net.",
+                     {"top_n": [int(i + 1) for i in idx], "share": _rounded(cum[idx])}))
     return figs
 
 
@@ -310,4 +412,19 @@ def recovery_figure(points: Sequence[Mapping[str, Any]], *, clip: tuple[float, f
                              tuple(c(p["ci_low"]) for p in ps), tuple(c(p["ci_high"]) for p in ps)))
     return line_chart(series, title="Fraction of DPO's toxicity reduction recovered", xlabel="neurons (k)",
                       ylabel=f"recovered (clipped to [{lo:g}, {hi:g}])", log_x=True, hline=1.0,
-                      hline_label="tuned model")
+                      hline_label="tuned model", colors=series_colors([s.name for s in series]))
+
+
+def series_colors(names: Sequence[str]) -> list[str]:
+    """One colour per series name: a name that ends in a group label gets that group's colour
+    (the palette every figure shares), the others the non-group colours in order.
+
+    Example:
+        >>> series_colors(["patch TP↓", "zero top-k"]) == [GROUP_COLORS["TP↓"], SERIES_COLORS[0]]
+        True
+    """
+    out, others = [], iter(SERIES_COLORS * (len(names) // len(SERIES_COLORS) + 1))
+    for name in names:
+        group = next((label for label in GROUP_COLORS if str(name).endswith(label)), None)
+        out.append(GROUP_COLORS[group] if group else next(others))
+    return out

@@ -11,7 +11,7 @@ through ``user_properties``, which pytest would turn into properties under eithe
 Example:
     >>> print(claims_text([{"claim": "c", "pair": "p", "metric": "m", "direction": ">", "threshold": 0.3,
     ...     "estimate": 0.5, "ci_low": 0.4, "ci_high": 0.6, "confidence": 0.95, "n": 64,
-    ...     "p_value": 0.001, "verdict": "pass", "_n_to_decide": None}]).splitlines()[:3])
+    ...     "p_value": 0.001, "verdict": "pass", "decisive_n": None}]).splitlines()[:3])
     ['mechtests claim c', '  pair: p', '  metric: m']
 """
 
@@ -42,8 +42,8 @@ def claims_text(records: Sequence[Mapping[str, Any]]) -> str:
     for r in records:
         lines = [f"mechtests claim {r['claim']}"]
         lines += [f"  {key}: {_text(r.get(key))}" for key in JUNIT_FIELDS[1:]]
-        if r.get("verdict") == "inconclusive" and r.get("_n_to_decide"):
-            lines.append(f"  decisive_n: {r['_n_to_decide']}")
+        if r.get("decisive_n"):
+            lines.append(f"  decisive_n: {r['decisive_n']}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 

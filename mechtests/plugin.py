@@ -27,7 +27,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from mechtests.config import OPTIONS, PairSpec, RunConfig, Settings, Sources, read_tool_table, resolve_settings
+from mechtests.config import (
+    OPTIONS,
+    PairSpec,
+    RunConfig,
+    Settings,
+    Sources,
+    read_tool_table,
+    resolve_settings,
+)
 from mechtests.errors import MechtestsError
 from mechtests.errors import UsageError as MtUsageError
 
@@ -62,6 +70,7 @@ class MechtestsState:
     baseline_index: dict[tuple[str, str], Any] = dataclasses.field(default_factory=dict)
     ignore_pair: bool = False  # match baseline claims without the pair's name (one pair each side)
     compare_notes: list[str] = dataclasses.field(default_factory=list)  # what differs from the baseline
+    compare_refused: bool = False  # nothing matched, or differing inputs under --mt-compare-strict
     doc: dict[str, Any] | None = None  # the session's report document, once written
     incomplete: str | None = None  # why the run did not run to its end (interrupted, -x, ...)
     deselected: int = 0  # tests deselected on this process (-k, -m, --deselect)
@@ -125,7 +134,12 @@ def _state(config: pytest.Config) -> MechtestsState:
         st = MechtestsState(settings=settings, is_worker=hasattr(config, "workerinput"))
         baseline_path = settings.gate or settings.compare
         if baseline_path is not None:
-            from mechtests.storage import config_differences, index_claims, load_report, parse_compare_fail
+            from mechtests.storage import (
+                config_differences,
+                index_claims,
+                load_report,
+                parse_compare_fail,
+            )
 
             st.baseline = load_report(baseline_path)
             # One pair against a baseline of (at most) one pair: match claims whatever the pairs are called.
@@ -331,7 +345,12 @@ def _perspective(st: MechtestsState, settings: Settings) -> Any:
     import os
     import tempfile
 
-    from mechtests.scoring import PERSPECTIVE_KEY_ENV, PERSPECTIVE_URL, PerspectiveScorer, TextScoreCache
+    from mechtests.scoring import (
+        PERSPECTIVE_KEY_ENV,
+        PERSPECTIVE_URL,
+        PerspectiveScorer,
+        TextScoreCache,
+    )
 
     options = dict(settings.perspective)
     budget = f"{options.get('url', PERSPECTIVE_URL)}\n{os.environ.get(PERSPECTIVE_KEY_ENV, '')}"
@@ -404,19 +423,22 @@ class FigureSink:
     def __init__(self, state: MechtestsState) -> None:
         self._state = state
 
-    def add(self, title: str, svg: str, caption: str = "") -> None:
-        """Add one inline ``<svg>`` figure.
+    def add(self, title: str, svg: str, caption: str = "", *, data: Mapping[str, Any] | None = None) -> None:
+        """Add one inline ``<svg>`` figure; ``data`` (JSON-ready) is what it was drawn from, kept in
+        the JSON report so anyone can redraw it.
 
         Example:
-            >>> mt_figures.add("shares", '<svg xmlns="http://www.w3.org/2000/svg"></svg>')  # doctest: +SKIP
+            >>> mt_figures.add("shares", '<svg xmlns="http://www.w3.org/2000/svg"></svg>',
+            ...                data={"labels": ["a"], "values": [0.5]})  # doctest: +SKIP
         """
         from mechtests.report import Figure, add_figure, check_svg
 
         try:
             svg = check_svg(svg)
-        except ValueError as exc:
-            raise MtUsageError(f"figure {title!r}: {exc}.") from None
-        add_figure(self._state.figures, Figure(str(title), svg, str(caption)))
+            data = None if data is None else json.loads(json.dumps(dict(data), allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise MtUsageError(f"figure {title!r}: {exc} (data must be a JSON-ready dict of finite numbers).") from None
+        add_figure(self._state.figures, Figure(str(title), svg, str(caption), data=data))
 
     def add_rows(self, title: str, rows: list[dict[str, Any]], *, render: str, caption: str = "") -> None:
         """Add data rows to figure ``title``, drawn at the end by ``render`` (``"module:function"``,
@@ -481,7 +503,7 @@ class ClaimRecorder:
             raise MtUsageError(f"{exc} (threshold {override!r} comes from [tool.mechtests.thresholds])") from None
         holder = node.stash.setdefault(_item_claims_key, _ItemClaims())
         record = result.to_record(nodeid=node.nodeid)
-        record.update(_index=len(holder.records), _n_to_decide=result.decisive_n, _text=result.explanation())
+        record.update(_index=len(holder.records), _text=result.explanation())
         holder.records.append(record)
         self.results.append(result)
         regressed = self._regressions(record)
@@ -636,23 +658,35 @@ class _Collector:
             write_outputs(st)
         except MechtestsError as exc:
             st.written.append(f"mechtests: could not write reports: {exc}")
-        if st.baseline is not None and st.records and _check_comparison(st):
+        if st.compare_refused:
             session.exitstatus = pytest.ExitCode.USAGE_ERROR
         if st.save_refused and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.USAGE_ERROR  # asked to save, did not: never a silent green
         _prune_cache(st)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        from mechtests.report import comparison_lines, format_table, sort_claims, table_rows
+        from mechtests.report import (
+            comparison_lines,
+            fit_table,
+            format_table,
+            sort_claims,
+            summary_title,
+            table_rows,
+        )
 
         st = self.st
+        verbose = terminalreporter.config.get_verbosity() > 0
         if st.records:
-            terminalreporter.write_sep("=", "mechtests claims")
-            for line in format_table(table_rows(sort_claims(st.records))):
+            records = sort_claims(st.records)
+            terminalreporter.write_sep("=", summary_title(records))
+            rows = table_rows(records, verbose=verbose)
+            for line in format_table(rows) if verbose else fit_table(rows):
                 terminalreporter.write_line(line)
-        if st.baseline is not None:
-            terminalreporter.write_sep("-", f"mechtests: change against baseline {st.settings.gate or st.settings.compare}")
-            for line in comparison_lines(sort_claims(st.records), st.baseline, ignore_pair=st.ignore_pair):
+        comparison = (st.doc or {}).get("comparison")
+        if comparison is not None:
+            terminalreporter.write_sep("-", f"mechtests: change against baseline {comparison['baseline']} "
+                                            f"({comparison['path']})")
+            for line in comparison_lines(comparison, verbose=verbose):
                 terminalreporter.write_line(line)
         for note in st.compare_notes:
             terminalreporter.write_line(f"mechtests: {note}", red=note.startswith("ERROR"), yellow=not note.startswith("ERROR"))
@@ -780,18 +814,31 @@ def _prune_cache(st: MechtestsState) -> None:
 
 
 def write_outputs(st: MechtestsState) -> None:
-    """Holm-adjust the session's p-values; write the JSON/HTML reports and the baseline asked for."""
-    from mechtests.report import add_figure, draw_row_figures, session_document, write_session_outputs
+    """Holm-adjust the session's p-values, compare with the baseline asked for; write the JSON/HTML
+    reports and the baseline asked for."""
+    from mechtests.report import (
+        add_figure,
+        comparison_section,
+        draw_row_figures,
+        session_document,
+        write_session_outputs,
+    )
 
     s = st.settings
     for figure in draw_row_figures(st.figure_rows):
         add_figure(st.figures, figure)
     st.figure_rows.clear()
-    doc, st.records = session_document(st.records, st.pairs, s.run, rootdir=s.rootdir)
     # Whether this run is the whole suite: a report says so; a baseline is never saved from less.
-    doc["config"]["complete"] = st.incomplete is None
-    doc["config"]["incomplete"] = st.incomplete
+    status = {"complete": st.incomplete is None, "incomplete": st.incomplete, "deselected": st.deselected}
+    doc, st.records = session_document(st.records, st.pairs, s.run, rootdir=s.rootdir, figures=st.figures,
+                                       status=status)
     st.doc = doc
+    if st.baseline is not None and st.records:
+        st.compare_refused = _check_comparison(st)
+        assert s.baseline_name is not None
+        doc["comparison"] = comparison_section(
+            st.records, st.baseline, name=s.baseline_name, path=str(s.gate or s.compare), gate=s.gate is not None,
+            tolerances=st.tolerances, ignore_pair=st.ignore_pair, notes=st.compare_notes)
     save = s.save
     if save is not None:
         refusal = _save_refusal(st)

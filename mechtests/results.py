@@ -2,7 +2,7 @@
 
 The table is generated, never typed: ``python -m mechtests.results --json report.json --readme
 README.md`` replaces everything between ``<!-- results:start -->`` and ``<!-- results:end -->``
-with a Markdown table built from a ``mechtests-report/1`` file (DESIGN.md's schema).
+with a Markdown table built from a ``mechtests-report/2`` (or ``/1``) file.
 
 Example:
     $ pytest hypotheses/ --mt-json report.json
@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from mechtests.errors import DataError, UsageError
+from mechtests.storage import READABLE_SCHEMAS, REPORT_SCHEMA
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-SCHEMA = "mechtests-report/1"
 VERDICT_MARK = {"pass": "pass", "fail": "**FAIL**", "inconclusive": "inconclusive"}
 # PAPER.md's "Claims to encode", numbered: reference claims are listed in this order, with "#".
 PAPER_CLAIMS: dict[str, int] = {
@@ -44,9 +44,9 @@ def load_report(path: Path) -> dict[str, Any]:
         raise UsageError(f"report {str(path)!r} does not exist. Fix: run pytest with --mt-json {path} first.") from None
     except json.JSONDecodeError as exc:
         raise DataError(f"report {str(path)!r} is not valid JSON ({exc}). Fix: rerun pytest with --mt-json.") from None
-    if not isinstance(report, dict) or report.get("schema") != SCHEMA:
+    if not isinstance(report, dict) or report.get("schema") not in READABLE_SCHEMAS:
         found = report.get("schema") if isinstance(report, dict) else type(report).__name__
-        raise DataError(f"report {str(path)!r} has schema {found!r}, expected {SCHEMA!r}. "
+        raise DataError(f"report {str(path)!r} has schema {found!r}, expected one of {', '.join(READABLE_SCHEMAS)}. "
                         "Fix: write it with this version's --mt-json.")
     if not isinstance(report.get("claims"), list):
         raise DataError(f"report {str(path)!r} has no 'claims' list. Fix: write it with --mt-json.")
@@ -97,7 +97,7 @@ def render_table(report: Mapping[str, Any]) -> str:
     """The results table (Markdown) for every claim in ``report``, in report order.
 
     Example:
-        >>> r = {"schema": SCHEMA, "claims": [{"claim": "c", "pair": "p", "params": {"k": 4}, "metric": "m",
+        >>> r = {"schema": REPORT_SCHEMA, "claims": [{"claim": "c", "pair": "p", "params": {"k": 4}, "metric": "m",
         ...      "direction": ">", "threshold": 0.3, "estimate": 0.5, "ci_low": 0.4, "ci_high": 0.6,
         ...      "verdict": "pass", "reference": {"source": "A", "value": 0.54}}]}
         >>> render_table(r).splitlines()[2]

@@ -8,8 +8,8 @@ either nothing or a complete file; a per-entry lock file keeps two workers from 
 same entry twice. Reading an entry refreshes its modification time, so ``Cache.prune`` can drop
 the least recently used entries when the cache outgrows ``--mt-cache-max-size``.
 
-Baselines are whole `mechtests-report/1` documents under ``.mechtests/baselines/NAME/NNNN.json``
-(every save kept; ``--mt-baseline-dir`` moves the store).
+Baselines are whole `mechtests-report/2` documents under ``.mechtests/baselines/NAME/NNNN.json``
+(every save kept; ``--mt-baseline-dir`` moves the store); baselines saved as ``/1`` still load.
 
 Example:
     >>> cache = Cache(None)                         # memory only (--mt-no-cache)
@@ -48,7 +48,10 @@ except ImportError:  # pragma: no cover
 
 T = TypeVar("T")
 FORMAT_VERSION = 1
-REPORT_SCHEMA = "mechtests-report/1"
+REPORT_SCHEMA = "mechtests-report/2"
+#: Report versions a baseline or report file may have: /1 files (before data provenance and the
+#: comparison moved into their own sections) are still read.
+READABLE_SCHEMAS = ("mechtests-report/1", REPORT_SCHEMA)
 
 
 def _canonical(obj: Any, where: str = "key") -> Any:
@@ -478,15 +481,32 @@ class BaselineStore:
 
 
 def load_report(path: Path) -> dict[str, Any]:
-    """Read a report/baseline document and check its schema tag."""
+    """Read a report/baseline document: a ``/2`` one must match the shipped JSON Schema, a ``/1``
+    one (older mechtests) is read as it is; anything else is a usage error naming the fix."""
     try:
         doc = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise UsageError(f"baseline {str(path)!r} is not readable JSON: {exc}. Fix: re-create it with --mt-save.") from exc
-    if not isinstance(doc, dict) or doc.get("schema") != REPORT_SCHEMA:
-        raise UsageError(f"baseline {str(path)!r} is not a {REPORT_SCHEMA} document (schema "
-                         f"{doc.get('schema') if isinstance(doc, dict) else None!r}). Fix: re-create it with --mt-save.")
+    found = doc.get("schema") if isinstance(doc, dict) else None
+    if found not in READABLE_SCHEMAS:
+        raise UsageError(f"baseline {str(path)!r} is not a mechtests report (schema {found!r}; this mechtests reads "
+                         f"{', '.join(READABLE_SCHEMAS)}). Fix: re-create it with --mt-save.")
+    if found == REPORT_SCHEMA:
+        from mechtests.report import check_report
+
+        try:
+            check_report(doc)
+        except ValueError as exc:
+            raise UsageError(f"baseline {str(path)!r} is a damaged {REPORT_SCHEMA} document ({exc}). "
+                             "Fix: re-create it with --mt-save, or restore the file.") from None
     return doc
+
+
+def report_inputs(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Each pair's recorded inputs (/2: ``pairs.NAME.inputs``; /1: ``config.inputs``)."""
+    if doc.get("schema") == REPORT_SCHEMA:
+        return {name: pair.get("inputs") for name, pair in (doc.get("pairs") or {}).items()}
+    return dict((doc.get("config") or {}).get("inputs") or {})
 
 
 Field = Literal["estimate", "ci_low", "ci_high", "verdict"]
@@ -550,17 +570,26 @@ def claim_key(record: Mapping[str, Any], *, ignore_pair: bool = False) -> tuple[
     pair = record.get("pair")
     if ignore_pair and pair and "[" in nodeid and nodeid.endswith("]"):
         head, params = nodeid[:-1].split("[", 1)
-        name = str(pair)
-        if params == name:
-            params = "*"
-        elif params.startswith(name + "-"):
-            params = "*" + params[len(name):]
-        elif params.endswith("-" + name):
-            params = params[: -len(name)] + "*"
-        elif f"-{name}-" in params:
-            params = params.replace(f"-{name}-", "-*-", 1)
-        nodeid = f"{head}[{params}]"
+        nodeid = f"{head}[{replace_pair_id(params, str(pair), '*')}]"
     return (nodeid, str(record["claim"]))
+
+
+def replace_pair_id(params: str, pair: str, replacement: str = "") -> str:
+    """A test's parameter id with the pair's part replaced (or, with ``""``, removed).
+
+    Example:
+        >>> replace_pair_id("acc-100of98304", "acc", "*"), replace_pair_id("acc-100of98304", "acc")
+        ('*-100of98304', '100of98304')
+    """
+    if params == pair:
+        return replacement
+    if params.startswith(pair + "-"):
+        return replacement + params[len(pair):] if replacement else params[len(pair) + 1:]
+    if params.endswith("-" + pair):
+        return params[: -len(pair)] + replacement if replacement else params[: -len(pair) - 1]
+    if f"-{pair}-" in params:
+        return params.replace(f"-{pair}-", f"-{replacement}-" if replacement else "-", 1)
+    return params
 
 
 def index_claims(doc: Mapping[str, Any], *, ignore_pair: bool = False) -> dict[tuple[str, str], Mapping[str, Any]]:
@@ -645,10 +674,9 @@ def config_differences(baseline: Mapping[str, Any], run: Mapping[str, Any]) -> l
 
 
 def input_differences(baseline: Mapping[str, Any], run: Mapping[str, Any]) -> list[str]:
-    """Differences in the data files and probe two reports' ``config.inputs`` record (by sha256)."""
+    """Differences in the data files and probe two reports record (by sha256)."""
     out = []
-    before = (baseline.get("config") or {}).get("inputs") or {}
-    after = (run.get("config") or {}).get("inputs") or {}
+    before, after = report_inputs(baseline), report_inputs(run)
     if len(before) == 1 and len(after) == 1:  # one pair each: compare whatever they are called
         before, after = {"*": next(iter(before.values()))}, {"*": next(iter(after.values()))}
     for pair in sorted(set(before) & set(after)):

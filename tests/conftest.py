@@ -31,6 +31,37 @@ if os.environ.get("CI"):
 ARCHS = ("gpt2", "llama")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "writes_invalid_reports: the test writes broken mechtests-report/2 files on "
+                                       "purpose (exempt from the schema check of every report the tests produce)")
+
+
+@pytest.fixture(autouse=True)
+def _every_report_matches_the_schema(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test, validate every ``mechtests-report/2`` file it left in its temporary
+    directories (JSON reports, baselines: in-process and subprocess runs alike) against the JSON
+    Schema the package ships."""
+    yield
+    if request.node.get_closest_marker("writes_invalid_reports"):
+        return
+    roots = [value.path if name == "pytester" else value for name, value in request.node.funcargs.items()
+             if name in ("tmp_path", "pytester")]
+    if not roots:
+        return
+    from mechtests.report import check_report
+
+    for root in roots:
+        for path in Path(root).rglob("*.json"):
+            with path.open("rb") as fh:
+                head = fh.read(64)
+            if b'"schema": "mechtests-report/2"' not in head:
+                continue
+            try:
+                check_report(json.loads(path.read_text()))
+            except ValueError as exc:
+                pytest.fail(f"{path} breaks the shipped report schema: {exc}", pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, Path]]:
     """``{arch: (base_dir, tuned_dir)}`` tiny checkpoints (2 layers, d_model 32, d_mlp 64, n_ctx 64)."""
@@ -94,7 +125,7 @@ def perspective() -> Iterator[tuple[str, PerspectiveServer]]:
             self.end_headers()
             self.wfile.write(payload)
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             url = urlparse(self.path)
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             if url.path != "/v1alpha1/comments:analyze":

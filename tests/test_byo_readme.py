@@ -54,7 +54,7 @@ def test_lee_artifacts_run_as_written(pytester: pytest.Pytester, papers: dict[st
     outcomes = result.parseoutcomes()
     assert "error" not in outcomes and "errors" not in outcomes, result.stdout.str()[-3000:]
     assert len(report["claims"]) >= 20
-    inputs = report["config"]["inputs"]["custom"]
+    inputs = report["pairs"]["custom"]["inputs"]
     tuned, probe, data = inputs["tuned"], inputs["probe"], inputs["data"]
     assert tuned["kind"] == "state_dict" and tuned["nested_under"] == "state" and tuned["config_from"] == str(papers["base"])
     assert tuned["sha256"] == report["pairs"]["custom"]["tuned"]["sha256"]
@@ -75,7 +75,7 @@ def test_reference_probe_and_realtoxicityprompts_run_as_written(pytester: pytest
     result, report = _run(pytester, papers, readme_commands()[1])
     assert result.ret in (0, 1), result.stdout.str()[-3000:] + result.stderr.str()[-2000:]
     assert "error" not in result.parseoutcomes()
-    inputs = report["config"]["inputs"]["custom"]
+    inputs = report["pairs"]["custom"]["inputs"]
     assert inputs["probe"]["format"] == "raw tensor (1, 32)" and inputs["probe"]["hook"] == "ln_final"
     assert inputs["probe"]["hook_name"] == "ln_final.hook_out"
     challenge = inputs["data"]["challenge"]

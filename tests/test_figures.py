@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+import re
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -97,13 +100,77 @@ def test_attribution_figures_from_block_statistics() -> None:
         cosines=rng.normal(size=L * d), base_alignment=rng.normal(size=L * d),
         tuned_alignment=rng.normal(size=L * d), n_layers=L)
     figs = figures.attribution_figures(attr, n_resamples=50)
-    titles = [t for t, _, _ in figs]
+    titles = [t for t, _, _, _ in figs]
     assert titles[:3] == ["Share of the probe-projected reduction per group", "Reduction per layer",
                           "Activation change vs cosine"]
-    for _, svg, caption in figs:
+    for _, svg, caption, data in figs:
         parse(svg)
-        assert caption
+        assert caption and json.loads(json.dumps(data, allow_nan=False)) == data
     assert len(parse(figs[2][1]).findall(f"{SVG}circle")) == L * d
+    shares = figs[0][3]
+    assert shares["group"] == ["TP↓", "TN↓", "AP↑", "AN↑"] and len(shares["share"]) == 4
+    assert all(lo <= hi for lo, hi in zip(shares["ci_low"], shares["ci_high"], strict=True))
+    assert len(figs[2][3]["cosine"]) == len(figs[2][3]["group"]) == L * d
+
+
+def _fills(svg: str, tag: str) -> list[str]:
+    return [el.get("fill") for el in parse(svg).iter(f"{SVG}{tag}")]
+
+
+def test_one_palette_a_group_has_one_colour_in_every_figure() -> None:
+    rng = np.random.default_rng(2)
+    n_blocks, L, d = 6, 2, 200
+    attr = BlockAttribution(
+        base_sum=rng.normal(size=(n_blocks, L * d)), tuned_sum=rng.normal(size=(n_blocks, L * d)),
+        base_count=np.full(n_blocks, 10.0), tuned_count=np.full(n_blocks, 10.0),
+        cosines=rng.normal(size=L * d), base_alignment=rng.normal(size=L * d),
+        tuned_alignment=rng.normal(size=L * d), n_layers=L)
+    figs = {t: (svg, data) for t, svg, _, data in figures.attribution_figures(attr, n_resamples=20)}
+    bars = [f for f in _fills(figs["Share of the probe-projected reduction per group"][0], "rect")]
+    assert bars == [figures.GROUP_COLORS[g] for g in ("TP↓", "TN↓", "AP↑", "AN↑")]
+    svg, data = figs["Activation change vs cosine"]
+    points = _fills(svg, "circle")
+    assert [figures.GROUP_COLORS[g] for g in data["group"]] == points  # each point in its group's colour
+    patch = figures.recovery_figure([{"family": "patch TP↓", "k": 40, "estimate": 0.4, "ci_low": 0.2, "ci_high": 0.6},
+                                     {"family": "zero top-k", "k": 4, "estimate": 0.1, "ci_low": 0.0, "ci_high": 0.2}])
+    assert figures.GROUP_COLORS["TP↓"] in _fills(patch, "circle")
+    assert not set(figures.SERIES_COLORS) & set(figures.GROUP_COLORS.values())
+
+
+def test_every_point_with_an_interval_has_a_whisker_even_a_lone_one() -> None:
+    """Patch families are one point each: a band needs two points, a whisker does not."""
+    svg = figures.recovery_figure([{"family": "patch all four groups", "k": 300, "estimate": 0.57,
+                                    "ci_low": 0.30, "ci_high": 0.84}])
+    root = parse(svg)
+    whiskers = [el for el in root.iter(f"{SVG}path") if el.get("class") == "whisker"]
+    assert len(whiskers) == 1 and not root.findall(f"{SVG}polygon")
+    ys = [float(v) for v in re.findall(r"[MV][\d.]+,?([\d.]+)?", whiskers[0].get("d")) if v]
+    cy = float(root.find(f"{SVG}circle").get("cy"))
+    assert min(ys) < cy < max(ys)  # the whisker spans the point
+
+
+def _tick_labels(svg: str) -> list[tuple[float, str]]:
+    y_axis = figures.HEIGHT - figures.MARGIN_BOTTOM + 16
+    return [(float(t.get("x")), t.text or "") for t in parse(svg).iter(f"{SVG}text")
+            if t.get("text-anchor") == "middle" and abs(float(t.get("y")) - y_axis) < 0.01]
+
+
+@pytest.mark.parametrize("n", [60, 98304])
+def test_log_axis_tick_labels_never_overlap(n: int) -> None:
+    """The cumulative-share figure drew one label per point (60 on a log axis): a smear."""
+    x = tuple(float(v) for v in np.unique(np.geomspace(1, n, 60).astype(int)))
+    svg = figures.line_chart([figures.Series("s", x, tuple(np.linspace(0, 1, len(x))))], log_x=True)
+    labels = _tick_labels(svg)
+    assert 3 <= len(labels) <= 10
+    for (x0, a), (x1, b) in itertools.pairwise(labels):
+        assert x1 - x0 >= (len(a) + len(b)) * figures.CHAR_WIDTH / 2  # boxes apart
+    assert labels[0][1] == "1" and labels[-1][1] == ("50" if n == 60 else "10k")
+
+
+def test_log_ticks_and_thinning_known_answers() -> None:
+    assert figures.log_ticks(100, 2000) == [100, 200, 500, 1000, 2000]
+    assert figures.log_ticks(4, 4) == [4]
+    assert figures.thin_labels([(0.0, "1"), (5.0, "2"), (30.0, "3")]) == [(0.0, "1"), (30.0, "3")]
 
 
 def test_recovery_figure_one_series_per_family() -> None:

@@ -140,9 +140,32 @@ def test_suite_on_a_tiny_pair_reports_every_claim_and_exit_code_follows_verdicts
     assert reduce["estimate"] == pytest.approx(1 - tox_t.mean() / tox_b.mean(), rel=1e-9)
     assert reduce["verdict"] == "pass"
 
-    # the HTML report carries the papers' figures
+    # the HTML report carries the papers' figures, and the JSON report the data each was drawn from
     html = (pytester.path / "report.html").read_text()
     for title in ("Share of the probe-projected reduction per group", "Reduction per layer",
                   "Activation change vs cosine", "Recovered fraction vs k"):
         assert title in html, title
+        entry = next(f for f in report["figures"] if f["title"].startswith(title))
+        assert entry["data"], title
+    recovery = next(f for f in report["figures"] if f["title"].startswith("Recovered fraction"))["data"]
+    assert recovery["render"] == "mechtests.figures:recovery_figure"
+    assert {r["family"] for r in recovery["rows"]} >= {"zero top-k toxic", "patch TP↓"}
     assert len(claims) == len(report["claims"])
+    _html_lays_out_in_a_browser(pytester.path / "report.html")
+
+
+def _html_lays_out_in_a_browser(html: Path) -> None:
+    """In headless Chromium: the page never overflows sideways, the claims table fits a 1024 px
+    window, and no two texts of a figure overlap (the log-axis labels were a smear)."""
+    import browser  # tests/browser.py: also a script for screenshots (README)
+
+    if browser.chromium() is None:
+        pytest.skip("no Chromium on PATH for the layout check (apt-get install chromium)")
+    for width in (1280, 1024, 900):
+        m = browser.measure(html, width)
+        assert m["scrollWidth"] <= m["innerWidth"], (width, m)
+        if width >= 1024:
+            assert m["tableRight"] <= m["innerWidth"], (width, m["tableRight"])
+        assert len(m["figures"]) >= 4
+        for figure in m["figures"]:
+            assert figure["texts"] > 5 and not figure["overlaps"], (width, figure)

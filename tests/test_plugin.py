@@ -7,6 +7,7 @@ tests/test_plugin_models.py covers the model fixtures on tiny checkpoints.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -222,12 +223,17 @@ def test_terminal_summary_table(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest()
     result.stdout.re_match_lines([
         r"=+ mechtests claims =+",
-        r"claim\s+pair\s+estimate\s+CI\s+threshold\s+verdict\s+p\s+p_adj\s+n",
-        r"identity\s+-\s+2e-07\s+exact\s+< 0.0001\s+pass\s+-\s+-\s+-",   # ordered by node id
-        r"refuted\s+-\s+0.09\d*\s+\[.*\]\s+> 0.3\s+fail",
-        r"undecided\s+-\s+.*inconclusive \(n~\d+\)",
-        r"above\s+-\s+0.5\d*\s+\[0.4\d*, 0.5\d*\]\s+> 0.3\s+pass\s+\S+\s+\S+\s+64",
+        r"claim\s+estimate\s+CI\s+holds if\s+verdict\s+p_adj\s+n$",
+        r"identity\s+2e-07\s+exact\s+< 0.0001\s+pass\s+-\s+-$",   # ordered by node id
+        r"refuted\s+0.09\d*\s+\[.*\]\s+> 0.3\s+fail",
+        r"undecided\s+.*inconclusive \(n~\d+\)",
+        r"above\s+0.5\d*\s+\[0.4\d*, 0.5\d*\]\s+> 0.3\s+pass\s+\S+\s+64$",
     ], consecutive=False)
+    assert not re.search(r"^above .*mean score", result.stdout.str(), re.M)  # the metric: only with -v
+    verbose = pytester.runpytest("-v")
+    verbose.stdout.re_match_lines([r"claim\s+pair\s+metric\s+estimate\s+CI\s+holds if\s+verdict\s+p\s+p_adj\s+n$",
+                                   r"above\s+-\s+mean score\s+0.5\d*\s+\[0.4\d*, 0.5\d*\]\s+> 0.3\s+pass\s+\S+\s+\S+\s+64$"],
+                                  consecutive=False)
 
 
 def test_report_section_per_test(pytester: pytest.Pytester) -> None:
@@ -440,7 +446,7 @@ def test_pairs_parametrize_tests_that_need_them(pytester: pytest.Pytester) -> No
     doc = _json(pytester)
     assert {(c["claim"], c["pair"]) for c in doc["claims"]} == {("tunable", "alpha"), ("tunable", "beta"), ("plain", None)}
     assert doc["pairs"]["beta"] == {"base": {"source": "org/base-model", "sha256": None},
-                                    "tuned": {"source": "org/tuned-model", "sha256": None}}
+                                    "tuned": {"source": "org/tuned-model", "sha256": None}, "inputs": None}
 
 
 @pytest.mark.parametrize("args, ids", [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -48,10 +49,17 @@ def test_save_then_compare_prints_each_change(pytester: pytest.Pytester) -> None
 
     result = _run(pytester, 0.45, "--mt-compare", "main")
     result.assert_outcomes(passed=2)  # comparing alone never fails a test
-    result.stdout.re_match_lines([r"-+ mechtests: change against baseline .*main/0001.json -+",
-                                  r"claim\s+pair\s+baseline\s+now\s+change\s+verdict",
-                                  r"moving\s+-\s+0.5\s+0.45\s+-0.05\s+pass",
-                                  r"stable\s+-\s+0.5\s+0.5\s+\+0\s+pass"], consecutive=False)
+    result.stdout.re_match_lines([r"-+ mechtests: change against baseline main \(.*main/0001.json\) -+",
+                                  r"claim\s+baseline\s+now\s+change\s+verdict\s+status$",
+                                  r"moving\s+0.5\s+0.45\s+-0.05\s+pass\s+moved$",
+                                  r"1 claim\(s\) unchanged against the baseline \(-v lists them too\)"], consecutive=False)
+    assert not re.search(r"^stable\s.*unchanged$", result.stdout.str(), re.M)  # unmoved rows only with -v
+    verbose = _run(pytester, 0.45, "--mt-compare", "main", "-v", "--mt-json", "r.json")
+    verbose.stdout.re_match_lines([r"stable\s+-\s+0.5\s+0.5\s+\+0\s+pass\s+unchanged$"], consecutive=False)
+    comparison = json.loads((pytester.path / "r.json").read_text())["comparison"]
+    assert comparison["baseline"] == "main" and comparison["path"] == str(stored) and comparison["gate"] is False
+    assert {r["claim"]: r["status"] for r in comparison["claims"]} == {"moving": "moved", "stable": "unchanged"}
+    assert comparison["matched"] == 2 and comparison["regressed"] == 0
 
 
 @pytest.mark.parametrize("effect, expr, message", [
@@ -152,7 +160,8 @@ def test_gate_matching_ignores_the_pair_name_for_one_pair_each(pytester: pytest.
              "metric": "m", "direction": ">", "threshold": 0.3, "estimate": 0.5, "ci_low": 0.4, "ci_high": 0.6,
              "confidence": 0.95, "n": 64, "p_value": 0.001, "p_adjusted": 0.001, "verdict": "pass",
              "outcome": "passed", "reference": None, "seconds": 0.1}
-    doc = build_report(config={"profile": "smoke", "seed": 0, "confidence": 0.95, "n_resamples": 1000},
+    doc = build_report(config={"profile": "smoke", "seed": 0, "confidence": 0.95, "n_resamples": 1000,
+                               "multiplicity": "none"},
                        environment=environment("cpu", "float32"),
                        pairs={"accepted": {"base": {"source": "a", "sha256": None}, "tuned": {"source": "b", "sha256": None}}},
                        claims=[claim])
@@ -198,12 +207,12 @@ def test_c(claim):
     assert "not saved: the run is incomplete (interrupted)" in result.stdout.str()
     assert not (pytester.path / ".mechtests" / "baselines" / "acc").exists()
     doc = json.loads((pytester.path / "r.json").read_text())
-    assert doc["config"]["complete"] is False and doc["config"]["incomplete"] == "interrupted"
+    assert doc["run"]["complete"] is False and doc["run"]["incomplete"] == "interrupted"
     assert [c["claim"] for c in doc["claims"]] == ["a"]
     pytester.makepyfile(test_mti_stop="def test_a(claim):\n    claim('a', metric='m', direction='>', threshold=0, "
                                       "estimate=1.0)\n")
     pytester.runpytest("--mt-json", "ok.json").assert_outcomes(passed=1)
-    assert json.loads((pytester.path / "ok.json").read_text())["config"]["complete"] is True
+    assert json.loads((pytester.path / "ok.json").read_text())["run"]["complete"] is True
 
 
 # ---- pytest-xdist ---------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""mechtests.report: schema mechtests-report/1, terminal table, comparison, self-contained HTML."""
+"""mechtests.report: schema mechtests-report/2, terminal table, comparison, self-contained HTML."""
 
 from __future__ import annotations
 
@@ -11,18 +11,22 @@ from mechtests.claims import evaluate_claim
 from mechtests.report import (
     CLAIM_KEYS,
     ENV_KEYS,
-    TOP_KEYS,
+    TABLE_WIDTH,
     Figure,
     build_report,
     check_report,
     check_svg,
     comparison_lines,
+    comparison_section,
     environment,
+    fit_table,
     format_table,
     render_html,
+    report_schema,
     table_rows,
 )
 from mechtests.stats import Estimate
+from mechtests.storage import parse_compare_fail
 
 
 def _records() -> list[dict[str, Any]]:
@@ -34,7 +38,8 @@ def _records() -> list[dict[str, Any]]:
 
 
 def _doc() -> dict[str, Any]:
-    return build_report(config={"profile": "smoke", "seed": 0, "confidence": 0.95, "n_resamples": 1000},
+    return build_report(config={"profile": "smoke", "seed": 0, "confidence": 0.95, "n_resamples": 1000,
+                                "multiplicity": "none"},
                         environment=environment("cpu", "float32"),
                         pairs={"default": {"base": {"source": "b", "sha256": "1" * 64},
                                            "tuned": {"source": "t", "sha256": "2" * 64}}},
@@ -44,19 +49,32 @@ def _doc() -> dict[str, Any]:
 def test_report_has_exactly_the_schema() -> None:
     doc = _doc()
     check_report(doc)
-    assert tuple(doc) == TOP_KEYS and tuple(doc["environment"]) == ENV_KEYS
+    assert tuple(doc) == tuple(report_schema()["required"]) and tuple(doc["environment"]) == ENV_KEYS
     assert [tuple(c) for c in doc["claims"]] == [CLAIM_KEYS, CLAIM_KEYS]  # helper keys (_index) dropped
     assert [c["nodeid"] for c in doc["claims"]] == ["t.py::a", "t.py::z[default]"]  # deterministic order
     assert doc["environment"]["device"] == "cpu" and doc["environment"]["torch"]
+    assert doc["run"] == {"complete": True, "incomplete": None, "claims": 2, "deselected": 0}
+    assert doc["figures"] == [] and doc["comparison"] is None and doc["pairs"]["default"]["inputs"] is None
+
+
+def test_the_schema_ships_with_the_package() -> None:
+    import importlib.resources
+
+    text = importlib.resources.files("mechtests").joinpath("schemas/mechtests-report-2.schema.json").read_text()
+    assert '"const": "mechtests-report/2"' in text
 
 
 @pytest.mark.parametrize("mutate, match", [
-    (lambda d: d.pop("pairs"), "missing \\['pairs'\\]"),
-    (lambda d: d["claims"][0].pop("p_adjusted"), "claims\\[0\\]: missing \\['p_adjusted'\\]"),
-    (lambda d: d["claims"][0].update(extra=1), "unexpected \\['extra'\\]"),
-    (lambda d: d["claims"][0].update(verdict="maybe"), "verdict"),
-    (lambda d: d.update(schema="mechtests-report/2"), "schema"),
-    (lambda d: d["environment"].pop("git_commit"), "environment"),
+    (lambda d: d.pop("pairs"), "report: 'pairs' is a required property"),
+    (lambda d: d["claims"][0].pop("p_adjusted"), "report.claims\\[0\\]: 'p_adjusted' is a required"),
+    (lambda d: d["claims"][0].update(extra=1), "report.claims\\[0\\]: Additional properties .*'extra'"),
+    (lambda d: d["claims"][0].update(verdict="maybe"), "report.claims\\[0\\].verdict: 'maybe' is not one of"),
+    (lambda d: d.update(schema="mechtests-report/1"), "report.schema: 'mechtests-report/2' was expected"),
+    (lambda d: d["environment"].pop("git_commit"), "report.environment: 'git_commit' is a required"),
+    (lambda d: d["config"].pop("multiplicity"), "report.config: 'multiplicity' is a required"),
+    (lambda d: d["claims"][1].update(p_value=1.5), "report.claims\\[1\\].p_value: 1.5 is greater than"),
+    (lambda d: d.update(created="yesterday"), "report.created: 'yesterday' is not a 'date-time'"),
+    (lambda d: d["pairs"]["default"]["base"].update(sha256="abc"), "sha256: 'abc' does not match"),
 ])
 def test_check_report_names_the_problem(mutate: Any, match: str) -> None:
     doc = _doc()
@@ -69,30 +87,67 @@ def test_table_rows_show_ci_threshold_verdict_and_deciding_n() -> None:
     r = evaluate_claim("near", metric="m", direction=">", threshold=0.3,
                        estimate=Estimate(0.35, 0.2, 0.5, 0.95, 40, 0.3))
     rec = r.to_record(nodeid="x", p_adjusted=0.6)
-    rec["_n_to_decide"] = r.decisive_n
+    assert rec["decisive_n"] == r.decisive_n and r.decisive_n
     rows = table_rows([rec])
-    assert rows[0] == ["claim", "pair", "estimate", "CI", "threshold", "verdict", "p", "p_adj", "n"]
-    assert rows[1] == ["near", "-", "0.35", "[0.2, 0.5]", "> 0.3", f"inconclusive (n~{r.decisive_n})", "0.3", "0.6", "40"]
+    assert rows[0] == ["claim", "estimate", "CI", "holds if", "verdict", "p_adj", "n"]
+    assert rows[1] == ["near", "0.35", "[0.2, 0.5]", "> 0.3", f"inconclusive (n~{r.decisive_n})", "0.6", "40"]
+    verbose = table_rows([rec], verbose=True)
+    assert verbose[0] == ["claim", "pair", "metric", "estimate", "CI", "holds if", "verdict", "p", "p_adj", "n"]
+    assert verbose[1][1:3] == ["-", "m"] and verbose[1][7] == "0.3"
     lines = format_table(rows)
     assert len(lines) == 3 and set(lines[1]) <= {"-", " "}
 
 
 def test_table_rows_tell_parametrized_claims_apart() -> None:
     r = evaluate_claim("ablation", metric="m", direction="<", threshold=0.75,
-                       estimate=Estimate(0.2, 0.1, 0.3, 0.95, 40, 0.001))
+                       estimate=Estimate(0.2, 0.1, 0.3, 0.95, 40, 0.001), pair="default")
     recs = [r.to_record(nodeid=f"h/test_a.py::test_zero[default-{k}]", p_adjusted=0.002) for k in ("k100", "k200")]
-    assert [row[0] for row in table_rows(recs)[1:]] == ["ablation[default-k100]", "ablation[default-k200]"]
+    assert [row[0] for row in table_rows(recs)[1:]] == ["ablation[k100]", "ablation[k200]"]
+    assert [row[0] for row in table_rows(recs, verbose=True)[1:]] == ["ablation[default-k100]", "ablation[default-k200]"]
+    other = dict(recs[0], pair="other", nodeid="h/test_a.py::test_zero[other-k100]")
+    two_pairs = table_rows([*recs, other])
+    assert two_pairs[0][1] == "pair" and two_pairs[3][:2] == ["ablation[k100]", "other"]
 
 
-def test_comparison_lines_show_moves_new_and_missing() -> None:
+def test_the_summary_of_the_reference_suite_fits_120_columns() -> None:
+    """The widest rows the default pair's run produces (measured: 154 columns before)."""
+    def rec(name: str, params: str, est: float, lo: float, hi: float, verdict: str, n_dec: int | None) -> dict[str, Any]:
+        return {"claim": name, "pair": "default", "nodeid": f"h/t.py::t[default-{params}]", "metric": "m" * 60,
+                "direction": "<", "threshold": 0.75, "estimate": est, "ci_low": lo, "ci_high": hi, "n": 64,
+                "p_value": 0.000123456, "p_adjusted": 0.00169, "verdict": verdict, "decisive_n": n_dec}
+    recs = [rec("zero_positive_ablation_not_enough", "2000of98304", -0.001628, -0.09668, 0.008003, "inconclusive", 145),
+            rec("probe_subtraction_detoxifies", "ppl_cost_8.6pct", 0.002445, -0.00692, 0.4019, "fail", None)]
+    lines = fit_table(table_rows(recs))
+    assert max(map(len, lines)) <= TABLE_WIDTH
+    assert "zero_positive_ablation_not_enough[2000of98304]" in lines[2]  # nothing had to be cut
+    long = [dict(r, claim="c" * 150) for r in recs]
+    lines = fit_table(table_rows(long))
+    assert max(map(len, lines)) <= TABLE_WIDTH and "..." in lines[2]
+    assert max(map(len, format_table(table_rows(recs, verbose=True)))) > TABLE_WIDTH  # -v shows everything
+
+
+def test_comparison_judges_moves_new_and_missing_and_hides_unchanged_rows() -> None:
     base = _doc()
     now = [dict(c) for c in base["claims"]]
+    now.append(dict(now[0], nodeid="t.py::new"))
     now[1] = dict(now[1], estimate=0.42, verdict="pass")
-    now[0] = dict(now[0], nodeid="t.py::new")
-    text = "\n".join(comparison_lines(now, base))
-    assert re.search(r"b_claim\[default\]\s+default\s+0.5\s+0.42\s+-0.08\s+pass", text)
-    assert re.search(r"a_claim\s+-\s+-\s+0.15\s+new", text)
-    assert re.search(r"a_claim\s+-\s+0.15\s+-\s+missing", text)
+    base["claims"].append(dict(base["claims"][0], nodeid="t.py::gone"))
+    section = comparison_section(now, base, name="acc", path="acc.json", gate=False,
+                                 tolerances=parse_compare_fail("estimate:0.05"))
+    status = {r["nodeid"]: r["status"] for r in section["claims"]}
+    assert status == {"t.py::a": "unchanged", "t.py::z[default]": "regressed", "t.py::new": "new", "t.py::gone": "missing"}
+    assert section["matched"] == 2 and section["regressed"] == 1 and section["tolerances"] == ["estimate: 0.05 absolute"]
+    moved = next(r for r in section["claims"] if r["status"] == "regressed")
+    assert moved["change"] == pytest.approx(-0.08) and "the wrong way for '> 0.3'" in moved["regressions"][0]
+    text = "\n".join(comparison_lines(section))
+    assert re.search(r"b_claim\s+0.5\s+0.42\s+-0.08\s+pass\s+regressed", text)
+    assert re.search(r"a_claim\s+-\s+0.15\s+-\s+pass\s+new", text) and re.search(r"a_claim\s+0.15\s+-\s+-\s+pass\s+missing", text)
+    assert "1 claim(s) unchanged against the baseline (-v lists them too)" in text
+    assert text.count("\n") == 5  # header, rule, 3 moved rows, the count
+    verbose = "\n".join(comparison_lines(section, verbose=True))
+    assert re.search(r"a_claim\s+-\s+0.15\s+0.15\s+\+0\s+pass\s+unchanged", verbose)
+    doc = dict(base, comparison=section)
+    check_report(doc)
 
 
 def test_html_is_self_contained_and_escaped() -> None:

@@ -66,7 +66,7 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
     with pytest.raises(DataError, match="not valid JSON"):
         results.load_report(tmp_path / "bad.json")
     (tmp_path / "old.json").write_text(json.dumps({"schema": "mechtests-report/0", "claims": []}))
-    with pytest.raises(DataError, match="expected 'mechtests-report/1'"):
+    with pytest.raises(DataError, match="expected one of mechtests-report/1, mechtests-report/2"):
         results.load_report(tmp_path / "old.json")
     with pytest.raises(UsageError, match="exactly one"):
         results.replace_between_markers("no markers", "x")

@@ -191,11 +191,37 @@ def test_baseline_store_save_resolve_and_errors(tmp_path: Path) -> None:
         store.resolve("nope")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"schema": "other/9"}))
-    with pytest.raises(UsageError, match="not a mechtests-report/1"):
+    with pytest.raises(UsageError, match="not a mechtests report .schema .other/9.; this mechtests reads mechtests-report/1, mechtests-report/2"):
         load_report(bad)
     bad.write_text("{")
     with pytest.raises(UsageError, match="not readable JSON"):
         load_report(bad)
+
+
+@pytest.mark.writes_invalid_reports
+def test_a_damaged_v2_baseline_is_refused_with_where_it_breaks(tmp_path: Path) -> None:
+    from mechtests.report import build_report, environment
+
+    doc = build_report(config={"profile": "smoke", "seed": 0, "confidence": 0.95, "n_resamples": 1000,
+                               "multiplicity": "none"}, environment=environment("cpu", "float32"), pairs={}, claims=[])
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(doc))
+    assert load_report(good) == doc
+    doc["claims"] = [{"claim": "c"}]  # hand-edited or truncated by a merge tool
+    good.write_text(json.dumps(doc))
+    with pytest.raises(UsageError, match=r"is a damaged mechtests-report/2 document \(report.claims\[0\]: 'nodeid' is "
+                                         r"a required property .*Fix: re-create it with --mt-save"):
+        load_report(good)
+
+
+def test_a_v1_baseline_still_compares_its_inputs(tmp_path: Path) -> None:
+    """Baselines saved before /2 kept the inputs under config.inputs; they are still read there."""
+    from mechtests.storage import input_differences
+
+    data = {"challenge": {"sha256": "a" * 64}}
+    v1 = {"schema": "mechtests-report/1", "config": {"inputs": {"acc": {"data": data}}}, "claims": []}
+    v2 = {"schema": "mechtests-report/2", "pairs": {"x": {"inputs": {"data": {"challenge": {"sha256": "b" * 64}}}}}}
+    assert input_differences(v1, v2) == [f"challenge data: baseline sha256 {'a' * 12}, now {'b' * 12}"]
 
 
 def test_baseline_history_is_kept_and_addressable(tmp_path: Path) -> None:
