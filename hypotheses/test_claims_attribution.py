@@ -65,15 +65,16 @@ def test_anti_toxic_promotion_matters(recorded_attribution: BlockAttribution, cl
 
 
 def test_adjustments_are_noisy_fraction(recorded_attribution: BlockAttribution, claim) -> None:
-    """A large fraction (> 0.30) of neurons move toward toxicity (reduction <= 0).
+    """A large fraction (> 0.30) of the neurons that moved, moved toward toxicity (reduction < 0;
+    a neuron with exactly no change counts neither way).
 
     Paper (PAPER.md, claim 8 / group table, A): 41.5% of GPT-2 medium's neurons; the four mirror
     groups hold 49,369 neurons (~50%).
     """
     attr = recorded_attribution
     require_change(attr)
-    claim("adjustments_are_noisy_fraction", metric="fraction of neurons with reduction <= 0", direction=">",
-          threshold=0.30, samples=(attr.blocks(),), statistic=lambda blocks: attr.fraction_not_reducing(blocks),
+    claim("adjustments_are_noisy_fraction", metric="fraction of moved neurons with reduction < 0", direction=">",
+          threshold=0.30, samples=(attr.blocks(),), statistic=lambda blocks: attr.fraction_toward_toxicity(blocks),
           reference=ref("claim 8: 41.5% of neurons increase toxicity (A)", 0.415))
 
 

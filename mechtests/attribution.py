@@ -71,9 +71,11 @@ class GroupAttribution:
     gross_increase: float
 
     @property
-    def fraction_non_positive(self) -> float:
-        """Fraction of neurons whose reduction is <= 0 (moved toward toxicity or not at all)."""
-        return float((self.reduction <= 0).double().mean())
+    def fraction_toward_toxicity(self) -> float:
+        """Fraction of the neurons that moved (reduction != 0) whose reduction is negative; a
+        neuron with exactly no change counts neither way. NaN when none moved."""
+        moved = self.reduction != 0
+        return float((self.reduction[moved] < 0).double().mean()) if bool(moved.any()) else float("nan")
 
 
 def group_attribution(cosines: torch.Tensor, base_activation: torch.Tensor, tuned_activation: torch.Tensor,

@@ -32,9 +32,11 @@ from mechtests.stats import (
     DIRECTIONS,
     Direction,
     Estimate,
+    MIN_UNITS,
     Statistic,
     Threshold,
     bootstrap_estimate,
+    min_resamples,
     n_to_decide,
     validate_confidence,
 )
@@ -68,6 +70,9 @@ class ClaimResult:
     pair: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
     reference: Reference | None = None
+    #: Why the data could not decide the claim whatever the interval says (too few units, no
+    #: variation at all); None when the verdict follows the interval.
+    reason: str | None = None
 
     def summary(self) -> str:
         """One line: ``name [pair]: metric = v (95% CI lo to hi, n=N) > t -> verdict``."""
@@ -102,6 +107,8 @@ class ClaimResult:
             lines.append(f"margin past the threshold on the claimed side: {margin:+.4g}{scaled}.")
         if self.verdict == "fail":
             lines.append("the whole interval lies on the other side of the threshold: the claim is refuted.")
+        elif self.verdict == "inconclusive" and self.reason is not None:
+            lines.append(f"undecided: {self.reason}.")
         elif self.verdict == "inconclusive":
             lines.append("the interval contains the threshold: the data cannot decide the claim.")
             if self.decisive_n is not None:
@@ -138,6 +145,7 @@ class ClaimResult:
             "reference": self.reference.to_dict() if self.reference is not None else None,
             "seconds": seconds,
             "decisive_n": self.decisive_n if self.verdict == "inconclusive" else None,
+            "reason": self.reason,
         }
 
 
@@ -205,6 +213,28 @@ def verdict_for(est: Estimate, threshold: Threshold, direction: Direction) -> Ve
     return "inconclusive"
 
 
+def undecidable(est: Estimate) -> str | None:
+    """Why ``est`` cannot decide a claim whatever its interval says, or None.
+
+    Too few resampled units (below `MIN_UNITS`: bootstrap intervals then cover far less than
+    their level), or samples with no variation at all (a zero-width interval that only reflects
+    that nothing varied, e.g. 40 of 40 items identical). Exact quantities are always decidable.
+
+    Example:
+        >>> undecidable(Estimate(0.5, 0.4, 0.6, 0.95, 3, 0.01, "BCa"))[:36]
+        'only 3 resampled units (prompts, blo'
+    """
+    if est.n is None or est.method == "exact":
+        return None
+    if est.n < MIN_UNITS:
+        return (f"only {est.n} resampled units (prompts, blocks, windows or items); at least {MIN_UNITS} are needed "
+                "for a bootstrap interval to hold its confidence level")
+    if est.method == "degenerate":
+        return (f"all {est.n} units have the same value, so the interval has zero width only because nothing "
+                "varied: it says nothing about the uncertainty")
+    return None
+
+
 def canonical_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     """Params as JSON data (they go into the report and into seeds)."""
     if params is None:
@@ -227,19 +257,25 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON data")
 
 
-def claim_seed(seed: int, name: str, params: Mapping[str, Any]) -> int:
-    """A per-claim seed: independent resampling per claim, identical in serial and xdist runs.
+def claim_seed(seed: int, name: str, samples: tuple[np.ndarray, ...]) -> int:
+    """A per-claim seed from the run's seed, the claim's name and its data, nothing else.
 
-    The pair's name is deliberately not part of it: a pair reached under another name (the
-    default pair, or the same directories through --mt-base/--mt-tuned) gives the same report,
-    and two pairs tested on the same prompts share resample indices (common random numbers).
+    Descriptive ``params`` (labels, rounded means) are not part of it: relabelling a claim never
+    changes its interval. The data's bytes are, so two parametrizations of one claim on different
+    data resample independently; the pair's *name* is not, so a pair reached under another name
+    (the default pair, or the same directories through --mt-base/--mt-tuned) gives the same
+    report. Identical in serial and xdist runs.
 
     Example:
-        >>> claim_seed(0, "a", {}) == claim_seed(0, "a", {}) != claim_seed(0, "b", {})
+        >>> x = (np.arange(4.0),)
+        >>> claim_seed(0, "a", x) == claim_seed(0, "a", (np.arange(4.0),)) != claim_seed(0, "b", x)
         True
     """
-    text = json.dumps([int(seed), name, dict(params)], sort_keys=True)
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+    digest = hashlib.sha256(json.dumps([int(seed), name]).encode())
+    for a in samples:
+        digest.update(str(a.shape).encode())
+        digest.update(np.ascontiguousarray(a, dtype=np.float64).tobytes())
+    return int.from_bytes(digest.digest()[:8], "little")
 
 
 def _as_reference(reference: Any) -> Reference | None:
@@ -299,14 +335,23 @@ def evaluate_claim(
             if len(samples) != 1:
                 raise UsageError(f"{where}: {len(samples)} samples need an explicit statistic=f(*samples).")
             statistic = np.mean
-        est = bootstrap_estimate(tuple(samples), statistic, paired=paired, confidence=confidence,
-                                 n_resamples=n_resamples, seed=claim_seed(seed, name, params_c),
+        fewest = min_resamples(confidence)
+        if int(n_resamples) < fewest:
+            raise UsageError(f"{where}: {n_resamples} bootstrap resamples are too few for a verdict at confidence "
+                             f"{confidence:g}: each tail beyond the interval needs at least 10 replicates. Fix: "
+                             f"n_resamples >= {fewest} (--mt-resamples; the profiles use 1000 / 2000 / 9999).")
+        arrays = tuple(np.asarray(a, dtype=np.float64) for a in samples)
+        est = bootstrap_estimate(arrays, statistic, paired=paired, confidence=confidence,
+                                 n_resamples=n_resamples, seed=claim_seed(seed, name, arrays),
                                  threshold=threshold, direction=direction)
     elif isinstance(estimate, Estimate):
         est = estimate
     else:
         est = Estimate.exact(estimate, confidence=confidence)  # type: ignore[arg-type]
     verdict = verdict_for(est, threshold, direction)
-    decisive = n_to_decide(est, threshold, direction) if verdict == "inconclusive" else None
+    reason = undecidable(est)
+    if reason is not None:
+        verdict = "inconclusive"  # degenerate data is named, never decided
+    decisive = n_to_decide(est, threshold, direction) if verdict == "inconclusive" and reason is None else None
     return ClaimResult(name, str(metric), direction, threshold, est, verdict, decisive, pair, params_c,
-                       _as_reference(reference))
+                       _as_reference(reference), reason)

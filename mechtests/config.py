@@ -84,8 +84,8 @@ class RunConfig:
 # a laptop CPU; ci: tighter intervals for a gate; full: the papers' protocol (all prompts,
 # 20 new tokens, 9999 resamples).
 _PROFILE_SIZES: dict[str, dict[str, Any]] = {
-    "smoke": dict(n_resamples=1000, n_prompts=64, n_perplexity_windows=4, n_f1=64, n_probe_eval=256),
-    "ci": dict(n_resamples=2000, n_prompts=256, n_perplexity_windows=16, n_f1=256, n_probe_eval=1000),
+    "smoke": dict(n_resamples=1000, n_prompts=64, n_perplexity_windows=16, n_f1=64, n_probe_eval=256),
+    "ci": dict(n_resamples=2000, n_prompts=256, n_perplexity_windows=32, n_f1=256, n_probe_eval=1000),
     "full": dict(n_resamples=9999, n_prompts=None, n_perplexity_windows=None, n_f1=None, n_probe_eval=None),
 }
 
@@ -535,6 +535,14 @@ def resolve_settings(src: Sources, *, rootdir: Path) -> Settings:
     if v is not None:
         overrides["prompt_truncation"] = _choice(v, where, ("first", "last"))
     run = run_config(profile, **overrides)
+    from mechtests.stats import min_resamples
+
+    fewest = min_resamples(run.confidence)
+    if run.n_resamples < fewest:
+        source = get("resamples")[1] if "n_resamples" in overrides else f"profile {profile!r}"
+        raise UsageError(f"{source}: {run.n_resamples} bootstrap resamples are too few for verdicts at confidence "
+                         f"{run.confidence:g} (each tail beyond an interval needs at least 10 replicates). "
+                         f"Fix: --mt-resamples {fewest} or more.")
 
     base_v, base_where, base_dir = get("base")
     tuned_v, tuned_where, tuned_dir = get("tuned")

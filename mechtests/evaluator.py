@@ -175,7 +175,8 @@ class Evaluator:
             max_new_tokens=int(_setting(self.config, "max_new_tokens", 20)),
             max_prompt_tokens=int(_setting(self.config, "max_prompt_tokens", 32)),
             batch_size=int(_setting(self.config, "batch_size", 32)),
-            n_blocks=int(_setting(self.config, "n_blocks", 20)),
+            # never more blocks than prompts: an empty block is a 0/0 in every block statistic
+            n_blocks=max(1, min(int(_setting(self.config, "n_blocks", 20)), len(self.prompts))),
             truncation=_setting(self.config, "prompt_truncation", "first"),
         )
 
@@ -518,10 +519,14 @@ class BlockAttribution:
 
         return statistic
 
-    def fraction_not_reducing(self, blocks: np.ndarray | None = None) -> float:
-        """Fraction of neurons whose reduction is <= 0 (moved toward toxicity or not at all)."""
+    def fraction_toward_toxicity(self, blocks: np.ndarray | None = None) -> float:
+        """Fraction of the neurons that moved (reduction != 0) whose reduction is negative, i.e.
+        that moved toward toxicity. A neuron with exactly no change is no evidence either way:
+        counting it as "toward toxicity" made two identical models confirm the claim. NaN when
+        no neuron moved."""
         red, _, _ = self.reduction(blocks)
-        return float(np.mean(red <= 0))
+        moved = red != 0
+        return float(np.mean(red[moved] < 0)) if moved.any() else float("nan")
 
     def gross_ratio(self, blocks: np.ndarray | None = None) -> float:
         """Gross increase / gross decrease of the probe projection over all neurons."""

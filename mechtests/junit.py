@@ -44,6 +44,8 @@ def claims_text(records: Sequence[Mapping[str, Any]]) -> str:
         lines += [f"  {key}: {_text(r.get(key))}" for key in JUNIT_FIELDS[1:]]
         if r.get("decisive_n"):
             lines.append(f"  decisive_n: {r['decisive_n']}")
+        if r.get("reason"):
+            lines.append(f"  undecided: {r['reason']}")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 

@@ -37,7 +37,7 @@ ENV_KEYS = ("mechtests", "python", "torch", "transformer_lens", "device", "dtype
 PAIR_MODEL_KEYS = ("source", "sha256")
 CLAIM_KEYS = ("nodeid", "claim", "pair", "params", "metric", "direction", "threshold", "estimate", "ci_low",
               "ci_high", "confidence", "n", "p_value", "p_adjusted", "verdict", "outcome", "reference", "seconds",
-              "decisive_n")
+              "decisive_n", "reason")
 VERDICTS = ("pass", "fail", "inconclusive")
 #: The JSON Schema of `REPORT_SCHEMA` documents, shipped inside the package.
 SCHEMA_FILE = Path(__file__).parent / "schemas" / "mechtests-report-2.schema.json"
@@ -249,6 +249,8 @@ def table_rows(claims: Sequence[Mapping[str, Any]], *, verbose: bool = False) ->
         verdict = c["verdict"]
         if verdict == "inconclusive" and c.get("decisive_n"):
             verdict += f" (n~{c['decisive_n']})"
+        elif verdict == "inconclusive" and c.get("reason"):
+            verdict += " (undecidable)"
         row = [claim_label(c, with_pair=verbose)] + ([str(c["pair"] or "-")] if show_pair else []) + \
             ([str(c.get("metric") or "-")] if verbose else []) + \
             [_num(c["estimate"], digits), ci, _threshold_text(c, digits), verdict] + \

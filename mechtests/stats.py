@@ -335,6 +335,23 @@ def bootstrap_estimate(
                     float(res.standard_error))
 
 
+#: Fewest resampled units (prompts, blocks, windows, items) a bootstrap verdict may rest on:
+#: below this, percentile/BCa intervals cover far less than their nominal level.
+MIN_UNITS = 10
+
+
+def min_resamples(confidence: float) -> int:
+    """Fewest bootstrap resamples a verdict at ``confidence`` may rest on: each tail beyond the
+    interval must hold at least 10 replicates (so its bound is not one extreme draw), and never
+    fewer than 400 in all.
+
+    Example:
+        >>> min_resamples(0.95), min_resamples(0.99)
+        (400, 2000)
+    """
+    return max(400, math.ceil(20.0 / (1.0 - float(confidence)) - 1e-9))
+
+
 def holm(p_values: Sequence[float | None]) -> list[float | None]:
     """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1); None stays None.
 

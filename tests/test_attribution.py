@@ -68,7 +68,7 @@ def test_projections_groups_and_shares_on_paper(hand_set_model: LoadedModel) -> 
     assert ga.shares["AP_up"] == pytest.approx(2 / 9) and ga.shares["AN_up"] == pytest.approx(2 / 9)
     assert ga.shares["TP_up"] == pytest.approx(-2 / 9)
     assert ga.net == pytest.approx(1.2) and ga.gross_decrease == pytest.approx(1.8)
-    assert ga.gross_increase == pytest.approx(0.6) and ga.fraction_non_positive == pytest.approx(0.5)
+    assert ga.gross_increase == pytest.approx(0.6) and ga.fraction_toward_toxicity == pytest.approx(2 / 6)  # 2 of the 6 that moved
     torch.testing.assert_close(layer_shares(ga.reduction), torch.tensor([1.4 / 1.2, -0.2 / 1.2], dtype=torch.float64))
 
 

@@ -42,7 +42,7 @@ def _run(pytester: pytest.Pytester, papers: dict[str, Path], command: list[str])
         target = pytester.path / name
         if not target.exists():
             target.symlink_to(papers["root"] / "work" / name)
-    result = pytester.runpytest_subprocess(*args, "--mt-resamples=200", "--mt-cache-dir=cache", "-p", "no:cacheprovider",
+    result = pytester.runpytest_subprocess(*args, "--mt-resamples=400", "--mt-cache-dir=cache", "-p", "no:cacheprovider",
                                            f"--rootdir={ROOT}")
     report = json.loads((pytester.path / "report.json").read_text())
     return result, report

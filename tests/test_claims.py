@@ -118,14 +118,54 @@ def test_record_has_exactly_the_schema_keys_and_json_params() -> None:
     assert r.reference == Reference("paper A", 0.54)
 
 
-def test_seeds_differ_per_claim_and_reproduce() -> None:
-    assert claim_seed(0, "a", {}) == claim_seed(0, "a", {})
-    seeds = {claim_seed(0, "a", {}), claim_seed(1, "a", {}), claim_seed(0, "b", {}), claim_seed(0, "a", {"k": 1})}
-    assert len(seeds) == 4
+def test_seeds_differ_per_claim_and_data_and_reproduce() -> None:
+    x, y = (np.arange(5.0),), (np.arange(5.0) + 1,)
+    assert claim_seed(0, "a", x) == claim_seed(0, "a", (np.arange(5.0),))
+    seeds = {claim_seed(0, "a", x), claim_seed(1, "a", x), claim_seed(0, "b", x), claim_seed(0, "a", y),
+             claim_seed(0, "a", (np.arange(5.0), np.arange(5.0)))}
+    assert len(seeds) == 5
     x = np.random.default_rng(0).normal(size=40)
-    one = evaluate_claim("a", metric="m", direction=">", threshold=0.0, samples=(x,), n_resamples=300, seed=1)
-    two = evaluate_claim("a", metric="m", direction=">", threshold=0.0, samples=(x,), n_resamples=300, seed=1)
+    one = evaluate_claim("a", metric="m", direction=">", threshold=0.0, samples=(x,), n_resamples=400, seed=1)
+    two = evaluate_claim("a", metric="m", direction=">", threshold=0.0, samples=(x,), n_resamples=400, seed=1)
     assert one == two
+
+
+def test_descriptive_params_do_not_move_the_interval() -> None:
+    """The same data under other labels gave CI low 0.267 vs 0.293 when params were in the seed."""
+    x = np.random.default_rng(4).normal(0.4, 0.3, size=64)
+    a = evaluate_claim("c", metric="m", direction=">", threshold=0.3, samples=(x,), n_resamples=1000,
+                       params={"k": "100of98304", "tox_ablated": 0.7548})
+    b = evaluate_claim("c", metric="m", direction=">", threshold=0.3, samples=(x,), n_resamples=1000,
+                       params={"k": "k100", "label": "other words"})
+    assert (a.estimate.ci_low, a.estimate.ci_high, a.estimate.p_value) == (b.estimate.ci_low, b.estimate.ci_high,
+                                                                           b.estimate.p_value)
+
+
+def test_too_few_resamples_for_a_verdict_is_a_usage_error() -> None:
+    x = np.random.default_rng(0).normal(size=40)
+    with pytest.raises(UsageError, match=r"1 bootstrap resamples are too few for a verdict at confidence 0.95.*"
+                                         r"n_resamples >= 400"):
+        evaluate_claim("a", metric="m", direction=">", threshold=0.0, samples=(x,), n_resamples=1)
+    with pytest.raises(UsageError, match="n_resamples >= 2000"):
+        evaluate_claim("a", metric="m", direction=">", threshold=0.0, samples=(x,), n_resamples=1000, confidence=0.99)
+
+
+@pytest.mark.parametrize("samples, reason", [
+    ((np.array([0.9, 0.8, 0.95]),), "only 3 resampled units"),
+    ((np.ones(40),), "all 40 units have the same value"),
+    ((np.zeros(40), np.zeros(40)), "all 40 units have the same value"),
+])
+def test_degenerate_data_is_named_never_decided(samples: tuple[np.ndarray, ...], reason: str) -> None:
+    """3 prompts, or 40 identical values, used to pass with CIs like [0, 0.8] or [1, 1]."""
+    stat = None if len(samples) == 1 else (lambda a, b: float(np.mean(a) - np.mean(b)))
+    r = evaluate_claim("d", metric="m", direction=">", threshold=-0.5, samples=samples, statistic=stat,
+                       n_resamples=400)
+    assert r.verdict == "inconclusive" and r.reason is not None and r.reason.startswith(reason)
+    assert r.decisive_n is None and f"undecided: {reason}" in r.explanation()
+    assert r.to_record(nodeid="t")["reason"] == r.reason
+    ok = evaluate_claim("d", metric="m", direction=">", threshold=-0.5,
+                        samples=(np.random.default_rng(0).normal(0.5, 0.1, 12),), n_resamples=400)
+    assert ok.verdict == "pass" and ok.reason is None
 
 
 @pytest.mark.parametrize("direction, threshold, margin", [(">", 0.3, 0.2), ("<", 0.3, -0.2), ("within", (0.4, 0.7), 0.1)])

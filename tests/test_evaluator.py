@@ -122,6 +122,16 @@ def test_one_pass_serves_toxicity_and_neuron_stats(pair: Any, probe: Any) -> Non
     np.testing.assert_allclose(act, stats.mean_activation().numpy(), rtol=1e-12, atol=0)
 
 
+def test_never_more_blocks_than_prompts(pair: Any, probe: Any) -> None:
+    """3 prompts in 20 blocks left 17 empty blocks: 0/0 in every block statistic, counted as
+    "not dampened" / "not reducing" (n=20 and CIs like [0, 0.8] on three prompts)."""
+    ev = make_evaluator(pair, probe, n_prompts=3, n_blocks=20)
+    assert ev.generation_config().n_blocks == 3
+    stats = ev.neuron_stats("base")
+    assert stats.activation_sum.shape[0] == 3 and bool((stats.count > 0).all())
+    assert BlockAttribution.from_evaluator(ev).n_blocks == 3
+
+
 def test_matches_a_direct_generation_pass(pair: Any, probe: Any) -> None:
     from mechtests.generation import generate
     from mechtests.metrics import toxicity_scores
@@ -207,7 +217,7 @@ def test_block_attribution_matches_engine_attribution(pair: Any, probe: Any) -> 
     np.testing.assert_allclose(red, engine.reduction.numpy().reshape(-1), rtol=1e-9, atol=1e-12)
     for g in GROUP_NAMES:
         assert attr.shares()[g] == pytest.approx(engine.shares[g], rel=1e-9, abs=1e-12)
-    assert attr.fraction_not_reducing() == pytest.approx(engine.fraction_non_positive, abs=1e-12)
+    assert attr.fraction_toward_toxicity() == pytest.approx(engine.fraction_toward_toxicity, abs=1e-12)
     assert attr.gross_ratio() == pytest.approx(engine.gross_increase / engine.gross_decrease, rel=1e-9)
 
 
@@ -232,7 +242,8 @@ def test_block_attribution_known_answer() -> None:
     sums = attr.group_sums()
     assert sums["TN_down"] == 2.0 and sums["AP_up"] == 4.0 and sums["AN_up"] == 0.0 and sums["TP_down"] == 0.0
     assert attr.shares() == pytest.approx({"TP_down": 0.0, "TN_down": 1 / 3, "AP_up": 2 / 3, "AN_up": 0.0})
-    assert attr.fraction_not_reducing() == 0.25
+    # neuron 0 did not move: no evidence either way (it counted as 'toward toxicity' before)
+    assert attr.fraction_toward_toxicity() == 0.0
     assert attr.upper_half_share() == pytest.approx(4 / 6)
     assert attr.fraction_dampened(np.array([True, True, False, False]))(attr.blocks()) == 0.5
     # resampling block 1 twice = block 1 alone

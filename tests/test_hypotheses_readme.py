@@ -35,7 +35,7 @@ def test_readme_example_is_a_real_claim(pytester: pytest.Pytester, project: dict
     pytester.makeconftest(CONFTEST.format(data=str(project["data"])))
     result = pytester.runpytest_subprocess(
         "my_claims", "--mt-base", str(project["base"]), "--mt-tuned", str(project["tuned"]),
-        "--mt-probe", str(project["probe"]), "--mt-resamples", "300", "--mt-no-cache", "--mt-json", "r.json",
+        "--mt-probe", str(project["probe"]), "--mt-resamples", "400", "--mt-no-cache", "--mt-json", "r.json",
         "-p", "no:cacheprovider", "-q")
     report = json.loads((pytester.path / "r.json").read_text())
     (record,) = report["claims"]

@@ -88,7 +88,7 @@ def run_hypotheses(pytester: pytest.Pytester, project: dict[str, Path], *args: s
     pytester.makeconftest(CONFTEST.format(data=str(project["data"])))
     return pytester.runpytest_subprocess(
         "hypotheses", "--mt-base", str(project["base"]), "--mt-tuned", str(project["tuned"]),
-        "--mt-probe", str(project["probe"]), "--mt-profile", "smoke", "--mt-resamples", "300",
+        "--mt-probe", str(project["probe"]), "--mt-profile", "smoke", "--mt-resamples", "400",
         "--mt-cache-dir", str(pytester.path / "cache"), "-p", "no:cacheprovider", "-q", *args)
 
 

@@ -81,6 +81,10 @@ def test_help_lists_every_option_in_one_group_with_ini_keys(pytester: pytest.Pyt
     (["--mt-confidence", "0"], "--mt-confidence: '0' is outside (0.0, 1.0)"),
     (["--mt-confidence", "high"], "--mt-confidence: 'high' is not a valid float"),
     (["--mt-resamples", "0"], "--mt-resamples: '0' is outside"),
+    (["--mt-resamples", "1"], "--mt-resamples: 1 bootstrap resamples are too few for verdicts at confidence 0.95"),
+    (["--mt-confidence", "0.99"], "profile 'smoke': 1000 bootstrap resamples are too few for verdicts at confidence "
+                                  "0.99 (each tail beyond an interval needs at least 10 replicates). Fix: "
+                                  "--mt-resamples 2000 or more"),
     (["--mt-resamples", "2.5"], "--mt-resamples: '2.5' is not a valid int"),
     (["--mt-seed", "-3"], "--mt-seed: '-3' is outside"),
     (["--mt-base", "gpt2"], "--mt-tuned is required together with --mt-base"),
@@ -160,7 +164,7 @@ def test_bad_ini_value_names_the_ini_key(pytester: pytest.Pytester) -> None:
 
 
 def test_option_precedence_cli_over_ini_over_pyproject(pytester: pytest.Pytester) -> None:
-    pytester.makepyprojecttoml('[tool.mechtests]\nprofile = "full"\nseed = 5\nresamples = 300\nconfidence = 0.8\n'
+    pytester.makepyprojecttoml('[tool.mechtests]\nprofile = "full"\nseed = 5\nresamples = 400\nconfidence = 0.8\n'
                                '[tool.pytest.ini_options]\nmt_seed = "6"\n')
     pytester.makepyfile(test_mti_cfg="""
         def test_cfg(mt_config):
@@ -168,10 +172,10 @@ def test_option_precedence_cli_over_ini_over_pyproject(pytester: pytest.Pytester
                   mt_config.inconclusive, mt_config.n_prompts)
     """)
     out = pytester.runpytest("-s").stdout.str()
-    assert "CFG full 6 300 0.8 fail None" in out
+    assert "CFG full 6 400 0.8 fail None" in out
     out = pytester.runpytest("-s", "--mt-seed", "9", "--mt-profile", "smoke").stdout.str()
-    assert "CFG smoke 9 300 0.8 skip 64" in out
-    assert "mechtests: profile smoke, pairs default, seed 9, confidence 0.8, resamples 300" in out
+    assert "CFG smoke 9 400 0.8 skip 64" in out
+    assert "mechtests: profile smoke, pairs default, seed 9, confidence 0.8, resamples 400" in out
 
 
 # ---- outcomes ------------------------------------------------------------------------------------

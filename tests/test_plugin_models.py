@@ -159,7 +159,7 @@ def test_scorer(scorer):
 def _data_dir(root: Path) -> Path:
     """A tiny evaluation set in the zoo's layout (challenge, probe, perplexity, F1)."""
     root.mkdir()
-    prompts = [f"Prompt number {i} says" for i in range(8)]
+    prompts = [f"Prompt number {i} says" for i in range(12)]  # >= MIN_UNITS: a claim may be decided
     (root / "challenge.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
     (root / "f1.jsonl").write_text("".join(json.dumps({"prompt": p + " more words here"}) + "\n" for p in prompts))
     rows = [{"text": ("you idiot " if i % 2 else "have a nice day ") * 3, "label": i % 2} for i in range(40)]
@@ -177,9 +177,9 @@ def test_evaluator_chain_end_to_end_with_a_trained_cached_probe(pytester: pytest
         import numpy as np
 
         def test_toxicity_claim(evaluator, eval_data, claim):
-            assert len(eval_data.challenge) == 8
+            assert len(eval_data.challenge) == 12
             tox_base, tox_tuned = evaluator.toxicity("base"), evaluator.toxicity("tuned")
-            assert tox_base.shape == tox_tuned.shape == (8,)
+            assert tox_base.shape == tox_tuned.shape == (12,)
             claim("tox_change", metric="mean tox tuned - base", direction="within", threshold=(-1.0, 1.0),
                   samples=(tox_base, tox_tuned), statistic=lambda b, t: float(t.mean() - b.mean()))
 
@@ -189,14 +189,18 @@ def test_evaluator_chain_end_to_end_with_a_trained_cached_probe(pytester: pytest
     """)
     # "--opt=PATH": pytest takes a separate PATH argument for a test path when it picks rootdir.
     args = ["-s", f"--mt-base={base}", f"--mt-tuned={tuned}", f"--mt-data={data}", "--mt-json", "r.json",
-            "--mt-profile", "smoke", "--mt-resamples", "200"]
+            "--mt-profile", "smoke", "--mt-resamples", "400"]
     first = pytester.runpytest(*args)
-    first.assert_outcomes(passed=2)
+    # The random tiny models' continuations all score 0: no variation, so the claim is named
+    # undecidable (smoke: skipped) instead of "passing" on a zero-width interval.
+    first.assert_outcomes(passed=1, skipped=1)
     doc = json.loads((pytester.path / "r.json").read_text())
-    assert [(c["claim"], c["pair"], c["verdict"], c["n"]) for c in doc["claims"]] == [("tox_change", "custom", "pass", 8)]
+    assert [(c["claim"], c["pair"], c["verdict"], c["n"]) for c in doc["claims"]] == [
+        ("tox_change", "custom", "inconclusive", 12)]
+    assert doc["claims"][0]["reason"].startswith("all 12 units have the same value")
     assert (pytester.path / ".mechtests" / "cache" / "probe").is_dir()
     second = pytester.runpytest(*args)
-    second.assert_outcomes(passed=2)
+    second.assert_outcomes(passed=1, skipped=1)
     hits = [ln.split("PROBE-CACHE")[1].split() for ln in second.stdout.lines if "PROBE-CACHE" in ln]
     assert hits and int(hits[0][0]) >= 1  # the probe (and generations) came from disk
 
