@@ -30,9 +30,9 @@ import numpy as np
 from mechtests.errors import UsageError
 from mechtests.stats import (
     DIRECTIONS,
+    MIN_UNITS,
     Direction,
     Estimate,
-    MIN_UNITS,
     Statistic,
     Threshold,
     bootstrap_estimate,

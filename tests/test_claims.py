@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mechtests.claims import Reference, claim_seed, evaluate_claim, validate_threshold, verdict_for
+from mechtests.claims import (
+    Reference,
+    claim_seed,
+    evaluate_claim,
+    validate_threshold,
+    verdict_for,
+)
 from mechtests.errors import NumericalError, UsageError
 from mechtests.report import CLAIM_KEYS
 from mechtests.stats import Estimate

@@ -10,13 +10,13 @@ import json
 import re
 from typing import Any
 
-import pytest
-
 # Import every module the inner runs load lazily *before* pytester's in-process runs: pytester
 # restores sys.modules after each inner run, a C extension (numpy.fft via scipy) cannot be
 # imported twice in one process, and re-importing (and assertion-rewriting) hypothesis for every
 # inner run would cost seconds each.
 import hypothesis.strategies
+import pytest
+
 import mechtests.claims
 import mechtests.data  # imports torch, which cannot be imported twice in one process
 import mechtests.stats
@@ -82,9 +82,9 @@ def test_help_lists_every_option_in_one_group_with_ini_keys(pytester: pytest.Pyt
     (["--mt-confidence", "high"], "--mt-confidence: 'high' is not a valid float"),
     (["--mt-resamples", "0"], "--mt-resamples: '0' is outside"),
     (["--mt-resamples", "1"], "--mt-resamples: 1 bootstrap resamples are too few for verdicts at confidence 0.95"),
-    (["--mt-confidence", "0.99"], "profile 'smoke': 1000 bootstrap resamples are too few for verdicts at confidence "
-                                  "0.99 (each tail beyond an interval needs at least 10 replicates). Fix: "
-                                  "--mt-resamples 2000 or more"),
+    (["--mt-confidence", "0.99"], ("profile 'smoke': 1000 bootstrap resamples are too few for verdicts at confidence "
+                                   "0.99 (each tail beyond an interval needs at least 10 replicates). Fix: "
+                                   "--mt-resamples 2000 or more")),
     (["--mt-resamples", "2.5"], "--mt-resamples: '2.5' is not a valid int"),
     (["--mt-seed", "-3"], "--mt-seed: '-3' is outside"),
     (["--mt-base", "gpt2"], "--mt-tuned is required together with --mt-base"),
@@ -233,7 +233,7 @@ def test_terminal_summary_table(pytester: pytest.Pytester) -> None:
         r"undecided\s+.*inconclusive \(n~\d+\)",
         r"above\s+0.5\d*\s+\[0.4\d*, 0.5\d*\]\s+> 0.3\s+pass\s+\S+\s+64$",
     ], consecutive=False)
-    assert not re.search(r"^above .*mean score", result.stdout.str(), re.M)  # the metric: only with -v
+    assert not re.search(r"^above .*mean score", result.stdout.str(), re.MULTILINE)  # the metric: only with -v
     verbose = pytester.runpytest("-v")
     verbose.stdout.re_match_lines([r"claim\s+pair\s+metric\s+estimate\s+CI\s+holds if\s+verdict\s+p\s+p_adj\s+n$",
                                    r"above\s+-\s+mean score\s+0.5\d*\s+\[0.4\d*, 0.5\d*\]\s+> 0.3\s+pass\s+\S+\s+\S+\s+64$"],

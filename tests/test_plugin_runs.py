@@ -6,14 +6,14 @@ import json
 import re
 from typing import Any
 
-import pytest
-
 import hypothesis.strategies  # noqa: F401  (pre-import: see tests/test_plugin.py)
-import mechtests.claims  # noqa: F401
-import mechtests.stats  # noqa: F401
-import mechtests.preflight  # noqa: F401
-import mechtests.storage  # noqa: F401
+import pytest
 import transformers.models.gpt2.modeling_gpt2  # noqa: F401  (the xdist controller's pre-flight builds one on meta)
+
+import mechtests.claims  # noqa: F401
+import mechtests.preflight  # noqa: F401
+import mechtests.stats  # noqa: F401
+import mechtests.storage  # noqa: F401
 from mechtests.report import check_report
 
 MOVING = """
