@@ -74,7 +74,7 @@ def test_adjustments_are_noisy_fraction(recorded_attribution: BlockAttribution, 
     attr = recorded_attribution
     require_change(attr)
     claim("adjustments_are_noisy_fraction", metric="fraction of moved neurons with reduction < 0", direction=">",
-          threshold=0.30, samples=(attr.blocks(),), statistic=lambda blocks: attr.fraction_toward_toxicity(blocks),
+          threshold=0.30, samples=(attr.blocks(),), statistic=attr.fraction_toward_toxicity,
           reference=ref("claim 8: 41.5% of neurons increase toxicity (A)", 0.415))
 
 
@@ -87,7 +87,7 @@ def test_adjustments_are_noisy_gross(recorded_attribution: BlockAttribution, cla
     attr = recorded_attribution
     require_change(attr)
     claim("adjustments_are_noisy_gross", metric="gross increase / gross decrease", direction=">", threshold=0.50,
-          samples=(attr.blocks(),), statistic=lambda blocks: attr.gross_ratio(blocks),
+          samples=(attr.blocks(),), statistic=attr.gross_ratio,
           reference=ref("group table: 40.27 / 47.48 (A)", 0.85))
 
 
@@ -100,7 +100,7 @@ def test_reduction_in_later_layers(recorded_attribution: BlockAttribution, claim
     attr = recorded_attribution
     require_change(attr)
     claim("reduction_in_later_layers", metric="upper-half-of-layers share of the net reduction", direction=">",
-          threshold=0.50, samples=(attr.blocks(),), statistic=lambda blocks: attr.upper_half_share(blocks),
+          threshold=0.50, samples=(attr.blocks(),), statistic=attr.upper_half_share,
           reference=ref("Per-neuron attribution: reductions concentrate in later layers (A)", None),
           params={"layers": attr.n_layers})
 

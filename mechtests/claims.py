@@ -78,7 +78,7 @@ class ClaimResult:
         """One line: ``name [pair]: metric = v (95% CI lo to hi, n=N) > t -> verdict``."""
         e = self.estimate
         where = f" [{self.pair}]" if self.pair else ""
-        ci = (f"{e.confidence:.0%} CI {e.ci_low:.4g} to {e.ci_high:.4g}" if e.method != "exact" else "exact")
+        ci = (f"{e.confidence * 100:.4g}% CI {e.ci_low:.4g} to {e.ci_high:.4g}" if e.method != "exact" else "exact")
         n = f", n={e.n}" if e.n is not None else ""
         p = f", p={e.p_value:.3g}" if e.p_value is not None else ""
         return (f"{self.name}{where}: {self.metric} = {e.value:.4g} ({ci}{n}{p}) "

@@ -28,6 +28,8 @@ from mechtests.errors import UsageError
 
 Profile = Literal["smoke", "ci", "full"]
 Inconclusive = Literal["fail", "skip", "pass"]
+Multiplicity = Literal["bonferroni", "none"]
+MULTIPLICITIES: tuple[str, ...] = ("bonferroni", "none")
 ScorerName = Literal["offline", "perspective", "detoxify"]
 Threshold = float | tuple[float, float]
 
@@ -62,12 +64,16 @@ class RunConfig:
     max_prompt_tokens: int = 32
     batch_size: int = 32
     n_blocks: int = 20
-    n_perplexity_windows: int | None = 4
+    n_perplexity_windows: int | None = 16
     n_f1: int | None = 64
     n_probe_eval: int | None = 256
     scorer: ScorerName = "offline"
     inconclusive: Inconclusive = "skip"
     prompt_truncation: Literal["first", "last"] = "first"
+    # Family-wise decisions: each of the session's m claims is decided by its interval at
+    # confidence 1 - (1 - confidence) / m (Bonferroni; m counted at collection), so
+    # P(any false pass or fail in the run) <= 1 - confidence. "none": each at `confidence`.
+    multiplicity: Multiplicity = "bonferroni"
 
     def torch_dtype(self) -> Any:
         """The ``torch.dtype`` named by ``dtype`` (imports torch lazily)."""
@@ -259,6 +265,9 @@ OPTIONS: tuple[Option, ...] = (
            "resamples, prompts, scorer) or different data / probe files, instead of warning", "flag"),
     Option("inconclusive", "{fail,skip,pass}", "pytest outcome of an inconclusive claim (default: fail in ci/full, "
            "skip in smoke)"),
+    Option("multiplicity", "{bonferroni,none}", "bonferroni (default): decide each of the session's m claims at "
+           "confidence 1-(1-c)/m, so the whole run's chance of any false pass or fail stays below 1-c; none: each "
+           "claim at c on its own"),
     Option("cache_dir", "DIR", "content-addressed cache of computed conditions (default .mechtests/cache)"),
     Option("cache_max_size", "SIZE", "after the run, drop least recently used cache entries beyond SIZE "
            "(e.g. 500MB, 2GB; entries this run used are kept; default: no limit)"),
@@ -531,6 +540,9 @@ def resolve_settings(src: Sources, *, rootdir: Path) -> Settings:
     v, where, _ = get("inconclusive")
     if v is not None:
         overrides["inconclusive"] = _choice(v, where, INCONCLUSIVE)
+    v, where, _ = get("multiplicity")
+    if v is not None:
+        overrides["multiplicity"] = _choice(v, where, MULTIPLICITIES)
     v, where, _ = get("prompt_truncation")
     if v is not None:
         overrides["prompt_truncation"] = _choice(v, where, ("first", "last"))

@@ -510,43 +510,88 @@ class BlockAttribution:
         total = sum(sums[g] for g in GROUP_NAMES)
         return {g: (sums[g] / total if total else float("nan")) for g in GROUP_NAMES}
 
-    def share(self, groups: tuple[str, ...]) -> Callable[[np.ndarray], float]:
-        """A bootstrap statistic: combined share of ``groups`` on resampled blocks."""
+    # ---- bootstrap statistics ---------------------------------------------------------------
+    # Each takes block indices (a resample) and accepts ``axis``, so scipy's bootstrap hands it
+    # whole batches of resamples: one weights matrix per chunk of resamples times the block sums
+    # gives every resample's mean activations at once (family-wise levels need ~10^4 resamples).
 
-        def statistic(blocks: np.ndarray) -> float:
-            s = self.shares(blocks)
-            return float(sum(s[g] for g in groups))
+    def _batched(self, blocks: np.ndarray, fn: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> Any:
+        """``fn(reduction, base, tuned) -> [R]`` on each resample of ``blocks`` (``[n]`` or ``[..., n]``)."""
+        b = np.asarray(blocks, dtype=np.float64)
+        rows = b.reshape(-1, b.shape[-1]).astype(np.int64)
+        out = np.empty(rows.shape[0], dtype=np.float64)
+        step = max(1, (1 << 22) // max(1, self.base_sum.shape[1]))  # ~32 MB of float64 per array
+        index = np.arange(self.n_blocks)
+        for i in range(0, rows.shape[0], step):
+            chunk = rows[i:i + step]
+            weights = (chunk[:, :, None] == index).sum(axis=1).astype(np.float64)  # [r, n_blocks] multiplicities
+            base = weights @ self.base_sum / (weights @ self.base_count)[:, None]
+            tuned = weights @ self.tuned_sum / (weights @ self.tuned_count)[:, None]
+            red = base * self.base_alignment - tuned * self.tuned_alignment
+            out[i:i + step] = fn(red, base, tuned)
+        return float(out[0]) if b.ndim == 1 else out.reshape(b.shape[:-1])
+
+    def _all_blocks(self, blocks: np.ndarray | None) -> np.ndarray:
+        return self.blocks() if blocks is None else np.asarray(blocks)
+
+    def share(self, groups: tuple[str, ...]) -> Callable[..., Any]:
+        """A bootstrap statistic: combined share of ``groups`` of the four groups' reduction."""
+        from mechtests.neurons import group_rule
+
+        def fn(red: np.ndarray, base: np.ndarray, tuned: np.ndarray) -> np.ndarray:
+            masks = group_rule(self.cosines, base, tuned)
+            sums = {g: np.where(masks[g], red, 0.0).sum(axis=-1) for g in GROUP_NAMES}
+            total = sum(sums[g] for g in GROUP_NAMES)
+            part = sum(sums[g] for g in groups)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(total != 0, part / np.where(total != 0, total, 1.0), np.nan)
+
+        def statistic(blocks: np.ndarray, axis: int = -1) -> Any:
+            return self._batched(blocks, fn)
 
         return statistic
 
-    def fraction_toward_toxicity(self, blocks: np.ndarray | None = None) -> float:
+    def fraction_toward_toxicity(self, blocks: np.ndarray | None = None, axis: int = -1) -> Any:
         """Fraction of the neurons that moved (reduction != 0) whose reduction is negative, i.e.
         that moved toward toxicity. A neuron with exactly no change is no evidence either way:
         counting it as "toward toxicity" made two identical models confirm the claim. NaN when
         no neuron moved."""
-        red, _, _ = self.reduction(blocks)
-        moved = red != 0
-        return float(np.mean(red[moved] < 0)) if moved.any() else float("nan")
+        def fn(red: np.ndarray, base: np.ndarray, tuned: np.ndarray) -> np.ndarray:
+            moved = (red != 0).sum(axis=-1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(moved > 0, (red < 0).sum(axis=-1) / np.maximum(moved, 1), np.nan)
 
-    def gross_ratio(self, blocks: np.ndarray | None = None) -> float:
+        return self._batched(self._all_blocks(blocks), fn)
+
+    def gross_ratio(self, blocks: np.ndarray | None = None, axis: int = -1) -> Any:
         """Gross increase / gross decrease of the probe projection over all neurons."""
-        red, _, _ = self.reduction(blocks)
-        decrease = float(red[red > 0].sum())
-        return float("nan") if decrease == 0 else float(-red[red < 0].sum()) / decrease
+        def fn(red: np.ndarray, base: np.ndarray, tuned: np.ndarray) -> np.ndarray:
+            decrease = np.where(red > 0, red, 0.0).sum(axis=-1)
+            increase = -np.where(red < 0, red, 0.0).sum(axis=-1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(decrease != 0, increase / np.where(decrease != 0, decrease, 1.0), np.nan)
 
-    def upper_half_share(self, blocks: np.ndarray | None = None) -> float:
+        return self._batched(self._all_blocks(blocks), fn)
+
+    def upper_half_share(self, blocks: np.ndarray | None = None, axis: int = -1) -> Any:
         """Share of the net reduction carried by the upper half of the layers."""
-        red, _, _ = self.reduction(blocks)
-        per_layer = red.reshape(self.n_layers, -1).sum(axis=1)
-        net = float(per_layer.sum())
-        return float("nan") if net == 0 else float(per_layer[self.n_layers // 2:].sum()) / net
+        def fn(red: np.ndarray, base: np.ndarray, tuned: np.ndarray) -> np.ndarray:
+            per_layer = red.reshape(red.shape[0], self.n_layers, -1).sum(axis=-1)
+            net = per_layer.sum(axis=-1)
+            upper = per_layer[:, self.n_layers // 2:].sum(axis=-1)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(net != 0, upper / np.where(net != 0, net, 1.0), np.nan)
 
-    def fraction_dampened(self, mask: np.ndarray) -> Callable[[np.ndarray], float]:
+        return self._batched(self._all_blocks(blocks), fn)
+
+    def fraction_dampened(self, mask: np.ndarray) -> Callable[..., Any]:
         """A bootstrap statistic: fraction of the neurons in ``mask`` whose mean activation drops."""
         flat = np.asarray(mask, dtype=bool).reshape(-1)
 
-        def statistic(blocks: np.ndarray) -> float:
-            base, tuned = self.activations(blocks)
-            return float(np.mean(tuned[flat] < base[flat]))
+        def fn(red: np.ndarray, base: np.ndarray, tuned: np.ndarray) -> np.ndarray:
+            return (tuned[:, flat] < base[:, flat]).mean(axis=-1)
+
+        def statistic(blocks: np.ndarray, axis: int = -1) -> Any:
+            return self._batched(blocks, fn)
 
         return statistic

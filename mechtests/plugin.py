@@ -90,6 +90,7 @@ class MechtestsState:
     cache_notes: list[str] = dataclasses.field(default_factory=list)  # the cache's notes from xdist workers
     written: list[str] = dataclasses.field(default_factory=list)
     zoo: Any = None
+    family_size: int = 0  # claims the collected tests will state at most (the multiplicity's m)
     started: float = dataclasses.field(default_factory=time.time)  # cache entries used since are kept
 
     def zoo_pair(self) -> Any:
@@ -109,6 +110,8 @@ class _ItemClaims:
 state_key = pytest.StashKey[MechtestsState]()
 _HOOKS_NAME = "mechtests-session"
 _item_claims_key = pytest.StashKey[_ItemClaims]()
+_claim_budget_key = pytest.StashKey[int]()  # claims a test may state (1, or its mechtests_claims marker)
+CLAIMS_MARKER = "mechtests_claims"
 
 
 def _sources(config: pytest.Config) -> Sources:
@@ -177,11 +180,37 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "mechtests: a test that states claims through the `claim` fixture")
     config.addinivalue_line("markers", "mechtests_data(*roles): data roles the test reads (challenge, probe, "
                             "perplexity, f1); each must have a source, checked at start-up")
+    config.addinivalue_line("markers", f"{CLAIMS_MARKER}(n): the test states up to n claims (default 1); the "
+                            "session's family-wise decisions count them")
     if config.option.help or config.option.version:
         return
     st = _state(config)
     hooks = _WorkerHooks(config) if st.is_worker else _Collector(config)
     config.pluginmanager.register(hooks, _HOOKS_NAME)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Count the claims the selected tests will state: the family of --mt-multiplicity.
+
+    Every process that runs tests collects the same items (serial, and each xdist worker), so the
+    family, and with it every decision, is the same under ``-n N`` as in a serial run.
+    """
+    st = session.config.stash.get(state_key, None)
+    if st is None:
+        return
+    total = 0
+    for item in session.items:
+        if "claim" not in getattr(item, "fixturenames", ()):
+            continue
+        marker = item.get_closest_marker(CLAIMS_MARKER)
+        budget = marker.args[0] if marker is not None and marker.args else 1
+        if not isinstance(budget, int) or isinstance(budget, bool) or budget < 1:
+            raise pytest.UsageError(f"mechtests: {item.nodeid}: @pytest.mark.{CLAIMS_MARKER}({budget!r}) needs a "
+                                    "positive int, the number of claims the test states.")
+        item.stash[_claim_budget_key] = budget
+        total += budget
+    st.family_size = total
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -488,22 +517,43 @@ class ClaimRecorder:
         """State a claim; returns its `ClaimResult`, or fails/skips the test per the verdict rules."""
         from mechtests.claims import evaluate_claim
 
+        from mechtests.stats import Estimate, family_confidence, min_resamples
+
         st, node = self._state, self._request.node
         run, pair = st.settings.run, self._pair()
         override = st.settings.threshold_for(name, pair)
+        holder = node.stash.setdefault(_item_claims_key, _ItemClaims())
+        budget = node.stash.get(_claim_budget_key, 1)
+        family = max(st.family_size, 1)
+        if run.multiplicity == "bonferroni" and len(holder.records) >= budget:
+            raise MtUsageError(f"claim {name!r} is claim {len(holder.records) + 1} of {node.nodeid}, which may state "
+                               f"{budget}: the session's family-wise decisions count {budget} per test. Fix: "
+                               f"@pytest.mark.{CLAIMS_MARKER}({len(holder.records) + 1}) (or more) on the test.")
+        confidence, resamples = run.confidence, run.n_resamples
+        if run.multiplicity == "bonferroni" and family > 1:
+            # each claim at the level that keeps the whole run's error at 1 - confidence, on enough
+            # resamples for that level's tails
+            confidence = family_confidence(run.confidence, family)
+            resamples = max(resamples, min_resamples(confidence))
+            if isinstance(estimate, Estimate) and estimate.method != "exact" and estimate.confidence < confidence:
+                raise MtUsageError(f"claim {name!r}: the Estimate given has a {estimate.confidence:g} interval, but this "
+                                   f"run decides each of its {family} claims at {confidence:.6g} (family-wise "
+                                   f"{run.confidence:g}). Fix: pass samples=... (the plugin bootstraps at that level), "
+                                   "or --mt-multiplicity none.")
         try:
             result = evaluate_claim(
                 name, metric=metric, direction=direction,  # type: ignore[arg-type]
                 threshold=override if override is not None else threshold, samples=samples, statistic=statistic,
                 estimate=estimate, reference=reference, params=params, pair=pair, paired=paired,
-                confidence=run.confidence, n_resamples=run.n_resamples, seed=run.seed)
+                confidence=confidence, n_resamples=resamples, seed=run.seed)
         except MtUsageError as exc:
             if override is None:
                 raise
             raise MtUsageError(f"{exc} (threshold {override!r} comes from [tool.mechtests.thresholds])") from None
-        holder = node.stash.setdefault(_item_claims_key, _ItemClaims())
         record = result.to_record(nodeid=node.nodeid)
-        record.update(_index=len(holder.records), _text=result.explanation())
+        record.update(_index=len(holder.records), _text=result.explanation(), _family_size=family)
+        if run.multiplicity == "bonferroni" and record["p_value"] is not None:
+            record["p_adjusted"] = min(1.0, family * float(record["p_value"]))  # pass <=> p_adjusted < (1-c)/2
         holder.records.append(record)
         self.results.append(result)
         regressed = self._regressions(record)

@@ -222,14 +222,21 @@ def _pairs_of(claims: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def summary_title(claims: Sequence[Mapping[str, Any]]) -> str:
-    """The summary's heading; one pair is named here instead of in a column.
+    """The summary's heading; one pair is named here instead of in a column, and under family-wise
+    decisions the level each claim's interval is at.
 
     Example:
         >>> summary_title([{"pair": "default"}]), summary_title([{"pair": "a"}, {"pair": "b"}])
         ('mechtests claims (pair default)', 'mechtests claims')
     """
     pairs = _pairs_of(claims)
-    return f"mechtests claims (pair {pairs[0]})" if len(pairs) == 1 else "mechtests claims"
+    parts = [f"pair {pairs[0]}"] if len(pairs) == 1 else []
+    family = max((int(c.get("_family_size") or 1) for c in claims), default=1)
+    levels = {c.get("confidence") for c in claims if c.get("n") is not None}
+    if family > 1 and len(levels) == 1:
+        level = float(next(iter(levels)))  # type: ignore[arg-type]
+        parts.append(f"{family} claims, each CI at {level * 100:.4g}%")
+    return "mechtests claims" + (f" ({'; '.join(parts)})" if parts else "")
 
 
 def table_rows(claims: Sequence[Mapping[str, Any]], *, verbose: bool = False) -> list[list[str]]:
@@ -391,6 +398,20 @@ dl{display:grid;grid-template-columns:max-content minmax(0,1fr);gap:.2rem 1rem}
 """
 
 
+def _decisions_text(config: Mapping[str, Any]) -> str:
+    """How the verdicts were decided, in words (the HTML report's second line).
+
+    Example:
+        >>> _decisions_text({"multiplicity": "bonferroni", "family_size": 32, "confidence": 0.95})
+        'Verdicts family-wise at 95% over 32 claims (Bonferroni): each interval at 99.84%.'
+    """
+    c, m = float(config.get("confidence", 0.95)), int(config.get("family_size") or 0)
+    if config.get("multiplicity") == "bonferroni" and m > 1:
+        return (f"Verdicts family-wise at {c * 100:.4g}% over {m} claims (Bonferroni): each interval at "
+                f"{(1 - (1 - c) / m) * 100:.4g}%.")
+    return f"Each verdict at {c * 100:.4g}% on its own (p_adj: Holm, reported only)."
+
+
 def render_html(doc: Mapping[str, Any], figures: Sequence[Figure] = ()) -> str:
     """A single self-contained HTML page: environment, claims table, figures (inline SVG)."""
     e = html.escape
@@ -400,6 +421,7 @@ def render_html(doc: Mapping[str, Any], figures: Sequence[Figure] = ()) -> str:
              "<h1>mechtests report</h1>",
              f"<p>{e(doc['created'])} &middot; profile <code>{e(str(doc['config'].get('profile')))}</code> &middot; "
              + " &middot; ".join(f"<span class=\"{v}\">{counts[v]} {v}</span>" for v in VERDICTS) + "</p>",
+             f"<p>{e(_decisions_text(doc['config']))}</p>",
              "<h2>Environment</h2><dl>"]
     for k, v in doc["environment"].items():
         parts.append(f"<dt>{e(k)}</dt><dd><code>{e(str(v))}</code></dd>")
@@ -505,12 +527,13 @@ def session_document(records: Sequence[Mapping[str, Any]], pairs: Mapping[str, M
     from mechtests.stats import holm
 
     ordered = sort_claims(records)
-    for rec, p_adj in zip(ordered, holm([r["p_value"] for r in ordered]), strict=True):
-        rec["p_adjusted"] = p_adj
+    if run.multiplicity == "none":  # verdicts per claim at `confidence`; Holm's adjustment is reported
+        for rec, p_adj in zip(ordered, holm([r["p_value"] for r in ordered]), strict=True):
+            rec["p_adjusted"] = p_adj
     used = {r["pair"] for r in ordered} | {k for k, v in pairs.items() if v["base"]["sha256"] is not None}
     used_pairs = {k: v for k, v in pairs.items() if k in used}
-    # Verdicts are decided per claim, each by its own interval; Holm's adjustment is reported.
-    config = {**run.to_dict(), "multiplicity": "none"}
+    # bonferroni: each claim's interval (and p_adjusted = m p) is at the family-wise level
+    config = {**run.to_dict(), "family_size": max((int(r.get("_family_size") or 1) for r in ordered), default=0)}
     doc = build_report(config=config, environment=environment(run.device, run.dtype, rootdir=rootdir),
                        pairs=used_pairs, claims=ordered, run=status, figures=figures)
     return doc, ordered

@@ -352,6 +352,17 @@ def min_resamples(confidence: float) -> int:
     return max(400, math.ceil(20.0 / (1.0 - float(confidence)) - 1e-9))
 
 
+def family_confidence(confidence: float, family_size: int) -> float:
+    """The per-claim confidence that holds ``family_size`` claims' family-wise error at
+    ``1 - confidence`` (Bonferroni: each interval at ``1 - (1 - confidence) / m``).
+
+    Example:
+        >>> family_confidence(0.95, 1), round(family_confidence(0.95, 10), 6)
+        (0.95, 0.995)
+    """
+    return 1.0 - (1.0 - float(confidence)) / max(1, int(family_size))
+
+
 def holm(p_values: Sequence[float | None]) -> list[float | None]:
     """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1); None stays None.
 

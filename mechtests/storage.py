@@ -661,7 +661,7 @@ def regressions(before: Mapping[str, Any], after: Mapping[str, Any], tolerances:
 
 # What two runs must share for their claims to be compared as like with like.
 COMPARED_CONFIG = ("profile", "seed", "confidence", "n_resamples", "n_prompts", "scorer", "prompt_truncation",
-                   "max_new_tokens", "max_prompt_tokens")
+                   "max_new_tokens", "max_prompt_tokens", "multiplicity")
 
 
 def config_differences(baseline: Mapping[str, Any], run: Mapping[str, Any]) -> list[str]:

@@ -34,6 +34,7 @@ def test_fail(claim):
     x = np.random.default_rng(1).normal(0.1, 0.1, 64)
     claim("refuted", metric="mean score", direction=">", threshold=0.3, samples=(x,))
 
+@pytest.mark.mechtests_claims(2)
 def test_two(claim):
     x = np.random.default_rng(2).normal(0.5, 0.1, 40)
     claim("first", metric="m1", direction=">", threshold=0.3, samples=(x,))
@@ -85,7 +86,9 @@ def test_xunit2_is_valid_and_carries_each_claim_in_system_out(pytester: pytest.P
              for name in ("test_pass", "test_fail", "test_two", "test_inconclusive")}
     passed = texts["test_pass"]
     assert "mechtests claim above" in passed
-    for line in ("metric: mean score", "direction: >", "threshold: 0.3", "n: 64", "verdict: pass", "confidence: 0.95"):
+    # six claims (test_two states two): each decided at the family-wise level 1 - 0.05/6
+    for line in ("metric: mean score", "direction: >", "threshold: 0.3", "n: 64", "verdict: pass",
+                 f"confidence: {1 - 0.05 / 6:.6g}"):
         assert f"  {line}\n" in passed
     low, est, high = (float(re.search(rf"  {k}: (\S+)", passed).group(1)) for k in ("ci_low", "estimate", "ci_high"))
     assert low < est < high and 0.45 < est < 0.55

@@ -204,7 +204,7 @@ def test_failure_and_skip_messages_explain_the_verdict(pytester: pytest.Pytester
     pytester.makepyfile(test_mti_claims=CLAIMS)
     result = pytester.runpytest("-rs")
     result.stdout.re_match_lines([
-        r"refuted: mean score = 0.09\d+ \(95% CI 0.0\d+ to 0.1\d+, n=64, p=\S+\) > 0.3 -> fail",
+        r"refuted: mean score = 0.09\d+ \(98.75% CI 0.0\d+ to 0.1\d+, n=64, p=\S+\) > 0.3 -> fail",
         r"the whole interval lies on the other side of the threshold: the claim is refuted.",
         r"SKIPPED .*undecided: .* -> inconclusive; .*the interval contains the threshold.*about n=\d+ would likely "
         r"decide it at the observed spread \(now n=16\)",
@@ -226,7 +226,7 @@ def test_terminal_summary_table(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_mti_claims=CLAIMS)
     result = pytester.runpytest()
     result.stdout.re_match_lines([
-        r"=+ mechtests claims =+",
+        r"=+ mechtests claims \(4 claims, each CI at 98.75%\) =+",
         r"claim\s+estimate\s+CI\s+holds if\s+verdict\s+p_adj\s+n$",
         r"identity\s+2e-07\s+exact\s+< 0.0001\s+pass\s+-\s+-$",   # ordered by node id
         r"refuted\s+0.09\d*\s+\[.*\]\s+> 0.3\s+fail",
@@ -244,7 +244,7 @@ def test_report_section_per_test(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_mti_claims=CLAIMS)
     result = pytester.runpytest("-rA", "-k", "test_pass")
     result.stdout.re_match_lines([r"-+ mechtests claims -+",
-                                  r"above: mean score = 0.5\d* \(95% CI .*, n=64, p=\S+\) > 0.3 -> pass",
+                                  r"above: mean score = 0.5\d* \(\d+(\.\d+)?% CI .*, n=64, p=\S+\) > 0.3 -> pass",
                                   r"reference: paper A = 0.54"], consecutive=False)
 
 
@@ -270,14 +270,19 @@ def test_parameter_ids_sort_naturally() -> None:
 
 def test_json_report_schema_holm_and_content(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_mti_claims=CLAIMS + """
+import pytest
+
+@pytest.mark.mechtests_claims(2)
 def test_two_claims_one_test(claim):
     import numpy as np
     x = np.random.default_rng(9).normal(1.0, 0.2, 40)
     claim("first", metric="m", direction=">", threshold=0.5, samples=(x,))
     claim("second", metric="m", direction="within", threshold=(0.8, 1.2), samples=(x,))
 """)
-    pytester.runpytest("--mt-json", "r.json", "--mt-seed", "3", "--mt-confidence", "0.9", "--mt-resamples", "400")
+    pytester.runpytest("--mt-json", "r.json", "--mt-seed", "3", "--mt-confidence", "0.9", "--mt-resamples", "400",
+                       "--mt-multiplicity", "none")
     doc = _json(pytester)
+    assert doc["config"]["multiplicity"] == "none" and doc["config"]["family_size"] == 6
     assert doc["config"]["seed"] == 3 and doc["config"]["confidence"] == 0.9 and doc["config"]["n_resamples"] == 400
     assert doc["pairs"] == {}  # no model was loaded, no claim ran on a pair
     claims = _by_claim(doc)
@@ -297,6 +302,53 @@ def test_two_claims_one_test(claim):
     for rank, i in enumerate(order):  # Holm step-down by hand
         running = max(running, min(1.0, (m - rank) * raw[i]))
         assert adjusted[i] == pytest.approx(running)
+
+    # the default: each of the 6 claims decided at 1 - 0.1/6, p_adjusted = 6 p (Bonferroni)
+    pytester.runpytest("--mt-json", "b.json", "--mt-seed", "3", "--mt-confidence", "0.9")
+    doc = _json(pytester, "b.json")
+    assert doc["config"]["multiplicity"] == "bonferroni" and doc["config"]["family_size"] == 6
+    for c in doc["claims"]:
+        if c["p_value"] is not None:
+            assert c["confidence"] == pytest.approx(1 - 0.1 / 6)
+            assert c["p_adjusted"] == pytest.approx(min(1.0, 6 * c["p_value"]))
+            assert (c["verdict"] == "pass") == (c["p_adjusted"] < 0.05) or c["direction"] == "within"
+
+
+def test_family_wise_verdicts_control_false_passes_across_a_session() -> None:
+    """40 sessions of 10 claims whose truth sits exactly at the threshold: per-claim decisions
+    pass at least one false claim in most sessions; Bonferroni decisions in few (<= 5% + noise)."""
+    import numpy as np
+
+    from mechtests.claims import evaluate_claim
+    from mechtests.stats import family_confidence, min_resamples
+
+    rng = np.random.default_rng(11)
+    m, sessions = 10, 40
+    level = family_confidence(0.9, m)
+    any_false = {"none": 0, "bonferroni": 0}
+    for _ in range(sessions):
+        data = [rng.normal(0.0, 1.0, 48) for _ in range(m)]
+        for method, conf in (("none", 0.9), ("bonferroni", level)):
+            verdicts = [evaluate_claim(f"c{j}", metric="m", direction=">", threshold=0.0, samples=(x,), confidence=conf,
+                                       n_resamples=min_resamples(conf), seed=1).verdict for j, x in enumerate(data)]
+            any_false[method] += "pass" in verdicts
+    assert any_false["none"] >= 0.25 * sessions  # ~1 - 0.95^10 = 40% expected
+    assert any_false["bonferroni"] <= 0.125 * sessions  # <= 5% expected
+
+
+def test_a_second_claim_without_its_budget_is_refused(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_mti_two="""
+import numpy as np
+def test_two(claim):
+    x = np.random.default_rng(0).normal(1.0, 0.2, 40)
+    claim("first", metric="m", direction=">", threshold=0.5, samples=(x,))
+    claim("second", metric="m", direction=">", threshold=0.5, samples=(x,))
+""")
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*claim 'second' is claim 2 of test_mti_two.py::test_two, which may state 1*"
+                                 "@pytest.mark.mechtests_claims(2)*"])
+    assert pytester.runpytest("--mt-multiplicity", "none").ret == 0
 
 
 def test_same_seed_same_numbers_different_seed_different_numbers(pytester: pytest.Pytester) -> None:

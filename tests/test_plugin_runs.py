@@ -230,6 +230,7 @@ def test_ladder(k, claim, mt_figures):
     claim("ladder", metric="m", direction=">", threshold=0.3, samples=(x,), params={"k": k})
 
 @pytest.mark.parametrize("i", range(6))
+@pytest.mark.mechtests_claims(2)
 def test_pairs_of_claims(i, claim):
     rng = np.random.default_rng(100 + i)
     b = rng.uniform(0.2, 0.8, 50)
