@@ -516,7 +516,6 @@ class ClaimRecorder:
                  params: Mapping[str, Any] | None = None, paired: bool = True) -> ClaimResult:
         """State a claim; returns its `ClaimResult`, or fails/skips the test per the verdict rules."""
         from mechtests.claims import evaluate_claim
-
         from mechtests.stats import Estimate, family_confidence, min_resamples
 
         st, node = self._state, self._request.node
