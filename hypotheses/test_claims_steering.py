@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
-from mechtests.evaluator import Evaluator, relative_reduction
+from mechtests.evaluator import Evaluator, ratio, relative_reduction
 from mt_reference import absolute, paper_recovered, ref, require_reduction
 
 UNALIGN_TOX = {2: 0.487, 5: 0.555, 10: 0.458}
 TOP_KEYS = absolute(7)  # B scales the key vectors of the top-7 toxic neurons
 
 
-def restored(tox_base: np.ndarray, tox_scaled: np.ndarray, tox_tuned: np.ndarray) -> float:
+def restored(tox_base: np.ndarray, tox_scaled: np.ndarray, tox_tuned: np.ndarray, axis: int = -1) -> Any:
     """(tox_scaled - tox_tuned) / (tox_base - tox_tuned): 1 = back to the base model's toxicity."""
-    gap = float(np.mean(tox_base) - np.mean(tox_tuned))
-    return float("nan") if gap == 0 else float(np.mean(tox_scaled) - np.mean(tox_tuned)) / gap
+    base, scaled, tuned = (np.mean(a, axis=axis) for a in (tox_base, tox_scaled, tox_tuned))
+    return ratio(scaled - tuned, base - tuned)
 
 
 @pytest.mark.mechtests_data("challenge")

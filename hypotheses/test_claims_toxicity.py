@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -23,9 +25,10 @@ def test_dpo_reduces_toxicity(evaluator: Evaluator, claim) -> None:
           params={"tox_base": round(float(tox_base.mean()), 4), "tox_tuned": round(float(tox_tuned.mean()), 4)})
 
 
-def _ppl_increase(nll_base: np.ndarray, n_base: np.ndarray, nll_tuned: np.ndarray, n_tuned: np.ndarray) -> float:
+def _ppl_increase(nll_base: np.ndarray, n_base: np.ndarray, nll_tuned: np.ndarray, n_tuned: np.ndarray,
+                  axis: int = -1) -> Any:
     """Relative perplexity increase over the resampled windows: ppl_tuned / ppl_base - 1."""
-    return float(np.exp(nll_tuned.sum() / n_tuned.sum() - nll_base.sum() / n_base.sum()) - 1.0)
+    return np.exp(nll_tuned.sum(axis=axis) / n_tuned.sum(axis=axis) - nll_base.sum(axis=axis) / n_base.sum(axis=axis)) - 1.0
 
 
 @pytest.mark.mechtests_data("perplexity")
@@ -49,8 +52,8 @@ def test_dpo_perplexity_cost(evaluator: Evaluator, claim) -> None:
           reference=reference, params=params)
 
 
-def _mean_difference(before: np.ndarray, after: np.ndarray) -> float:
-    return float(np.mean(after) - np.mean(before))
+def _mean_difference(before: np.ndarray, after: np.ndarray, axis: int = -1) -> Any:
+    return np.mean(after, axis=axis) - np.mean(before, axis=axis)
 
 
 @pytest.mark.mechtests_data("f1")

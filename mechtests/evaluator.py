@@ -392,31 +392,43 @@ GROUP_NAMES: tuple[str, ...] = ("TP_down", "TN_down", "AP_up", "AN_up")
 MIRROR_NAMES: tuple[str, ...] = ("TP_up", "TN_up", "AP_down", "AN_down")
 
 
-def recovered(tox_base: np.ndarray, tox_condition: np.ndarray, tox_tuned: np.ndarray) -> float:
+def ratio(num: Any, den: Any) -> Any:
+    """``num / den`` element-wise, NaN where ``den`` is 0; a float for scalar input.
+
+    Example:
+        >>> ratio(1.0, 4.0), ratio(np.array([1.0, 1.0]), np.array([2.0, 0.0])).tolist()
+        (0.25, [0.5, nan])
+    """
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(den != 0, num / np.where(den != 0, den, 1.0), np.nan)
+    return float(out) if out.ndim == 0 else out
+
+
+def recovered(tox_base: np.ndarray, tox_condition: np.ndarray, tox_tuned: np.ndarray, axis: int = -1) -> Any:
     """Fraction of the tuned model's toxicity reduction a condition reproduces.
 
     ``(mean(base) - mean(condition)) / (mean(base) - mean(tuned))``: 0 = no effect, 1 = as
-    much as fine-tuning. The arrays are per-prompt and paired (same prompt at the same index).
+    much as fine-tuning. The arrays are per-prompt and paired (same prompt at the same index);
+    with ``axis`` it takes batches of resamples (scipy's vectorized bootstrap).
 
     Example:
         >>> recovered(np.array([0.5, 0.7]), np.array([0.4, 0.6]), np.array([0.2, 0.4]))
         0.3333333333333333
     """
-    gap = float(np.mean(tox_base) - np.mean(tox_tuned))
-    if gap == 0.0:
-        return float("nan")
-    return float((np.mean(tox_base) - np.mean(tox_condition)) / gap)
+    base, condition, tuned = (np.mean(a, axis=axis) for a in (tox_base, tox_condition, tox_tuned))
+    return ratio(base - condition, base - tuned)
 
 
-def relative_reduction(tox_base: np.ndarray, tox_other: np.ndarray) -> float:
+def relative_reduction(tox_base: np.ndarray, tox_other: np.ndarray, axis: int = -1) -> Any:
     """``1 - mean(other) / mean(base)``: the relative toxicity reduction.
 
     Example:
         >>> relative_reduction(np.array([0.4, 0.6]), np.array([0.2, 0.3]))
         0.5
     """
-    base = float(np.mean(tox_base))
-    return float("nan") if base == 0.0 else 1.0 - float(np.mean(tox_other)) / base
+    base, other = np.mean(tox_base, axis=axis), np.mean(tox_other, axis=axis)
+    return ratio(base - other, base)
 
 
 def group_masks(cosines: np.ndarray, base_activation: np.ndarray, tuned_activation: np.ndarray) -> dict[str, np.ndarray]:
@@ -539,12 +551,11 @@ class BlockAttribution:
         from mechtests.neurons import group_rule
 
         def fn(red: np.ndarray, base: np.ndarray, tuned: np.ndarray) -> np.ndarray:
-            masks = group_rule(self.cosines, base, tuned)
-            sums = {g: np.where(masks[g], red, 0.0).sum(axis=-1) for g in GROUP_NAMES}
+            masks = group_rule(self.cosines, base, tuned)  # the one definition of the groups
+            sums = {g: np.einsum("rn,rn->r", masks[g], red) for g in GROUP_NAMES}
             total = sum(sums[g] for g in GROUP_NAMES)
             part = sum(sums[g] for g in groups)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                return np.where(total != 0, part / np.where(total != 0, total, 1.0), np.nan)
+            return ratio(part, total)
 
         def statistic(blocks: np.ndarray, axis: int = -1) -> Any:
             return self._batched(blocks, fn)
