@@ -664,12 +664,24 @@ COMPARED_CONFIG = ("profile", "seed", "confidence", "n_resamples", "n_prompts", 
                    "max_new_tokens", "max_prompt_tokens", "multiplicity")
 
 
+# What a baseline saved before a setting existed was run with.
+_BEFORE_THE_SETTING = {"multiplicity": "none"}
+
+
 def config_differences(baseline: Mapping[str, Any], run: Mapping[str, Any]) -> list[str]:
-    """``"KEY: baseline X, now Y"`` for each run setting that differs (keys the baseline lacks are skipped)."""
+    """``"KEY: baseline X, now Y"`` for each run setting that differs (keys the baseline lacks are
+    skipped, except those whose old behaviour is known: a baseline without ``multiplicity`` was
+    decided per claim).
+
+    Example:
+        >>> config_differences({"seed": 0}, {"seed": 0, "multiplicity": "bonferroni"})
+        ["multiplicity: baseline 'none', now 'bonferroni'"]
+    """
     out = []
     for key in COMPARED_CONFIG:
-        if key in baseline and baseline.get(key) != run.get(key):
-            out.append(f"{key}: baseline {baseline.get(key)!r}, now {run.get(key)!r}")
+        before = baseline.get(key, _BEFORE_THE_SETTING.get(key))
+        if (key in baseline or key in _BEFORE_THE_SETTING) and before != run.get(key):
+            out.append(f"{key}: baseline {before!r}, now {run.get(key)!r}")
     return out
 
 

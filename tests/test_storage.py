@@ -443,3 +443,15 @@ def test_prune_removes_orphans_of_killed_writers(tmp_path: Path) -> None:
     cache.prune(10**9)
     assert not stale_tmp.exists() and not stale_lock.exists()
     assert fresh_tmp.exists() and entry.exists() and entry.with_suffix(".lock").exists()  # live ones kept
+
+
+def test_a_baseline_from_before_family_wise_verdicts_is_reported_as_decided_per_claim() -> None:
+    """A /1 baseline has no multiplicity key; its verdicts were per claim at 95%. Comparing it with
+    a family-wise run without a word would call every pass -> inconclusive a regression of the
+    model, when it is a change of the rule."""
+    from mechtests.storage import config_differences
+
+    before = {"profile": "smoke", "seed": 0, "confidence": 0.95}
+    assert config_differences(before, {**before, "multiplicity": "bonferroni"}) == [
+        "multiplicity: baseline 'none', now 'bonferroni'"]
+    assert config_differences(before, {**before, "multiplicity": "none"}) == []
