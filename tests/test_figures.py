@@ -91,14 +91,19 @@ def test_cumulative_share_known_answer() -> None:
         figures.cumulative_share(np.array([1.0, -1.0]))
 
 
-def test_attribution_figures_from_block_statistics() -> None:
-    rng = np.random.default_rng(1)
-    n_blocks, L, d = 6, 2, 8
-    attr = BlockAttribution(
-        base_sum=rng.normal(size=(n_blocks, L * d)), tuned_sum=rng.normal(size=(n_blocks, L * d)),
+def _random_attribution(seed: int, n_blocks: int, n_layers: int, d_mlp: int) -> BlockAttribution:
+    rng = np.random.default_rng(seed)
+    n = n_layers * d_mlp
+    return BlockAttribution(
+        base_sum=rng.normal(size=(n_blocks, n)), tuned_sum=rng.normal(size=(n_blocks, n)),
         base_count=np.full(n_blocks, 10.0), tuned_count=np.full(n_blocks, 10.0),
-        cosines=rng.normal(size=L * d), base_alignment=rng.normal(size=L * d),
-        tuned_alignment=rng.normal(size=L * d), n_layers=L)
+        cosines=rng.normal(size=n), base_alignment=rng.normal(size=n), tuned_alignment=rng.normal(size=n),
+        n_layers=n_layers)
+
+
+def test_attribution_figures_from_block_statistics() -> None:
+    L, d = 2, 8
+    attr = _random_attribution(1, 6, L, d)
     figs = figures.attribution_figures(attr, n_resamples=50)
     titles = [t for t, _, _, _ in figs]
     assert titles[:3] == ["Share of the probe-projected reduction per group", "Reduction per layer",
@@ -118,13 +123,7 @@ def _fills(svg: str, tag: str) -> list[str]:
 
 
 def test_one_palette_a_group_has_one_colour_in_every_figure() -> None:
-    rng = np.random.default_rng(2)
-    n_blocks, L, d = 6, 2, 200
-    attr = BlockAttribution(
-        base_sum=rng.normal(size=(n_blocks, L * d)), tuned_sum=rng.normal(size=(n_blocks, L * d)),
-        base_count=np.full(n_blocks, 10.0), tuned_count=np.full(n_blocks, 10.0),
-        cosines=rng.normal(size=L * d), base_alignment=rng.normal(size=L * d),
-        tuned_alignment=rng.normal(size=L * d), n_layers=L)
+    attr = _random_attribution(2, 6, 2, 200)
     figs = {t: (svg, data) for t, svg, _, data in figures.attribution_figures(attr, n_resamples=20)}
     bars = [f for f in _fills(figs["Share of the probe-projected reduction per group"][0], "rect")]
     assert bars == [figures.GROUP_COLORS[g] for g in ("TP↓", "TN↓", "AP↑", "AN↑")]
