@@ -4,7 +4,7 @@
 the run's confidence, resamples and seed, then records and enforces the verdict. Verdict rules
 (DESIGN.md "Verdicts"): **pass** when the whole confidence interval lies on the claimed side of
 the threshold, **fail** when it lies wholly on the other side, **inconclusive** when it contains
-the threshold; an inconclusive result says which n would likely decide it.
+the threshold; an inconclusive result says which n would decide it with 80% probability.
 
 Example:
     >>> import numpy as np
@@ -112,10 +112,11 @@ class ClaimResult:
         elif self.verdict == "inconclusive":
             lines.append("the interval contains the threshold: the data cannot decide the claim.")
             if self.decisive_n is not None:
-                lines.append(f"about n={self.decisive_n} would likely decide it at the observed spread "
-                             f"(now n={self.estimate.n}).")
+                lines.append(f"about n={self.decisive_n} would decide it with 80% probability at the observed "
+                             f"effect and spread (now n={self.estimate.n}).")
             else:
-                lines.append("no sample size decides it at the observed spread (the estimate sits on the threshold).")
+                lines.append("no sample size can be promised to decide it: the estimate sits within noise of the "
+                             "threshold.")
         if self.reference is not None:
             lines.append(f"reference: {self.reference.source}"
                          + (f" = {self.reference.value:.4g}" if self.reference.value is not None else ""))

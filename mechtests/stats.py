@@ -383,27 +383,38 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
     return out
 
 
-def n_to_decide(est: Estimate, threshold: Threshold, direction: Direction) -> int | None:
-    """The sample size that would likely decide an inconclusive claim, at the observed spread.
+#: The power the suggested "n that would decide it" aims at.
+DECISIVE_POWER = 0.8
 
-    The interval's half-width shrinks like ``1/sqrt(n)``; we solve for the n at which the
-    half-width facing the threshold equals the distance from the estimate to the threshold.
-    None when that distance is 0 (no n decides it) or the estimate has no n.
+
+def n_to_decide(est: Estimate, threshold: Threshold, direction: Direction, *,
+                power: float = DECISIVE_POWER) -> int | None:
+    """The sample size at which a fresh sample decides an inconclusive claim with probability
+    about ``power``, at the observed effect and spread (in the estimate's own units).
+
+    The half-width facing the threshold, ``h = z se`` at n, gives the standard error; the claim is
+    decided with probability ``power`` once ``(z + z_power) se(n') <= gap`` with ``se`` shrinking
+    like ``1/sqrt(n)``: ``n' = n ((h / z) (z + z_power) / gap)^2``. None when the estimate has no n,
+    or lies within a quarter of a standard error of the threshold: the data cannot tell which side
+    the truth is on, so no sample size can be promised.
 
     Example:
         >>> n_to_decide(Estimate(0.4, 0.2, 0.6, 0.95, 100), 0.3, ">")
-        400
+        818
     """
     if est.n is None:
         return None
     if direction == "within":
         # Only the bounds the interval still straddles need deciding.
         crossed = [b for b in threshold if est.ci_low <= b <= est.ci_high]  # type: ignore[union-attr]
-        vals = [n_to_decide(est, b, ">" if b <= est.value else "<") for b in crossed]
+        vals = [n_to_decide(est, b, ">" if b <= est.value else "<", power=power) for b in crossed]
         return None if not vals or None in vals else max(v for v in vals if v is not None)
     t = float(threshold)  # type: ignore[arg-type]
     gap = abs(est.value - t)
     half = (est.value - est.ci_low) if t <= est.value else (est.ci_high - est.value)
-    if gap == 0.0 or half <= 0.0:
+    z = float(special.ndtri(1.0 - (1.0 - est.confidence) / 2.0))
+    se = half / z
+    if half <= 0.0 or gap <= 0.25 * se:
         return None
-    return max(est.n + 1, math.ceil(est.n * (half / gap) ** 2))
+    z_power = float(special.ndtri(power))
+    return max(est.n + 1, math.ceil(est.n * (se * (z + z_power) / gap) ** 2))

@@ -87,8 +87,9 @@ def test_inconclusive_reports_the_deciding_n() -> None:
     r = evaluate_claim("near", metric="m", direction=">", threshold=0.3, samples=(x,), n_resamples=500)
     assert r.verdict == "inconclusive"
     half = r.estimate.value - r.estimate.ci_low
-    assert r.decisive_n == math.ceil(30 * (half / (r.estimate.value - 0.3)) ** 2)
-    assert f"about n={r.decisive_n} would likely decide it" in r.explanation()
+    se = half / 1.959963984540054  # the 95% interval's half-width facing the threshold
+    assert r.decisive_n == math.ceil(30 * (se * (1.959963984540054 + 0.8416212335729143) / (r.estimate.value - 0.3)) ** 2)
+    assert f"about n={r.decisive_n} would decide it with 80% probability" in r.explanation()
 
 
 def test_samples_or_estimate_exactly_one() -> None:

@@ -136,28 +136,33 @@ def test_holm_properties(ps: list[float]) -> None:
 
 def test_n_to_decide_known_answers() -> None:
     est = Estimate(0.4, 0.2, 0.6, 0.95, 100)
-    assert n_to_decide(est, 0.3, ">") == 400       # half-width 0.2 must shrink to the gap 0.1
-    assert n_to_decide(est, 0.5, "<") == 400
+    # se = 0.2 / 1.95996 = 0.102043; n' = 100 (0.102043 (1.95996 + 0.84162) / 0.1)^2 = 817.3
+    assert n_to_decide(est, 0.3, ">") == 818
+    assert n_to_decide(est, 0.5, "<") == 818
+    assert n_to_decide(est, 0.3, ">", power=0.5) == 400  # 50% power: the half-width meets the gap
     assert n_to_decide(est, 0.4, ">") is None      # the estimate sits on the threshold
+    assert n_to_decide(est, 0.42, ">") is None     # within a quarter standard error: within noise
     assert n_to_decide(Estimate.exact(0.4), 0.3, ">") is None
-    assert n_to_decide(est, (0.3, 0.9), "within") == 400  # only the straddled bound counts
+    assert n_to_decide(est, (0.3, 0.9), "within") == 818  # only the straddled bound counts
 
 
-def test_n_to_decide_is_sufficient_on_fresh_data() -> None:
-    """The suggested n, drawn anew from the same distribution, usually decides the claim."""
+def test_n_to_decide_gives_about_80_percent_power_on_fresh_data() -> None:
+    """The suggested n, drawn anew from the same distribution, decides the claim ~80% of the
+    time (it was ~50% by construction: the n at which the half-width merely meets the gap)."""
     rng = np.random.default_rng(11)
-    decided = 0
-    for i in range(20):
+    suggested, decided = 0, 0
+    for i in range(60):
         x = rng.normal(0.5, 1.0, 40)
         r = evaluate_claim("h", metric="m", direction=">", threshold=0.2, samples=(x,), n_resamples=400, seed=i)
-        if r.verdict != "inconclusive":
-            decided += 1
+        if r.verdict != "inconclusive" or r.decisive_n is None:
             continue
-        assert r.decisive_n is not None and r.decisive_n > 40
-        y = rng.normal(0.5, 1.0, min(r.decisive_n, 20_000) * 2)  # 2x: "likely", not "surely"
+        assert r.decisive_n > 40
+        suggested += 1
+        y = rng.normal(0.5, 1.0, min(r.decisive_n, 20_000))
         decided += evaluate_claim("h", metric="m", direction=">", threshold=0.2, samples=(y,), n_resamples=400,
                                   seed=i).verdict != "inconclusive"
-    assert decided >= 16
+    assert suggested >= 20
+    assert decided >= 0.65 * suggested
 
 
 SIMULATIONS = {
