@@ -34,7 +34,7 @@ def test_probe_separates_toxic_text(evaluator: Evaluator, probe, eval_data, mt_c
 
     Paper (PAPER.md, "Setup", from B): logistic regression on the last layer's residual stream,
     mean-pooled over real tokens, trained on Jigsaw (90:10 split); 94% held-out accuracy.
-    Bootstrap over held-out examples.
+    Exact (Clopper-Pearson) interval over the held-out examples, independent 0/1 outcomes.
     """
     from mechtests.probes import probe_correct
 
@@ -53,5 +53,5 @@ def test_probe_separates_toxic_text(evaluator: Evaluator, probe, eval_data, mt_c
         "probe_correct", {"data": data.sha256},
         lambda: probe_correct(evaluator.model("base"), probe, data).astype(np.float64)), dtype=np.float64)
     claim("probe_separates_toxic_text", metric="held-out accuracy", direction=">", threshold=0.85,
-          samples=(correct,), statistic=np.mean, reference=ref("Setup: probe accuracy 94% (B)", 0.94),
+          samples=(correct,), proportion=True, reference=ref("Setup: probe accuracy 94% (B)", 0.94),
           params={"n_examples": int(correct.size), "data": full.name, "data_sha256": full.sha256[:16], "split": split})

@@ -38,6 +38,7 @@ from mechtests.stats import (
     bootstrap_estimate,
     min_resamples,
     n_to_decide,
+    proportion_estimate,
     validate_confidence,
 )
 
@@ -305,11 +306,14 @@ def evaluate_claim(
     confidence: float = 0.95,
     n_resamples: int = 9999,
     seed: int = 0,
+    proportion: bool = False,
 ) -> ClaimResult:
     """Compute a claim's estimate and verdict (usable outside pytest).
 
     Give either per-prompt ``samples`` (with ``statistic``; default ``np.mean`` for one sample)
-    or a precomputed ``estimate`` (an `Estimate`, or a number for an exact quantity).
+    or a precomputed ``estimate`` (an `Estimate`, or a number for an exact quantity). With
+    ``proportion=True`` the one sample is independent 0/1 outcomes and the interval is exact
+    (Clopper-Pearson, `stats.proportion_estimate`) instead of a bootstrap.
 
     Raises:
         UsageError: bad name/direction/threshold, both or neither of samples/estimate.
@@ -337,14 +341,20 @@ def evaluate_claim(
                 raise UsageError(f"{where}: {len(samples)} samples need an explicit statistic=f(*samples).")
             statistic = np.mean
         fewest = min_resamples(confidence)
-        if int(n_resamples) < fewest:
+        if proportion:
+            if len(samples) != 1 or statistic not in (None, np.mean):
+                raise UsageError(f"{where}: proportion=True takes one sample of 0/1 outcomes and no statistic.")
+        elif int(n_resamples) < fewest:
             raise UsageError(f"{where}: {n_resamples} bootstrap resamples are too few for a verdict at confidence "
                              f"{confidence:g}: each tail beyond the interval needs at least 10 replicates. Fix: "
                              f"n_resamples >= {fewest} (--mt-resamples; the profiles use 1000 / 2000 / 9999).")
         arrays = tuple(np.asarray(a, dtype=np.float64) for a in samples)
-        est = bootstrap_estimate(arrays, statistic, paired=paired, confidence=confidence,
-                                 n_resamples=n_resamples, seed=claim_seed(seed, name, arrays),
-                                 threshold=threshold, direction=direction)
+        if proportion:
+            est = proportion_estimate(arrays[0], confidence=confidence, threshold=threshold, direction=direction)
+        else:
+            est = bootstrap_estimate(arrays, statistic, paired=paired, confidence=confidence,
+                                     n_resamples=n_resamples, seed=claim_seed(seed, name, arrays),
+                                     threshold=threshold, direction=direction)
     elif isinstance(estimate, Estimate):
         est = estimate
     else:

@@ -513,8 +513,9 @@ class ClaimRecorder:
 
     def __call__(self, name: str, *, metric: str, direction: str, threshold: Any, samples: Any = None,
                  statistic: Any = None, estimate: Any = None, reference: Any = None,
-                 params: Mapping[str, Any] | None = None, paired: bool = True) -> ClaimResult:
-        """State a claim; returns its `ClaimResult`, or fails/skips the test per the verdict rules."""
+                 params: Mapping[str, Any] | None = None, paired: bool = True, proportion: bool = False) -> ClaimResult:
+        """State a claim; returns its `ClaimResult`, or fails/skips the test per the verdict rules
+        (``proportion=True``: one sample of independent 0/1 outcomes, exact binomial interval)."""
         from mechtests.claims import evaluate_claim
         from mechtests.stats import Estimate, family_confidence, min_resamples
 
@@ -544,7 +545,7 @@ class ClaimRecorder:
                 name, metric=metric, direction=direction,  # type: ignore[arg-type]
                 threshold=override if override is not None else threshold, samples=samples, statistic=statistic,
                 estimate=estimate, reference=reference, params=params, pair=pair, paired=paired,
-                confidence=confidence, n_resamples=resamples, seed=run.seed)
+                confidence=confidence, n_resamples=resamples, seed=run.seed, proportion=proportion)
         except MtUsageError as exc:
             if override is None:
                 raise

@@ -335,6 +335,45 @@ def bootstrap_estimate(
                     float(res.standard_error))
 
 
+def proportion_estimate(successes: np.ndarray, *, confidence: float = 0.95, threshold: Threshold | None = None,
+                        direction: Direction | None = None) -> Estimate:
+    """An exact (Clopper-Pearson) estimate of a proportion from independent 0/1 outcomes.
+
+    The interval is scipy's ``binomtest(...).proportion_ci(method="exact")``; the p-value of "the
+    claim is false" is the exact one-sided binomial test at the threshold, which the interval
+    inverts, so ``pass <=> p < (1 - confidence)/2`` holds exactly, and 40 of 40 correct gives an
+    honest interval ([0.912, 1] at 95%) instead of a bootstrap's [1, 1].
+
+    Example:
+        >>> e = proportion_estimate(np.ones(40), threshold=0.85, direction=">")
+        >>> round(e.ci_low, 3), e.ci_high, round(e.p_value, 4)
+        (0.912, 1.0, 0.0015)
+    """
+    x = np.asarray(successes, dtype=np.float64).reshape(-1)
+    if x.size == 0 or not np.all((x == 0) | (x == 1)):
+        raise UsageError("a proportion needs 0/1 outcomes, one per independent item. Fix: pass the per-item "
+                         "correct/incorrect array, or use the bootstrap (proportion=False).")
+    confidence = validate_confidence(confidence)
+    k, n = int(x.sum()), int(x.size)
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="exact")
+    p = None
+    if threshold is not None and direction is not None:
+        def tail(t: float, side: str) -> float:
+            if not 0.0 < t < 1.0:  # a threshold outside (0, 1): the claim is decided by the data alone
+                return 0.0 if (side == "greater") == (t <= 0.0) else 1.0
+            return float(stats.binomtest(k, n, p=t, alternative=side).pvalue)
+
+        if direction == ">":
+            p = tail(float(threshold), "greater")  # type: ignore[arg-type]
+        elif direction == "<":
+            p = tail(float(threshold), "less")  # type: ignore[arg-type]
+        else:
+            lo, hi = threshold  # type: ignore[misc]
+            p = max(tail(float(lo), "greater"), tail(float(hi), "less"))
+    se = math.sqrt(max(k / n * (1 - k / n), 0.25 / n) / n)  # never 0: 40/40 still has uncertainty
+    return Estimate(k / n, float(ci.low), float(ci.high), confidence, n, p, "exact-binomial", se)
+
+
 #: Fewest resampled units (prompts, blocks, windows, items) a bootstrap verdict may rest on:
 #: below this, percentile/BCa intervals cover far less than their nominal level.
 MIN_UNITS = 10

@@ -181,3 +181,23 @@ def test_margin_is_the_signed_effect_past_the_threshold(direction: str, threshol
     r = evaluate_claim("c", metric="m", direction=direction, threshold=threshold, estimate=e)  # type: ignore[arg-type]
     assert r.margin() == pytest.approx(margin)
     assert f"{margin / 0.025:+.2f} standard errors" in r.explanation()
+
+
+def test_a_proportion_gets_an_exact_interval_consistent_with_its_p_value() -> None:
+    """Probe accuracy 40/40 gave a bootstrap CI [1, 1] and p = 0: certainty from 40 items."""
+    from scipy import stats as sps
+
+    r = evaluate_claim("acc", metric="accuracy", direction=">", threshold=0.85, samples=(np.ones(40),), proportion=True)
+    ci = sps.binomtest(40, 40).proportion_ci(0.95, method="exact")
+    assert (r.estimate.ci_low, r.estimate.ci_high) == pytest.approx((ci.low, ci.high))
+    assert r.estimate.ci_low == pytest.approx(0.9119, abs=1e-4) and r.verdict == "pass" and r.reason is None
+    assert r.estimate.p_value == pytest.approx(0.85 ** 40)  # P(40 of 40 | p = 0.85), exact
+    x = np.r_[np.ones(36), np.zeros(4)]  # 0.9 of 40: the interval [0.763, 0.972] contains 0.85
+    r = evaluate_claim("acc", metric="accuracy", direction=">", threshold=0.85, samples=(x,), proportion=True)
+    assert r.verdict == "inconclusive" and r.estimate.p_value > 0.025
+    for t in np.linspace(0.05, 0.95, 19):  # pass <=> p < alpha/2, by construction
+        r = evaluate_claim("acc", metric="accuracy", direction=">", threshold=float(t), samples=(x,), proportion=True)
+        assert (r.verdict == "pass") == (r.estimate.p_value < 0.025)
+    with pytest.raises(UsageError, match="0/1 outcomes"):
+        evaluate_claim("acc", metric="accuracy", direction=">", threshold=0.5, samples=(np.full(20, 0.5),),
+                       proportion=True)

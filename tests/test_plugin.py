@@ -206,8 +206,9 @@ def test_failure_and_skip_messages_explain_the_verdict(pytester: pytest.Pytester
     result.stdout.re_match_lines([
         r"refuted: mean score = 0.09\d+ \(98.75% CI 0.0\d+ to 0.1\d+, n=64, p=\S+\) > 0.3 -> fail",
         r"the whole interval lies on the other side of the threshold: the claim is refuted.",
-        r"SKIPPED .*undecided: .* -> inconclusive; .*the interval contains the threshold.*about n=\d+ would likely "
-        r"decide it at the observed spread \(now n=16\)",
+        # 0.317 against 0.3 with a standard error of ~0.09: within noise, so no n is promised
+        r"SKIPPED .*undecided: .* -> inconclusive; .*the interval contains the threshold.*no sample size can be "
+        r"promised to decide it: the estimate sits within noise of the threshold",
     ], consecutive=False)
 
 
@@ -230,7 +231,7 @@ def test_terminal_summary_table(pytester: pytest.Pytester) -> None:
         r"claim\s+estimate\s+CI\s+holds if\s+verdict\s+p_adj\s+n$",
         r"identity\s+2e-07\s+exact\s+< 0.0001\s+pass\s+-\s+-$",   # ordered by node id
         r"refuted\s+0.09\d*\s+\[.*\]\s+> 0.3\s+fail",
-        r"undecided\s+.*inconclusive \(n~\d+\)",
+        r"undecided\s+0.317\s+.*inconclusive\s+1\s+16$",
         r"above\s+0.5\d*\s+\[0.4\d*, 0.5\d*\]\s+> 0.3\s+pass\s+\S+\s+64$",
     ], consecutive=False)
     assert not re.search(r"^above .*mean score", result.stdout.str(), re.MULTILINE)  # the metric: only with -v
