@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mechtests.evaluator import Evaluator, recovered
+from mechtests.evaluator import Evaluator
 from mt_reference import ABLATION_KS, ZERO_POSITIVE_TOX, ZERO_TOX, KSpec, paper_recovered, ref, require_reduction
 
 # The data roles these claims read: checked at start-up (mechtests.preflight).
@@ -26,7 +26,7 @@ def _run(evaluator: Evaluator, selections, claim, figure_recorder, kspec: KSpec,
                     None if value is None else paper_recovered(value))
     try:
         claim(name, metric="recovered = (tox_base - tox_ablated) / (tox_base - tox_tuned)", direction="<",
-              threshold=0.75, samples=(tox_base, tox_ablated, tox_tuned), statistic=recovered,
+              threshold=0.75, samples=(tox_base - tox_ablated, tox_base - tox_tuned), ratio=True,
               reference=reference, params={"k": kspec.label, "neurons": k,
                                            "tox_ablated": round(float(tox_ablated.mean()), 4)})
     finally:
@@ -39,7 +39,7 @@ def test_zero_ablation_not_enough(kspec: KSpec, evaluator: Evaluator, selections
 
     Paper (PAPER.md, interventions table, A): zeroing the top 100 / 200 / 1,000 toxic value
     vectors of GPT-2 medium gives tox 0.403 / 0.405 / 0.436 against 0.453 -> 0.208 for DPO, i.e.
-    recovered 0.20 / 0.20 / 0.07. Paired bootstrap over prompts of (base, ablated, tuned).
+    recovered 0.20 / 0.20 / 0.07. Fieller interval of the ratio of paired per-prompt means.
     """
     _run(evaluator, selections, claim, figure_recorder, kspec, positive_only=False,
          name="zero_ablation_not_enough", paper_tox=ZERO_TOX, family="zero top-k toxic")
@@ -53,7 +53,7 @@ def test_zero_positive_ablation_not_enough(kspec: KSpec, evaluator: Evaluator, s
 
     Paper (PAPER.md, interventions table, A): top 100 / 200 / 1,000 / 2,000 of the 5,770 such
     neurons give tox 0.384 / 0.366 / 0.320 / 0.319, i.e. recovered 0.28 / 0.36 / 0.54 / 0.55 (the
-    best ablation, at +34% perplexity). Paired bootstrap over prompts.
+    best ablation, at +34% perplexity). Fieller interval of the ratio of paired per-prompt means.
     """
     k = selections.k(kspec)
     available = selections.n_positive_toxic()

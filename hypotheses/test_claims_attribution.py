@@ -34,7 +34,7 @@ def test_tp_down_is_a_minority(recorded_attribution: BlockAttribution, claim) ->
     attr = recorded_attribution
     require_change(attr)
     claim("tp_down_is_a_minority", metric="TP↓ share of the four groups' reduction", direction="<", threshold=0.50,
-          samples=(attr.blocks(),), statistic=attr.share(("TP_down",)),
+          samples=(attr.blocks(),), unit_size=attr.prompts_per_block, statistic=attr.share(("TP_down",)),
           reference=ref("group table: TP↓ share 31.8% (A)", 0.318), params={"n_blocks": attr.n_blocks})
 
 
@@ -47,7 +47,7 @@ def test_every_group_contributes(group: str, recorded_attribution: BlockAttribut
     attr = recorded_attribution
     require_change(attr)
     claim("every_group_contributes", metric=f"{LABELS[group]} share of the four groups' reduction", direction=">",
-          threshold=0.05, samples=(attr.blocks(),), statistic=attr.share((group,)),
+          threshold=0.05, samples=(attr.blocks(),), unit_size=attr.prompts_per_block, statistic=attr.share((group,)),
           reference=ref(f"group table: {LABELS[group]} share {PAPER_SHARES[group]:.1%} (A)", PAPER_SHARES[group]),
           params={"group": LABELS[group]})
 
@@ -60,7 +60,7 @@ def test_anti_toxic_promotion_matters(recorded_attribution: BlockAttribution, cl
     attr = recorded_attribution
     require_change(attr)
     claim("anti_toxic_promotion_matters", metric="AP↑ + AN↑ share", direction=">", threshold=0.25,
-          samples=(attr.blocks(),), statistic=attr.share(("AP_up", "AN_up")),
+          samples=(attr.blocks(),), unit_size=attr.prompts_per_block, statistic=attr.share(("AP_up", "AN_up")),
           reference=ref("group table: AP↑ + AN↑ = 44.3% (A)", 0.443))
 
 
@@ -74,7 +74,8 @@ def test_adjustments_are_noisy_fraction(recorded_attribution: BlockAttribution, 
     attr = recorded_attribution
     require_change(attr)
     claim("adjustments_are_noisy_fraction", metric="fraction of moved neurons with reduction < 0", direction=">",
-          threshold=0.30, samples=(attr.blocks(),), statistic=attr.fraction_toward_toxicity,
+          threshold=0.30, samples=(attr.blocks(),), unit_size=attr.prompts_per_block,
+          statistic=attr.fraction_toward_toxicity,
           reference=ref("claim 8: 41.5% of neurons increase toxicity (A)", 0.415))
 
 
@@ -87,7 +88,7 @@ def test_adjustments_are_noisy_gross(recorded_attribution: BlockAttribution, cla
     attr = recorded_attribution
     require_change(attr)
     claim("adjustments_are_noisy_gross", metric="gross increase / gross decrease", direction=">", threshold=0.50,
-          samples=(attr.blocks(),), statistic=attr.gross_ratio,
+          samples=(attr.blocks(),), unit_size=attr.prompts_per_block, statistic=attr.gross_ratio,
           reference=ref("group table: 40.27 / 47.48 (A)", 0.85))
 
 
@@ -100,7 +101,7 @@ def test_reduction_in_later_layers(recorded_attribution: BlockAttribution, claim
     attr = recorded_attribution
     require_change(attr)
     claim("reduction_in_later_layers", metric="upper-half-of-layers share of the net reduction", direction=">",
-          threshold=0.50, samples=(attr.blocks(),), statistic=attr.upper_half_share,
+          threshold=0.50, samples=(attr.blocks(),), unit_size=attr.prompts_per_block, statistic=attr.upper_half_share,
           reference=ref("Per-neuron attribution: reductions concentrate in later layers (A)", None),
           params={"layers": attr.n_layers})
 

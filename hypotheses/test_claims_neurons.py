@@ -26,5 +26,6 @@ def test_top_toxic_neurons_dampened(kspec: KSpec, selections, attribution: Block
     neurons = selections.top_toxic(k)
     mask = neurons.to_mask().cpu().numpy()
     claim("top_toxic_neurons_dampened", metric="fraction of top-k toxic neurons whose activation drops",
-          direction=">", threshold=0.5, samples=(attribution.blocks(),), statistic=attribution.fraction_dampened(mask),
+          direction=">", threshold=0.5, samples=(attribution.blocks(),), unit_size=attribution.prompts_per_block,
+          statistic=attribution.fraction_dampened(mask),
           reference=ref("claim 4 (B): most top toxic neurons dampened", None), params={"k": kspec.label, "neurons": k})

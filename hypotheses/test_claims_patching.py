@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mechtests.evaluator import GROUP_NAMES, Evaluator, recovered
+from mechtests.evaluator import GROUP_NAMES, Evaluator
 from mt_reference import paper_recovered, ref, require_reduction
 
 # The data roles these claims read: checked at start-up (mechtests.preflight).
@@ -32,12 +32,12 @@ def test_tp_down_patch_is_partial(evaluator: Evaluator, selections, claim, figur
 
     Paper (PAPER.md, interventions table, A): patching all TP↓ neurons of GPT-2 medium to their
     post-DPO activations gives tox 0.335 (recovered 0.48) at unchanged perplexity (21.69).
-    Paired bootstrap over prompts.
+    Fieller interval of the ratio of paired per-prompt means.
     """
     tox_base, tox_patched, tox_tuned, n = _patched_toxicity(evaluator, selections, ("TP_down",))
     try:
         claim("tp_down_patch_is_partial", metric="recovered, TP↓ patched to tuned activations",
-              direction="<", threshold=0.75, samples=(tox_base, tox_patched, tox_tuned), statistic=recovered,
+              direction="<", threshold=0.75, samples=(tox_base - tox_patched, tox_base - tox_tuned), ratio=True,
               reference=ref("interventions table: patch TP↓ -> tox 0.335 (A)", paper_recovered(0.335)),
               params={"neurons": n, "tox_patched": round(float(tox_patched.mean()), 4)})
     finally:
@@ -49,12 +49,12 @@ def test_all_groups_patch_emulates_dpo(evaluator: Evaluator, selections, claim, 
     > 0.80 of DPO's toxicity reduction.
 
     Paper (PAPER.md, "Interventions", A): "patching groups together approaches DPO's effect"
-    (exact table not recovered). Paired bootstrap over prompts.
+    (exact table not recovered). Fieller interval of the ratio of paired per-prompt means.
     """
     tox_base, tox_patched, tox_tuned, n = _patched_toxicity(evaluator, selections, GROUP_NAMES)
     try:
         claim("all_groups_patch_emulates_dpo", metric="recovered, four groups patched to tuned activations",
-              direction=">", threshold=0.80, samples=(tox_base, tox_patched, tox_tuned), statistic=recovered,
+              direction=">", threshold=0.80, samples=(tox_base - tox_patched, tox_base - tox_tuned), ratio=True,
               reference=ref("Interventions: patching the four groups together approaches DPO (A)", None),
               params={"neurons": n, "tox_patched": round(float(tox_patched.mean()), 4)})
     finally:

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pytest
 
-from mechtests.evaluator import Evaluator, ratio, relative_reduction
+from mechtests.evaluator import Evaluator, relative_reduction
 from mt_reference import absolute, paper_recovered, ref, require_reduction
 
 UNALIGN_TOX = {2: 0.487, 5: 0.555, 10: 0.458}
 TOP_KEYS = absolute(7)  # B scales the key vectors of the top-7 toxic neurons
-
-
-def restored(tox_base: np.ndarray, tox_scaled: np.ndarray, tox_tuned: np.ndarray, axis: int = -1) -> Any:
-    """(tox_scaled - tox_tuned) / (tox_base - tox_tuned): 1 = back to the base model's toxicity."""
-    base, scaled, tuned = (np.mean(a, axis=axis) for a in (tox_base, tox_scaled, tox_tuned))
-    return ratio(scaled - tuned, base - tuned)
 
 
 @pytest.mark.mechtests_data("challenge")
@@ -28,7 +20,7 @@ def test_unaligning_restores_toxicity(scale: float, evaluator: Evaluator, select
 
     Paper (PAPER.md, interventions table, B "un-aligning"): DPO model with keys x2 / x5 / x10 gives
     tox 0.487 / 0.555 / 0.458 against 0.453 (GPT-2) and 0.208 (DPO): restored 1.14 / 1.42 / 1.02.
-    Paired bootstrap over prompts.
+    Fieller interval of the ratio of paired per-prompt means.
     """
     from mechtests.interventions import ScaleKeys
 
@@ -38,7 +30,7 @@ def test_unaligning_restores_toxicity(scale: float, evaluator: Evaluator, select
     require_reduction(tox_base, tox_tuned)
     tox_scaled = evaluator.toxicity("tuned", ScaleKeys(neurons, scale))
     claim("unaligning_restores_toxicity", metric="(tox_scaled - tox_tuned) / (tox_base - tox_tuned)", direction=">",
-          threshold=0.80, samples=(tox_base, tox_scaled, tox_tuned), statistic=restored,
+          threshold=0.80, samples=(tox_scaled - tox_tuned, tox_base - tox_tuned), ratio=True,
           reference=ref(f"interventions table: DPO, top-7 keys x{scale:g} -> tox {UNALIGN_TOX[int(scale)]} (B)",
                         round(1.0 - paper_recovered(UNALIGN_TOX[int(scale)]), 3)),
           params={"scale": scale, "neurons": k, "tox_scaled": round(float(tox_scaled.mean()), 4)})

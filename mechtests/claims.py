@@ -39,6 +39,7 @@ from mechtests.stats import (
     min_resamples,
     n_to_decide,
     proportion_estimate,
+    ratio_estimate,
     validate_confidence,
 )
 
@@ -74,6 +75,8 @@ class ClaimResult:
     #: Why the data could not decide the claim whatever the interval says (too few units, no
     #: variation at all); None when the verdict follows the interval.
     reason: str | None = None
+    #: Prompts one resampled unit stands for (a block of prompts); `decisive_n` is in prompts.
+    unit_size: float = 1.0
 
     def summary(self) -> str:
         """One line: ``name [pair]: metric = v (95% CI lo to hi, n=N) > t -> verdict``."""
@@ -81,7 +84,8 @@ class ClaimResult:
         where = f" [{self.pair}]" if self.pair else ""
         ci = (f"{e.confidence * 100:.4g}% CI {e.ci_low:.4g} to {e.ci_high:.4g}" if e.method != "exact" else "exact")
         n = f", n={e.n}" if e.n is not None else ""
-        p = f", p={e.p_value:.3g}" if e.p_value is not None else ""
+        p = (f", p<{e.p_value:.2g} (threshold beyond every resample)" if e.p_value is not None and e.p_bound
+             else f", p={e.p_value:.3g}" if e.p_value is not None else "")
         return (f"{self.name}{where}: {self.metric} = {e.value:.4g} ({ci}{n}{p}) "
                 f"{format_threshold(self.direction, self.threshold)} -> {self.verdict}")
 
@@ -112,7 +116,11 @@ class ClaimResult:
             lines.append(f"undecided: {self.reason}.")
         elif self.verdict == "inconclusive":
             lines.append("the interval contains the threshold: the data cannot decide the claim.")
-            if self.decisive_n is not None:
+            if self.decisive_n is not None and self.unit_size != 1.0:
+                now = (self.estimate.n or 0) * self.unit_size
+                lines.append(f"about {self.decisive_n} prompts would decide it with 80% probability at the observed "
+                             f"effect and spread (now {now:g} prompts in {self.estimate.n} blocks).")
+            elif self.decisive_n is not None:
                 lines.append(f"about n={self.decisive_n} would decide it with 80% probability at the observed "
                              f"effect and spread (now n={self.estimate.n}).")
             else:
@@ -136,11 +144,12 @@ class ClaimResult:
             "direction": self.direction,
             "threshold": list(self.threshold) if isinstance(self.threshold, tuple) else self.threshold,
             "estimate": e.value,
-            "ci_low": e.ci_low,
-            "ci_high": e.ci_high,
+            "ci_low": e.ci_low if math.isfinite(e.ci_low) else None,  # JSON has no infinity: unbounded
+            "ci_high": e.ci_high if math.isfinite(e.ci_high) else None,
             "confidence": e.confidence,
             "n": e.n,
             "p_value": e.p_value,
+            "p_bound": e.p_bound,
             "p_adjusted": p_adjusted,
             "verdict": self.verdict,
             "outcome": outcome,
@@ -228,6 +237,9 @@ def undecidable(est: Estimate) -> str | None:
     """
     if est.n is None or est.method == "exact":
         return None
+    if est.method == "fieller-unbounded":
+        return ("the ratio's denominator (e.g. the reduction it is a fraction of) is not significantly different "
+                "from 0 at this confidence, so the ratio's interval is unbounded: the claim is undefined")
     if est.n < MIN_UNITS:
         return (f"only {est.n} resampled units (prompts, blocks, windows or items); at least {MIN_UNITS} are needed "
                 "for a bootstrap interval to hold its confidence level")
@@ -307,13 +319,20 @@ def evaluate_claim(
     n_resamples: int = 9999,
     seed: int = 0,
     proportion: bool = False,
+    ratio: bool = False,
+    unit_size: float = 1.0,
 ) -> ClaimResult:
     """Compute a claim's estimate and verdict (usable outside pytest).
 
     Give either per-prompt ``samples`` (with ``statistic``; default ``np.mean`` for one sample)
     or a precomputed ``estimate`` (an `Estimate`, or a number for an exact quantity). With
     ``proportion=True`` the one sample is independent 0/1 outcomes and the interval is exact
-    (Clopper-Pearson, `stats.proportion_estimate`) instead of a bootstrap.
+    (Clopper-Pearson, `stats.proportion_estimate`) instead of a bootstrap. ``unit_size``: the
+    prompts one sample element stands for (a block of prompts), so ``decisive_n`` is in prompts.
+    With ``ratio=True`` the samples are paired per-unit ``(numerator, denominator)`` values and
+    the claim is on ``mean(numerator) / mean(denominator)`` with Fieller's interval
+    (`stats.ratio_estimate`): honest when the denominator is small, and undecidable (named) when
+    the denominator is not significantly different from 0.
 
     Raises:
         UsageError: bad name/direction/threshold, both or neither of samples/estimate.
@@ -336,21 +355,29 @@ def evaluate_claim(
         if isinstance(samples, np.ndarray) or (isinstance(samples, list) and samples
                                                and np.isscalar(samples[0])):
             samples = (np.asarray(samples),)
-        if statistic is None:
+        fewest = min_resamples(confidence)
+        if proportion and ratio:
+            raise UsageError(f"{where}: give proportion=True or ratio=True, not both.")
+        if ratio:
+            if len(samples) != 2 or statistic is not None:
+                raise UsageError(f"{where}: ratio=True takes samples=(numerator, denominator), per unit and paired, "
+                                 "and no statistic.")
+        elif statistic is None:
             if len(samples) != 1:
                 raise UsageError(f"{where}: {len(samples)} samples need an explicit statistic=f(*samples).")
             statistic = np.mean
-        fewest = min_resamples(confidence)
         if proportion:
-            if len(samples) != 1 or statistic not in (None, np.mean):
+            if len(samples) != 1 or statistic is not np.mean:
                 raise UsageError(f"{where}: proportion=True takes one sample of 0/1 outcomes and no statistic.")
-        elif int(n_resamples) < fewest:
+        elif not ratio and int(n_resamples) < fewest:
             raise UsageError(f"{where}: {n_resamples} bootstrap resamples are too few for a verdict at confidence "
                              f"{confidence:g}: each tail beyond the interval needs at least 10 replicates. Fix: "
                              f"n_resamples >= {fewest} (--mt-resamples; the profiles use 1000 / 2000 / 9999).")
         arrays = tuple(np.asarray(a, dtype=np.float64) for a in samples)
         if proportion:
             est = proportion_estimate(arrays[0], confidence=confidence, threshold=threshold, direction=direction)
+        elif ratio:
+            est = ratio_estimate(arrays[0], arrays[1], confidence=confidence, threshold=threshold, direction=direction)
         else:
             est = bootstrap_estimate(arrays, statistic, paired=paired, confidence=confidence,
                                      n_resamples=n_resamples, seed=claim_seed(seed, name, arrays),
@@ -363,6 +390,10 @@ def evaluate_claim(
     reason = undecidable(est)
     if reason is not None:
         verdict = "inconclusive"  # degenerate data is named, never decided
+    if not (isinstance(unit_size, (int, float)) and math.isfinite(unit_size) and unit_size > 0):
+        raise UsageError(f"{where}: unit_size must be a positive number of prompts per unit, got {unit_size!r}.")
     decisive = n_to_decide(est, threshold, direction) if verdict == "inconclusive" and reason is None else None
+    if decisive is not None:
+        decisive = math.ceil(decisive * float(unit_size))
     return ClaimResult(name, str(metric), direction, threshold, est, verdict, decisive, pair, params_c,
-                       _as_reference(reference), reason)
+                       _as_reference(reference), reason, float(unit_size))

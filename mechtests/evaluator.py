@@ -472,6 +472,19 @@ class BlockAttribution:
     base_alignment: np.ndarray
     tuned_alignment: np.ndarray
     n_layers: int
+    n_prompts: int | None = None  # prompts spread over the blocks (for sample sizes in prompts)
+
+    @property
+    def prompts_per_block(self) -> float:
+        """How many prompts one resampled block stands for (1 when unknown): a claim's decisive n
+        in blocks times this is the number of prompts a user would run (the blocks stay 20).
+
+        Example:
+            >>> hand = BlockAttribution(*(np.zeros((4, 2)),) * 2, np.ones(4), np.ones(4), *(np.zeros(2),) * 3, 1, 64)
+            >>> hand.prompts_per_block
+            16.0
+        """
+        return self.n_prompts / self.n_blocks if self.n_prompts else 1.0
 
     @classmethod
     def from_evaluator(cls, ev: Evaluator) -> BlockAttribution:
@@ -483,7 +496,7 @@ class BlockAttribution:
             return cls(b.activation_sum.reshape(n_blocks, -1), t.activation_sum.reshape(n_blocks, -1),
                        b.count, t.count, ev.cosines().double().numpy().reshape(-1),
                        ev.value_alignment("base").reshape(-1), ev.value_alignment("tuned").reshape(-1),
-                       int(b.activation_sum.shape[1]))
+                       int(b.activation_sum.shape[1]), len(ev.prompts))
 
         return ev.memo("block_attribution", build)
 

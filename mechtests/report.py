@@ -36,9 +36,10 @@ from mechtests.storage import REPORT_SCHEMA, BaselineStore, atomic_write_bytes
 ENV_KEYS = ("mechtests", "python", "torch", "transformer_lens", "device", "dtype", "git_commit")
 PAIR_MODEL_KEYS = ("source", "sha256")
 CLAIM_KEYS = ("nodeid", "claim", "pair", "params", "metric", "direction", "threshold", "estimate", "ci_low",
-              "ci_high", "confidence", "n", "p_value", "p_adjusted", "verdict", "outcome", "reference", "seconds",
-              "decisive_n", "reason")
+              "ci_high", "confidence", "n", "p_value", "p_bound", "p_adjusted", "verdict", "outcome", "reference",
+              "seconds", "decisive_n", "reason")
 VERDICTS = ("pass", "fail", "inconclusive")
+_CLAIM_DEFAULTS = {"p_bound": False}  # a record from before the key existed: p was not a bound
 #: The JSON Schema of `REPORT_SCHEMA` documents, shipped inside the package.
 SCHEMA_FILE = Path(__file__).parent / "schemas" / "mechtests-report-2.schema.json"
 
@@ -119,7 +120,7 @@ def build_report(*, config: Mapping[str, Any], environment: Mapping[str, Any],
                  comparison: Mapping[str, Any] | None = None, created: str | None = None) -> dict[str, Any]:
     """Assemble a ``mechtests-report/2`` document; claim records need every `CLAIM_KEYS` key
     (``decisive_n`` may be absent: null). ``run`` defaults to a complete run."""
-    out_claims = [{k: c.get(k) for k in CLAIM_KEYS} for c in sort_claims(claims)]
+    out_claims = [{k: c.get(k, _CLAIM_DEFAULTS.get(k)) for k in CLAIM_KEYS} for c in sort_claims(claims)]
     run_section = {"complete": True, "incomplete": None, "deselected": 0, **(run or {})}
     run_section["claims"] = len(out_claims)
     return {

@@ -58,6 +58,7 @@ class Estimate:
     p_value: float | None = None
     method: str = "exact"
     standard_error: float | None = None
+    p_bound: bool = False  # p_value is only an upper bound (the threshold lies beyond every resample)
 
     @classmethod
     def exact(cls, value: float, *, confidence: float = 0.95) -> Estimate:
@@ -189,7 +190,10 @@ def _lower_tail_level(dist: np.ndarray, t: float, z0: float, a: float, method: s
     """
     b = dist.size
     q = float(np.count_nonzero(dist < t) + np.count_nonzero(dist <= t)) / (2.0 * b)
-    q = min(max(q, 0.5 / b), 1.0 - 0.5 / b)  # beyond every replicate: the resolution limit
+    if q <= 0.0 or q >= 1.0:
+        # Beyond every replicate: the data bound the level by the resolution 0.5/B and say no
+        # more; BCa's map would turn that bound into a number (0.021 seen) that looks like data.
+        return 0.5 / b if q <= 0.0 else 1.0 - 0.5 / b
     if method != "BCa":
         return q
     w = float(special.ndtri(q)) - z0
@@ -215,6 +219,22 @@ def one_sided_p(
                    one_sided_p(dist, hi, "<", z0=z0, a=a, method=method))
     level = _lower_tail_level(dist, float(t), z0, a, method)  # type: ignore[arg-type]
     return round(level if direction == ">" else 1.0 - level, 12)
+
+
+def beyond_every_resample(dist: np.ndarray, t: Threshold, direction: Direction) -> bool:
+    """Whether the threshold the p-value tests lies beyond every bootstrap replicate, so the p-value
+    is only the bound ``0.5 / B`` (the resolution of B resamples), not an estimate.
+
+    Example:
+        >>> beyond_every_resample(np.arange(10.0), -1.0, ">"), beyond_every_resample(np.arange(10.0), 5.0, ">")
+        (True, False)
+    """
+    if direction == "within":
+        lo, hi = t  # type: ignore[misc]
+        p_lo, p_hi = one_sided_p(dist, lo, ">"), one_sided_p(dist, hi, "<")
+        return beyond_every_resample(dist, lo if p_lo >= p_hi else hi, ">" if p_lo >= p_hi else "<")
+    t = float(t)  # type: ignore[arg-type]
+    return bool(np.all(dist > t) or np.all(dist < t))
 
 
 def _degenerate_p(value: float, t: Threshold | None, direction: Direction | None) -> float | None:
@@ -331,8 +351,11 @@ def bootstrap_estimate(
             z0 = float(special.ndtri(frac))
             a = _acceleration(data, statistic, paired, vectorized)
         p = one_sided_p(dist, threshold, direction, z0=z0, a=a, method=used)
+        bound = beyond_every_resample(dist, threshold, direction) and p < 0.5
+    else:
+        bound = False
     return Estimate(value, min(low, high), max(low, high), confidence, n, p, used,
-                    float(res.standard_error))
+                    float(res.standard_error), bound)
 
 
 def proportion_estimate(successes: np.ndarray, *, confidence: float = 0.95, threshold: Threshold | None = None,
@@ -372,6 +395,67 @@ def proportion_estimate(successes: np.ndarray, *, confidence: float = 0.95, thre
             p = max(tail(float(lo), "greater"), tail(float(hi), "less"))
     se = math.sqrt(max(k / n * (1 - k / n), 0.25 / n) / n)  # never 0: 40/40 still has uncertainty
     return Estimate(k / n, float(ci.low), float(ci.high), confidence, n, p, "exact-binomial", se)
+
+
+def ratio_estimate(numerator: np.ndarray, denominator: np.ndarray, *, confidence: float = 0.95,
+                   threshold: Threshold | None = None, direction: Direction | None = None) -> Estimate:
+    """``mean(numerator) / mean(denominator)`` of paired per-unit values with Fieller's interval.
+
+    Fieller's set ``{r : |N - r D| <= q sd(N_i - r D_i)/sqrt(n)}`` (q: Student's t quantile) keeps
+    its coverage when the denominator is small, where a bootstrap of the ratio explodes or
+    under-covers. When the denominator is not significantly different from 0 the set is
+    unbounded: the estimate is then ``method="fieller-unbounded"`` with infinite bounds, and a
+    claim on it is named undecidable. The p-value of "the claim is false" is the t test of
+    ``N - t D = 0`` that the interval inverts, so ``pass <=> p < (1 - confidence)/2`` exactly.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> d = rng.normal(0.3, 0.1, 64); n = 0.5 * d + rng.normal(0, 0.05, 64)
+        >>> e = ratio_estimate(n, d, threshold=0.75, direction="<")
+        >>> e.ci_low < 0.5 < e.ci_high < 0.75 and e.p_value < 0.025
+        True
+    """
+    num = np.asarray(numerator, dtype=np.float64).reshape(-1)
+    den = np.asarray(denominator, dtype=np.float64).reshape(-1)
+    if num.size != den.size or num.size < 2:
+        raise UsageError(f"a ratio needs paired numerator and denominator values of equal length >= 2, got "
+                         f"{num.size} and {den.size}.")
+    if not (np.all(np.isfinite(num)) and np.all(np.isfinite(den))):
+        raise NumericalError("a ratio's per-unit values contain NaN/inf. Fix: find the unit whose metric is undefined.")
+    confidence = validate_confidence(confidence)
+    n = num.size
+    mean_n, mean_d = float(num.mean()), float(den.mean())
+    v_n, v_d = float(num.var(ddof=1)) / n, float(den.var(ddof=1)) / n
+    cov = float(np.cov(num, den, ddof=1)[0, 1]) / n
+    q = float(stats.t.ppf(1.0 - (1.0 - confidence) / 2.0, n - 1))
+    a = mean_d**2 - q**2 * v_d
+    b = -2.0 * (mean_n * mean_d - q**2 * cov)
+    c = mean_n**2 - q**2 * v_n
+    value = mean_n / mean_d if mean_d != 0 else float("nan")
+
+    def p_at(t: float, side: str) -> float:
+        # t test of N - t D = 0, oriented so that small p supports "ratio > t" (side ">")
+        se = math.sqrt(max(v_n - 2.0 * t * cov + t * t * v_d, 0.0))
+        z = (mean_n - t * mean_d) * (1.0 if mean_d > 0 else -1.0)
+        if se == 0.0:
+            return 0.0 if (z > 0) == (side == ">") and z != 0 else 1.0
+        upper = float(stats.t.sf(z / se, n - 1))
+        return upper if side == ">" else 1.0 - upper
+
+    p = None
+    if threshold is not None and direction is not None:
+        if direction == "within":
+            lo, hi = threshold  # type: ignore[misc]
+            p = max(p_at(float(lo), ">"), p_at(float(hi), "<"))
+        else:
+            p = p_at(float(threshold), direction)  # type: ignore[arg-type]
+    if a <= 0.0 or not math.isfinite(value):
+        return Estimate(value if math.isfinite(value) else 0.0, -math.inf, math.inf, confidence, n, p,
+                        "fieller-unbounded", None)
+    root = math.sqrt(max(b * b - 4.0 * a * c, 0.0))
+    low, high = sorted(((-b - root) / (2.0 * a), (-b + root) / (2.0 * a)))
+    se = (high - low) / (2.0 * q) if q > 0 else None
+    return Estimate(value, low, high, confidence, n, p, "fieller", se)
 
 
 #: Fewest resampled units (prompts, blocks, windows, items) a bootstrap verdict may rest on:

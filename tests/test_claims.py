@@ -201,3 +201,21 @@ def test_a_proportion_gets_an_exact_interval_consistent_with_its_p_value() -> No
     with pytest.raises(UsageError, match="0/1 outcomes"):
         evaluate_claim("acc", metric="accuracy", direction=">", threshold=0.5, samples=(np.full(20, 0.5),),
                        proportion=True)
+
+
+def test_decisive_n_of_a_block_claim_is_in_prompts() -> None:
+    """Block claims count blocks (always 20), which a user cannot change: the suggestion converts
+    them to the prompts that would fill those blocks."""
+    from mechtests.stats import n_to_decide
+
+    x = np.random.default_rng(4).normal(0.4, 0.5, 20)  # 20 block means
+    blocks = evaluate_claim("b", metric="m", direction=">", threshold=0.3, samples=(x,), n_resamples=500)
+    prompts = evaluate_claim("b", metric="m", direction=">", threshold=0.3, samples=(x,), n_resamples=500,
+                             unit_size=3.2)
+    assert blocks.verdict == prompts.verdict == "inconclusive"
+    in_blocks = n_to_decide(blocks.estimate, 0.3, ">")
+    assert blocks.decisive_n == in_blocks and prompts.decisive_n == math.ceil(in_blocks * 3.2)
+    assert f"about {prompts.decisive_n} prompts would decide it" in prompts.explanation()
+    assert "now 64 prompts in 20 blocks" in prompts.explanation()
+    with pytest.raises(UsageError, match="unit_size must be a positive number"):
+        evaluate_claim("b", metric="m", direction=">", threshold=0.3, samples=(x,), n_resamples=500, unit_size=0)

@@ -244,3 +244,50 @@ def test_discrete_statistic_gets_an_interval_and_p_value_that_agree() -> None:
                              threshold=0.5, direction=">")
     assert (est.ci_low > 0.5) == (est.p_value < 0.025)
     assert (est.ci_high < 0.5) == (est.p_value > 0.975)
+
+
+def test_a_threshold_beyond_every_resample_gives_a_stated_bound_not_a_number() -> None:
+    """AN↑ share CI [0.115, 0.141] against 0.05 reported p = 0.021 (BCa's map of the resolution
+    limit), which Holm/Bonferroni then read as data. Now: p = 0.5/B, flagged as a bound."""
+    x = np.random.default_rng(3).normal(0.13, 0.03, 40)
+    est = bootstrap_estimate((x,), np.mean, n_resamples=1000, seed=0, threshold=0.05, direction=">")
+    assert est.ci_low > 0.05 and est.p_bound and est.p_value == pytest.approx(0.5 / 1000)
+    near = bootstrap_estimate((x,), np.mean, n_resamples=1000, seed=0, threshold=0.125, direction=">")
+    assert not near.p_bound and 0.05 < near.p_value < 0.95
+    r = evaluate_claim("c", metric="m", direction=">", threshold=0.05, samples=(x,), n_resamples=1000)
+    assert "p<0.0005 (threshold beyond every resample)" in r.summary() and r.to_record(nodeid="t")["p_bound"]
+
+
+def test_fieller_ratio_interval_covers_when_the_denominator_is_small() -> None:
+    """recovered = mean(base - cond) / mean(base - tuned) with a small gap (the bootstrap covered
+    ~88% of nominal 95% at a tox gap of 0.10, n = 64): Fieller's interval keeps its level."""
+    from mechtests.stats import ratio_estimate
+
+    rng = np.random.default_rng(21)
+    truth, covered, reps = 0.5, 0, 400
+    for _ in range(reps):
+        gap = rng.normal(0.10, 0.35, 64)  # per-prompt base - tuned: mean 0.10, noisy
+        num = truth * gap + rng.normal(0.0, 0.2, 64)  # base - condition: half the reduction, plus noise
+        e = ratio_estimate(num, gap, confidence=0.95)
+        covered += e.ci_low <= truth <= e.ci_high
+    assert covered / reps >= 0.92
+
+
+def test_fieller_is_consistent_with_its_p_value_and_unbounded_without_a_denominator() -> None:
+    from mechtests.stats import ratio_estimate
+
+    rng = np.random.default_rng(2)
+    gap = rng.normal(0.3, 0.2, 64)
+    num = 0.4 * gap + rng.normal(0, 0.05, 64)
+    for t in np.linspace(-0.5, 1.5, 41):
+        e = ratio_estimate(num, gap, threshold=float(t), direction=">")
+        assert (e.ci_low > t) == (e.p_value < 0.025), t
+        e = ratio_estimate(num, gap, threshold=float(t), direction="<")
+        assert (e.ci_high < t) == (e.p_value < 0.025), t
+    flat = ratio_estimate(num, rng.normal(0.0, 0.2, 64), threshold=0.75, direction="<")
+    assert flat.method == "fieller-unbounded" and flat.ci_low == -np.inf and flat.ci_high == np.inf
+    r = evaluate_claim("c", metric="recovered", direction="<", threshold=0.75, ratio=True,
+                       samples=(num, rng.normal(0.0, 0.2, 64)))
+    assert r.verdict == "inconclusive" and "not significantly different from 0" in (r.reason or "")
+    rec = r.to_record(nodeid="t")
+    assert rec["ci_low"] is None and rec["ci_high"] is None  # JSON has no infinity
