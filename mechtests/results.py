@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mechtests.errors import DataError, UsageError
-from mechtests.storage import READABLE_SCHEMAS, REPORT_SCHEMA
+from mechtests.storage import READABLE_SCHEMAS, REPORT_SCHEMA  # noqa: F401 (REPORT_SCHEMA: the doctest)
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 VERDICT_MARK = {"pass": "pass", "fail": "**FAIL**", "inconclusive": "inconclusive"}
