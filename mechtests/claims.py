@@ -143,7 +143,7 @@ class ClaimResult:
             "metric": self.metric,
             "direction": self.direction,
             "threshold": list(self.threshold) if isinstance(self.threshold, tuple) else self.threshold,
-            "estimate": e.value,
+            "estimate": e.value if math.isfinite(e.value) else None,  # JSON has no NaN: undefined
             "ci_low": e.ci_low if math.isfinite(e.ci_low) else None,  # JSON has no infinity: unbounded
             "ci_high": e.ci_high if math.isfinite(e.ci_high) else None,
             "confidence": e.confidence,

@@ -406,10 +406,12 @@ def _decisions_text(config: Mapping[str, Any]) -> str:
         >>> _decisions_text({"multiplicity": "bonferroni", "family_size": 32, "confidence": 0.95})
         'Verdicts family-wise at 95% over 32 claims (Bonferroni): each interval at 99.84%.'
     """
+    from mechtests.stats import family_confidence
+
     c, m = float(config.get("confidence", 0.95)), int(config.get("family_size") or 0)
     if config.get("multiplicity") == "bonferroni" and m > 1:
         return (f"Verdicts family-wise at {c * 100:.4g}% over {m} claims (Bonferroni): each interval at "
-                f"{(1 - (1 - c) / m) * 100:.4g}%.")
+                f"{family_confidence(c, m) * 100:.4g}%.")
     return f"Each verdict at {c * 100:.4g}% on its own (p_adj: Holm, reported only)."
 
 

@@ -450,8 +450,7 @@ def ratio_estimate(numerator: np.ndarray, denominator: np.ndarray, *, confidence
         else:
             p = p_at(float(threshold), direction)  # type: ignore[arg-type]
     if a <= 0.0 or not math.isfinite(value):
-        return Estimate(value if math.isfinite(value) else 0.0, -math.inf, math.inf, confidence, n, p,
-                        "fieller-unbounded", None)
+        return Estimate(value, -math.inf, math.inf, confidence, n, p, "fieller-unbounded", None)
     root = math.sqrt(max(b * b - 4.0 * a * c, 0.0))
     low, high = sorted(((-b - root) / (2.0 * a), (-b + root) / (2.0 * a)))
     se = (high - low) / (2.0 * q) if q > 0 else None

@@ -147,22 +147,23 @@ def test_n_to_decide_known_answers() -> None:
 
 
 def test_n_to_decide_gives_about_80_percent_power_on_fresh_data() -> None:
-    """The suggested n, drawn anew from the same distribution, decides the claim ~80% of the
-    time (it was ~50% by construction: the n at which the half-width merely meets the gap)."""
+    """Fresh data of the suggested size, from a population whose effect and spread are the
+    observed ones, decides the claim about 80% of the time (measured 91%; it was ~50% by
+    construction, the n at which the half-width merely meets the gap)."""
     rng = np.random.default_rng(11)
     suggested, decided = 0, 0
-    for i in range(60):
+    for i in range(80):
         x = rng.normal(0.5, 1.0, 40)
         r = evaluate_claim("h", metric="m", direction=">", threshold=0.2, samples=(x,), n_resamples=400, seed=i)
         if r.verdict != "inconclusive" or r.decisive_n is None:
             continue
         assert r.decisive_n > 40
         suggested += 1
-        y = rng.normal(0.5, 1.0, min(r.decisive_n, 20_000))
+        y = rng.normal(x.mean(), x.std(ddof=1), min(r.decisive_n, 20_000))
         decided += evaluate_claim("h", metric="m", direction=">", threshold=0.2, samples=(y,), n_resamples=400,
                                   seed=i).verdict != "inconclusive"
-    assert suggested >= 20
-    assert decided >= 0.65 * suggested
+    assert suggested >= 25
+    assert 0.7 * suggested <= decided <= 0.97 * suggested  # neither ~50% nor a needlessly huge n
 
 
 SIMULATIONS = {
@@ -260,17 +261,22 @@ def test_a_threshold_beyond_every_resample_gives_a_stated_bound_not_a_number() -
 
 def test_fieller_ratio_interval_covers_when_the_denominator_is_small() -> None:
     """recovered = mean(base - cond) / mean(base - tuned) with a small gap (the bootstrap covered
-    ~88% of nominal 95% at a tox gap of 0.10, n = 64): Fieller's interval keeps its level."""
+    ~88% of nominal 95% at a tox gap of 0.10, n = 64): Fieller's bounded intervals keep their
+    level (measured 95.2%), and where the gap is not significant the interval is unbounded, which
+    a claim names as undecidable instead of counting it as covering."""
     from mechtests.stats import ratio_estimate
 
     rng = np.random.default_rng(21)
-    truth, covered, reps = 0.5, 0, 400
+    truth, covered, bounded, reps = 0.5, 0, 0, 600
     for _ in range(reps):
         gap = rng.normal(0.10, 0.35, 64)  # per-prompt base - tuned: mean 0.10, noisy
         num = truth * gap + rng.normal(0.0, 0.2, 64)  # base - condition: half the reduction, plus noise
         e = ratio_estimate(num, gap, confidence=0.95)
-        covered += e.ci_low <= truth <= e.ci_high
-    assert covered / reps >= 0.92
+        if np.isfinite(e.ci_low):
+            bounded += 1
+            covered += e.ci_low <= truth <= e.ci_high
+    assert 0.4 * reps < bounded < 0.9 * reps  # a 0.10 gap at n = 64 is often not significant
+    assert 0.92 <= covered / bounded <= 0.98
 
 
 def test_fieller_is_consistent_with_its_p_value_and_unbounded_without_a_denominator() -> None:
@@ -291,3 +297,6 @@ def test_fieller_is_consistent_with_its_p_value_and_unbounded_without_a_denomina
     assert r.verdict == "inconclusive" and "not significantly different from 0" in (r.reason or "")
     rec = r.to_record(nodeid="t")
     assert rec["ci_low"] is None and rec["ci_high"] is None  # JSON has no infinity
+    zero = evaluate_claim("c", metric="recovered", direction="<", threshold=0.75, ratio=True,
+                          samples=(num, np.tile([1.0, -1.0], 32)))  # a denominator that is exactly 0 on average
+    assert zero.reason is not None and zero.to_record(nodeid="t")["estimate"] is None  # not a made-up 0
