@@ -33,6 +33,7 @@ from mechtests.stats import (
     MIN_UNITS,
     Direction,
     Estimate,
+    Estimator,
     Statistic,
     Threshold,
     bootstrap_estimate,
@@ -123,6 +124,9 @@ class ClaimResult:
             elif self.decisive_n is not None:
                 lines.append(f"about n={self.decisive_n} would decide it with 80% probability at the observed "
                              f"effect and spread (now n={self.estimate.n}).")
+            elif self.estimate.method == "holm-signs":
+                lines.append("no sample size can be promised to decide it: the interval counts the items shown to "
+                             "move each way, and how many more prompts show depends on their effect sizes.")
             else:
                 lines.append("no sample size can be promised to decide it: the estimate sits within noise of the "
                              "threshold.")
@@ -321,6 +325,7 @@ def evaluate_claim(
     proportion: bool = False,
     ratio: bool = False,
     unit_size: float = 1.0,
+    estimator: Estimator | None = None,
 ) -> ClaimResult:
     """Compute a claim's estimate and verdict (usable outside pytest).
 
@@ -332,7 +337,10 @@ def evaluate_claim(
     With ``ratio=True`` the samples are paired per-unit ``(numerator, denominator)`` values and
     the claim is on ``mean(numerator) / mean(denominator)`` with Fieller's interval
     (`stats.ratio_estimate`): honest when the denominator is small, and undecidable (named) when
-    the denominator is not significantly different from 0.
+    the denominator is not significantly different from 0. ``estimator``: a function
+    ``(confidence, threshold, direction) -> Estimate`` for an interval no bootstrap gives well,
+    called at the claim's (family-wise) confidence, e.g. `stats.sign_fraction_estimate` on a
+    fraction of neurons whose activation drops (`BlockAttribution.fraction_dampened`).
 
     Raises:
         UsageError: bad name/direction/threshold, both or neither of samples/estimate.
@@ -349,9 +357,19 @@ def evaluate_claim(
     threshold = validate_threshold(direction, threshold, where=where)
     confidence = validate_confidence(confidence)
     params_c = canonical_params(params)
-    if (samples is None) == (estimate is None):
-        raise UsageError(f"{where}: give exactly one of samples=... or estimate=....")
-    if samples is not None:
+    if sum(x is not None for x in (samples, estimate, estimator)) != 1:
+        raise UsageError(f"{where}: give exactly one of samples=..., estimate=... or estimator=....")
+    if estimator is not None:
+        if statistic is not None or proportion or ratio:
+            raise UsageError(f"{where}: an estimator computes its own interval: drop statistic=, proportion= and "
+                             "ratio=.")
+        est = estimator(confidence, threshold, direction)
+        if not isinstance(est, Estimate):
+            raise UsageError(f"{where}: estimator returned {type(est).__name__}, not an Estimate.")
+        if est.confidence != confidence:
+            raise UsageError(f"{where}: estimator gave a {est.confidence:g} interval when asked for {confidence:g}. "
+                             "Fix: build the Estimate at the confidence it is called with.")
+    elif samples is not None:
         if isinstance(samples, np.ndarray) or (isinstance(samples, list) and samples
                                                and np.isscalar(samples[0])):
             samples = (np.asarray(samples),)
@@ -374,7 +392,12 @@ def evaluate_claim(
                              f"{confidence:g}: each tail beyond the interval needs at least 10 replicates. Fix: "
                              f"n_resamples >= {fewest} (--mt-resamples; the profiles use 1000 / 2000 / 9999).")
         arrays = tuple(np.asarray(a, dtype=np.float64) for a in samples)
-        if proportion:
+        units = arrays[0].size if paired or proportion or ratio else sum(a.size for a in arrays)
+        if units < MIN_UNITS and min(a.size for a in arrays) < 2:
+            # too little to resample at all (e.g. one block in a cross-fitted half): named below
+            # as too few units, never an error and never decided
+            est = Estimate(float("nan"), float("nan"), float("nan"), confidence, units, None, "too-few")
+        elif proportion:
             est = proportion_estimate(arrays[0], confidence=confidence, threshold=threshold, direction=direction)
         elif ratio:
             est = ratio_estimate(arrays[0], arrays[1], confidence=confidence, threshold=threshold, direction=direction)

@@ -33,6 +33,8 @@ from mechtests.errors import NumericalError, UsageError
 Direction = Literal[">", "<", "within"]
 Threshold = float | tuple[float, float]
 Statistic = Callable[..., float | np.ndarray]
+#: ``(confidence, threshold, direction) -> Estimate``: an interval a claim computes itself.
+Estimator = Callable[[float, Threshold, Direction], "Estimate"]
 DIRECTIONS: tuple[str, ...] = (">", "<", "within")
 
 
@@ -279,7 +281,8 @@ def bootstrap_estimate(
         method: "BCa" (default; falls back to percentile when BCa is undefined) or "percentile".
 
     Returns:
-        Estimate with ``n`` = number of resampled units (the first sample's length).
+        Estimate with ``n`` = number of resampled units (paired: the samples' common length;
+        unpaired: the sum of their lengths, e.g. the blocks of both halves of a cross-fit).
 
     Raises:
         NumericalError: NaN/inf in the samples or in the statistic's replicates.
@@ -299,7 +302,7 @@ def bootstrap_estimate(
     vectorized = _is_vectorized(statistic)
     value = _finite_float(_call(statistic, [d[None, :] for d in data], vectorized)[0]
                           if vectorized else statistic(*data), "the statistic on the observed samples")
-    n = data[0].size
+    n = data[0].size if paired else sum(d.size for d in data)  # units resampled: strata add up
     if all(np.ptp(d) == 0.0 for d in data):
         # No spread: every resample gives the same value; BCa would divide by zero.
         return Estimate(value, value, value, confidence, n, _degenerate_p(value, threshold, direction),
@@ -462,6 +465,150 @@ def ratio_estimate(numerator: np.ndarray, denominator: np.ndarray, *, confidence
 MIN_UNITS = 10
 
 
+def holm_rejections(p_values: np.ndarray, alpha: float) -> int:
+    """How many of the hypotheses Holm's step-down procedure rejects at family-wise level ``alpha``
+    (rejection: adjusted p < alpha). Valid under any dependence between the tests.
+
+    Example:
+        >>> holm_rejections(np.array([0.001, 0.03, 0.04]), 0.05)  # 0.003 < 0.05, then 2 * 0.03 = 0.06
+        1
+    """
+    return int(np.count_nonzero(_holm_sorted(np.asarray(p_values, dtype=np.float64)) < alpha))
+
+
+def _holm_sorted(p_values: np.ndarray) -> np.ndarray:
+    """Holm-adjusted p-values in ascending order (monotone, capped at 1)."""
+    m = p_values.size
+    ordered = np.sort(p_values)
+    return np.minimum(1.0, np.maximum.accumulate(ordered * (m - np.arange(m))))
+
+
+def sign_fraction_estimate(values: np.ndarray, *, confidence: float = 0.95, threshold: Threshold | None = None,
+                           direction: Direction | None = None) -> Estimate:
+    """The fraction of items whose true mean is negative, from ``values[unit, item]``, with a
+    simultaneous interval (e.g. "the fraction of the top-k toxic neurons whose activation drops",
+    with per-block activation changes as ``values``).
+
+    A fraction of signs of noisy means is a step function of the data: its bootstrap piles on a
+    few values and gives zero-width intervals that pass by chance (measured: 51% false passes
+    with the truth at the threshold). Here every item gets a one-sided t test over the units in
+    each direction, and Holm's procedure at ``(1 - confidence) / 2`` per side counts the items
+    *shown* negative (``L``) and *shown* positive (``P``): with probability at least
+    ``confidence`` the true count of negative items lies in ``[L, D - P]`` whatever the
+    dependence between items, so the interval is ``[L / D, 1 - P / D]``. The point value is the
+    observed fraction of negative means. Items whose values are exactly 0 in every unit did not
+    move and are not counted (no evidence either way; ``D`` counts the others). The p-value of
+    "the claim is false" is the Holm-adjusted p of the count the threshold needs, so
+    ``pass <=> p < (1 - confidence) / 2`` exactly.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> x = np.column_stack([rng.normal(-1, 0.3, 20) for _ in range(8)] + [rng.normal(1, 0.3, 20)] * 2)
+        >>> e = sign_fraction_estimate(x, threshold=0.5, direction=">")
+        >>> e.value, e.ci_low, e.ci_high, e.p_value < 0.025
+        (0.8, 0.8, 0.8, True)
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise UsageError(f"a sign fraction needs values[unit, item] with at least 2 units, got shape {x.shape}.")
+    if not np.all(np.isfinite(x)):
+        raise NumericalError("the per-unit values contain NaN/inf. Fix: find the unit whose metric is undefined.")
+    confidence = validate_confidence(confidence)
+    n = x.shape[0]
+    x = x[:, np.any(x != 0.0, axis=0)]
+    d = x.shape[1]
+    if d == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), confidence, n, None, "no-items", None)
+    mean = x.mean(axis=0)
+    sd = x.std(axis=0, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(sd > 0, mean / (sd / math.sqrt(n)), np.sign(mean) * np.inf)
+    p_negative = stats.t.cdf(t, n - 1)  # small when the item's mean is clearly below 0
+    p_positive = stats.t.sf(t, n - 1)
+    alpha = (1.0 - confidence) / 2.0
+    low = holm_rejections(p_negative, alpha) / d
+    high = (d - holm_rejections(p_positive, alpha)) / d
+    value = float(np.count_nonzero(mean < 0)) / d
+
+    def p_for(t_: float, side: str) -> float:
+        # the fewest items shown negative (">": L / d > t_) or shown positive ("<": (d - P) / d < t_)
+        # that decide the claim, found with the interval's own float expressions
+        if side == ">":
+            adjusted = _holm_sorted(p_negative)
+            need = next((k for k in range(d + 1) if k / d > t_), None)
+        else:
+            adjusted = _holm_sorted(p_positive)
+            need = next((k for k in range(d + 1) if (d - k) / d < t_), None)
+        if need is None:
+            return 1.0
+        return 0.0 if need == 0 else float(adjusted[need - 1])
+
+    p = None
+    if threshold is not None and direction is not None:
+        if direction == "within":
+            lo, hi = threshold  # type: ignore[misc]
+            p = max(p_for(float(lo), ">"), p_for(float(hi), "<"))
+        else:
+            p = p_for(float(threshold), direction)  # type: ignore[arg-type]
+    z = float(special.ndtri(1.0 - alpha))
+    return Estimate(value, low, high, confidence, n, p, "holm-signs", (high - low) / (2.0 * z))
+
+
+def mean_estimate(values: np.ndarray, *, confidence: float = 0.95, threshold: Threshold | None = None,
+                  direction: Direction | None = None) -> Estimate:
+    """The mean of independent per-unit values with Student's t interval and the t test it inverts
+    (``pass <=> p < (1 - confidence) / 2`` exactly). For a plain mean of paired differences (an
+    F1 change per item) it covers better than a bootstrap at tens of units, whose percentiles are
+    too narrow by about ``sqrt((n - 1) / n)`` and the t quantile's excess over the normal one.
+
+    Example:
+        >>> e = mean_estimate(np.array([0.1, 0.3, 0.2, 0.4]), threshold=0.0, direction=">")
+        >>> round(e.value, 3), round(e.ci_low, 3), round(e.ci_high, 3), e.p_value < 0.025
+        (0.25, 0.045, 0.455, True)
+    """
+    x = np.asarray(values, dtype=np.float64).reshape(-1)
+    if x.size < 2:
+        raise UsageError(f"a mean's interval needs at least 2 values, got {x.size}.")
+    if not np.all(np.isfinite(x)):
+        raise NumericalError("the per-unit values contain NaN/inf. Fix: find the unit whose metric is undefined.")
+    confidence = validate_confidence(confidence)
+    n, mean = x.size, float(x.mean())
+    se = float(x.std(ddof=1)) / math.sqrt(n)
+    if se == 0.0:
+        return Estimate(mean, mean, mean, confidence, n, _degenerate_p(mean, threshold, direction), "degenerate", 0.0)
+    q = float(stats.t.ppf(1.0 - (1.0 - confidence) / 2.0, n - 1))
+
+    def p_at(t_: float, side: str) -> float:
+        upper = float(stats.t.sf((mean - t_) / se, n - 1))  # small when the mean is clearly above t_
+        return upper if side == ">" else 1.0 - upper
+
+    p = None
+    if threshold is not None and direction is not None:
+        if direction == "within":
+            lo, hi = threshold  # type: ignore[misc]
+            p = max(p_at(float(lo), ">"), p_at(float(hi), "<"))
+        else:
+            p = p_at(float(threshold), direction)  # type: ignore[arg-type]
+    return Estimate(mean, mean - q * se, mean + q * se, confidence, n, p, "t", se)
+
+
+def transformed(est: Estimate, increasing: Callable[[float], float]) -> Estimate:
+    """``est`` mapped through an increasing function (value, bounds, standard error by the
+    derivative at the value); the p-value stays, as the claim's threshold is mapped the same way
+    by whoever computed ``est``. E.g. a log perplexity ratio's interval -> the ratio minus 1.
+
+    Example:
+        >>> round(transformed(Estimate(0.0, -0.1, 0.1, 0.95, 10, 0.01, "t", 0.05), math.expm1).ci_high, 6)
+        0.105171
+    """
+    value = increasing(est.value)
+    step = 1e-6 * max(1.0, abs(est.value))
+    slope = (increasing(est.value + step) - increasing(est.value - step)) / (2 * step)
+    se = None if est.standard_error is None else abs(slope) * est.standard_error
+    return Estimate(value, increasing(est.ci_low), increasing(est.ci_high), est.confidence, est.n, est.p_value,
+                    est.method, se, est.p_bound)
+
+
 def min_resamples(confidence: float) -> int:
     """Fewest bootstrap resamples a verdict at ``confidence`` may rest on: each tail beyond the
     interval must hold at least 10 replicates (so its bound is not one extreme draw), and never
@@ -517,6 +664,7 @@ def n_to_decide(est: Estimate, threshold: Threshold, direction: Direction, *,
     The half-width facing the threshold, ``h = z se`` at n, gives the standard error; the claim is
     decided with probability ``power`` once ``(z + z_power) se(n') <= gap`` with ``se`` shrinking
     like ``1/sqrt(n)``: ``n' = n ((h / z) (z + z_power) / gap)^2``. None when the estimate has no n,
+    is a count of items shown to move (``holm-signs``: its bounds do not shrink like that),
     or lies within a quarter of a standard error of the threshold: the data cannot tell which side
     the truth is on, so no sample size can be promised.
 
@@ -524,8 +672,8 @@ def n_to_decide(est: Estimate, threshold: Threshold, direction: Direction, *,
         >>> n_to_decide(Estimate(0.4, 0.2, 0.6, 0.95, 100), 0.3, ">")
         818
     """
-    if est.n is None:
-        return None
+    if est.n is None or est.method == "holm-signs":
+        return None  # a count of items shown to move does not shrink like 1/sqrt(n)
     if direction == "within":
         # Only the bounds the interval still straddles need deciding.
         crossed = [b for b in threshold if est.ci_low <= b <= est.ci_high]  # type: ignore[union-attr]

@@ -168,6 +168,12 @@ def test_degenerate_data_is_named_never_decided(samples: tuple[np.ndarray, ...],
     r = evaluate_claim("d", metric="m", direction=">", threshold=-0.5, samples=samples, statistic=stat,
                        n_resamples=400)
     assert r.verdict == "inconclusive" and r.reason is not None and r.reason.startswith(reason)
+    # two halves of 3 blocks (cross-fitted, unpaired): one block in a half cannot be resampled
+    halves = evaluate_claim("d", metric="m", direction=">", threshold=-0.5, paired=False, n_resamples=400,
+                            samples=(np.array([0.0, 2.0]), np.array([1.0])),
+                            statistic=lambda a, b: float(np.mean(a) - np.mean(b)))
+    assert halves.verdict == "inconclusive" and halves.reason.startswith("only 3 resampled units")
+    assert r.verdict == "inconclusive" and r.reason is not None and r.reason.startswith(reason)
     assert r.decisive_n is None and f"undecided: {reason}" in r.explanation()
     assert r.to_record(nodeid="t")["reason"] == r.reason
     ok = evaluate_claim("d", metric="m", direction=">", threshold=-0.5,
@@ -219,3 +225,31 @@ def test_decisive_n_of_a_block_claim_is_in_prompts() -> None:
     assert "now 64 prompts in 20 blocks" in prompts.explanation()
     with pytest.raises(UsageError, match="unit_size must be a positive number"):
         evaluate_claim("b", metric="m", direction=">", threshold=0.3, samples=(x,), n_resamples=500, unit_size=0)
+
+
+def test_an_estimator_is_called_at_the_claims_confidence_and_decides_like_an_estimate() -> None:
+    from mechtests.stats import sign_fraction_estimate
+
+    x = np.column_stack([np.random.default_rng(i).normal(-3, 1, 20) for i in range(4)] + [np.tile([1.0, -1.0], 10)])
+    asked: list[tuple[float, object, str]] = []
+
+    def estimator(confidence: float, threshold: object, direction: str) -> Estimate:
+        asked.append((confidence, threshold, direction))
+        return sign_fraction_estimate(x, confidence=confidence, threshold=threshold, direction=direction)
+
+    r = evaluate_claim("dampened", metric="fraction dampened", direction=">", threshold=0.5, estimator=estimator,
+                       confidence=0.99, unit_size=3.2)
+    assert asked == [(0.99, 0.5, ">")]
+    assert r.verdict == "pass" and r.estimate.value == pytest.approx(0.8) and r.estimate.confidence == 0.99
+    undecided = evaluate_claim("dampened", metric="m", direction=">", threshold=0.9, estimator=estimator)
+    assert undecided.verdict == "inconclusive" and undecided.decisive_n is None
+    assert "counts the items shown to move" in undecided.explanation()
+    with pytest.raises(UsageError, match="not an Estimate"):
+        evaluate_claim("bad", metric="m", direction=">", threshold=0.5, estimator=lambda c, t, d: 0.3)
+    with pytest.raises(UsageError, match="when asked for 0.95"):
+        evaluate_claim("bad", metric="m", direction=">", threshold=0.5,
+                       estimator=lambda c, t, d: sign_fraction_estimate(x, confidence=0.9))
+    with pytest.raises(UsageError, match="exactly one of"):
+        evaluate_claim("bad", metric="m", direction=">", threshold=0.5, estimator=estimator, estimate=0.3)
+    with pytest.raises(UsageError, match="computes its own interval"):
+        evaluate_claim("bad", metric="m", direction=">", threshold=0.5, estimator=estimator, ratio=True)

@@ -300,3 +300,86 @@ def test_fieller_is_consistent_with_its_p_value_and_unbounded_without_a_denomina
     zero = evaluate_claim("c", metric="recovered", direction="<", threshold=0.75, ratio=True,
                           samples=(num, np.tile([1.0, -1.0], 32)))  # a denominator that is exactly 0 on average
     assert zero.reason is not None and zero.to_record(nodeid="t")["estimate"] is None  # not a made-up 0
+
+
+# ---- counts of items shown to move (stats.sign_fraction_estimate) ------------------------------
+
+def test_sign_fraction_known_answer() -> None:
+    """Five items over 20 units: three clearly negative, one clearly positive, one pure noise
+    (never shown either way), one exactly zero everywhere (did not move: not counted)."""
+    from mechtests.stats import sign_fraction_estimate
+
+    rng = np.random.default_rng(1)
+    noise = rng.normal(0, 1, 20)
+    noise -= noise.mean() - 0.01  # mean +0.01: observed positive, far from shown
+    x = np.column_stack([rng.normal(-5, 1, 20) for _ in range(3)] + [rng.normal(5, 1, 20), noise, np.zeros(20)])
+    e = sign_fraction_estimate(x, confidence=0.95, threshold=0.5, direction=">")
+    assert e.value == pytest.approx(3 / 5)  # 3 of the 5 that moved have a negative mean
+    assert (e.ci_low, e.ci_high) == (pytest.approx(3 / 5), pytest.approx(4 / 5))  # the noise item: either way
+    assert e.n == 20 and e.method == "holm-signs" and e.p_value < 0.025
+    # "> 0.6" needs 4 items shown negative: only 3 are, so p is large and the claim is not decided
+    assert sign_fraction_estimate(x, threshold=0.6, direction=">").p_value > 0.025
+    nothing = sign_fraction_estimate(np.zeros((20, 3)), threshold=0.5, direction=">")
+    assert np.isnan(nothing.value) and nothing.method == "no-items"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.floats(0.05, 0.95), st.sampled_from([">", "<"]), st.floats(0.8, 0.995))
+def test_sign_fraction_p_value_agrees_with_its_interval(seed: int, threshold: float, direction: str,
+                                                        confidence: float) -> None:
+    from mechtests.claims import verdict_for
+    from mechtests.stats import sign_fraction_estimate
+
+    rng = np.random.default_rng(seed)
+    n, d = int(rng.integers(5, 40)), int(rng.integers(1, 30))
+    x = rng.normal(rng.normal(0, 1.5, d), 1.0, size=(n, d))
+    e = sign_fraction_estimate(x, confidence=confidence, threshold=threshold, direction=direction)
+    assert e.ci_low <= e.value <= e.ci_high
+    assert (verdict_for(e, threshold, direction) == "pass") == (e.p_value < (1 - confidence) / 2)
+
+
+def test_sign_fraction_never_passes_more_than_its_level_with_the_truth_at_the_threshold() -> None:
+    """Half of 42 items truly negative (the bootstrap of the signs passed "> 0.5" here 51% of the
+    time): with the truth at the threshold, a pass is a false pass; Holm keeps it below 2.5%."""
+    from mechtests.stats import sign_fraction_estimate
+
+    rng = np.random.default_rng(7)
+    effects = np.concatenate([-rng.uniform(0.0, 0.6, 21), rng.uniform(0.0, 0.6, 21)])
+    passes = sum(sign_fraction_estimate(rng.normal(effects, 1.0, size=(20, 42)), threshold=0.5,
+                                        direction=">").p_value < 0.025 for _ in range(2000))
+    assert passes / 2000 <= 0.025 + 0.01  # measured 0 of 2000: Holm's bound is conservative
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.floats(-1.0, 1.0), st.sampled_from([">", "<"]), st.floats(0.8, 0.999))
+def test_t_interval_agrees_with_its_p_value_and_with_scipy(seed: int, threshold: float, direction: str,
+                                                           confidence: float) -> None:
+    from mechtests.claims import verdict_for
+    from mechtests.stats import mean_estimate
+
+    x = np.random.default_rng(seed).normal(0.2, 1.0, int(np.random.default_rng(seed).integers(3, 80)))
+    e = mean_estimate(x, confidence=confidence, threshold=threshold, direction=direction)
+    lo, hi = sps.ttest_1samp(x, 0.0).confidence_interval(confidence)
+    assert (e.ci_low, e.ci_high) == (pytest.approx(lo, rel=1e-9, abs=1e-12), pytest.approx(hi, rel=1e-9, abs=1e-12))
+    assert (verdict_for(e, threshold, direction) == "pass") == (e.p_value < (1 - confidence) / 2)
+
+
+def test_perplexity_increase_is_the_log_ratio_interval_mapped_to_the_ratio() -> None:
+    """Known answer: equal token counts, so the interval is the t interval of the per-token NLL
+    differences, mapped through exp(x) - 1; thresholds are mapped by log1p."""
+    from mechtests.evaluator import PerplexityWindows
+
+    rng = np.random.default_rng(2)
+    tokens = np.full(16, 100.0)
+    base = PerplexityWindows(rng.normal(300, 10, 16), tokens)
+    tuned = PerplexityWindows(base.nll_sum + rng.normal(4, 2, 16), tokens)
+    e = tuned.increase_over(base)(0.95, 0.10, "<")
+    lo, hi = sps.ttest_1samp((tuned.nll_sum - base.nll_sum) / 100.0, 0.0).confidence_interval(0.95)
+    assert e.value == pytest.approx(tuned.value / base.value - 1.0, rel=1e-12)
+    assert (e.ci_low, e.ci_high) == (pytest.approx(np.expm1(lo), rel=1e-9), pytest.approx(np.expm1(hi), rel=1e-9))
+    t_stat = ((tuned.nll_sum - base.nll_sum) / 100.0 - np.log1p(0.10)).mean()
+    assert e.p_value < 0.025 and t_stat < 0
+    with pytest.raises(UsageError, match="always > -1"):
+        tuned.increase_over(base)(0.95, -1.0, "<")
+    with pytest.raises(UsageError, match="same windows"):
+        tuned.increase_over(PerplexityWindows(base.nll_sum, tokens + 1))
