@@ -19,13 +19,14 @@ def test_top_toxic_neurons_dampened(kspec: KSpec, selections, attribution: Block
     Paper (PAPER.md, claim 4, B): DPO lowers the activations of the toxic value vectors (B's
     figure of the top toxic neurons' activations before/after DPO; 128 of 98,304 shown, "most"
     drop). k = 128/98,304 and 1,000/98,304 of the model's neurons, and B's absolute top 7.
-    Bootstrap over the NeuronStats blocks (prompt clusters).
+    Each neuron's change is tested over the NeuronStats blocks (prompt clusters) and the interval
+    counts the neurons shown dampened / shown raised (Holm, `stats.sign_fraction_estimate`).
     """
     require_change(attribution)
     k = selections.k(kspec)
     neurons = selections.top_toxic(k)
     mask = neurons.to_mask().cpu().numpy()
     claim("top_toxic_neurons_dampened", metric="fraction of top-k toxic neurons whose activation drops",
-          direction=">", threshold=0.5, samples=(attribution.blocks(),), unit_size=attribution.prompts_per_block,
-          statistic=attribution.fraction_dampened(mask),
+          direction=">", threshold=0.5, estimator=attribution.fraction_dampened(mask),
+          unit_size=attribution.prompts_per_block,
           reference=ref("claim 4 (B): most top toxic neurons dampened", None), params={"k": kspec.label, "neurons": k})

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mechtests.evaluator import Evaluator, relative_reduction
+from mechtests.stats import mean_estimate
 from mt_reference import ref
 
 
@@ -25,18 +26,13 @@ def test_dpo_reduces_toxicity(evaluator: Evaluator, claim) -> None:
           params={"tox_base": round(float(tox_base.mean()), 4), "tox_tuned": round(float(tox_tuned.mean()), 4)})
 
 
-def _ppl_increase(nll_base: np.ndarray, n_base: np.ndarray, nll_tuned: np.ndarray, n_tuned: np.ndarray,
-                  axis: int = -1) -> Any:
-    """Relative perplexity increase over the resampled windows: ppl_tuned / ppl_base - 1."""
-    return np.exp(nll_tuned.sum(axis=axis) / n_tuned.sum(axis=axis) - nll_base.sum(axis=axis) / n_base.sum(axis=axis)) - 1.0
-
-
 @pytest.mark.mechtests_data("perplexity")
 def test_dpo_perplexity_cost(evaluator: Evaluator, claim) -> None:
     """DPO's perplexity cost is small: ppl_tuned / ppl_base - 1 < 0.10.
 
     Paper (PAPER.md, interventions table): Wikitext-2 perplexity 21.70 -> 23.34 (+7.6%).
-    Paired bootstrap over the perplexity text's non-overlapping windows.
+    The per-token log ratio over the perplexity text's non-overlapping windows (paired), with
+    Fieller's interval mapped to the ratio (`PerplexityWindows.increase_over`).
     """
     base, tuned = evaluator.perplexity("base"), evaluator.perplexity("tuned")
     params = {"ppl_base": round(base.value, 3), "ppl_tuned": round(tuned.value, 3), "windows": int(base.n_tokens.size)}
@@ -48,12 +44,7 @@ def test_dpo_perplexity_cost(evaluator: Evaluator, claim) -> None:
               estimate=Estimate.exact(tuned.value / base.value - 1.0), reference=reference, params=params)
         return
     claim("dpo_perplexity_cost", metric="ppl_tuned / ppl_base - 1", direction="<", threshold=0.10,
-          samples=(base.nll_sum, base.n_tokens, tuned.nll_sum, tuned.n_tokens), statistic=_ppl_increase,
-          reference=reference, params=params)
-
-
-def _mean_difference(before: np.ndarray, after: np.ndarray, axis: int = -1) -> Any:
-    return np.mean(after, axis=axis) - np.mean(before, axis=axis)
+          estimator=tuned.increase_over(base), reference=reference, params=params)
 
 
 @pytest.mark.mechtests_data("f1")
@@ -61,10 +52,10 @@ def test_dpo_f1_cost(evaluator: Evaluator, claim) -> None:
     """DPO keeps next-tokens F1: mean F1_tuned - mean F1_base > -0.01.
 
     Paper (PAPER.md, interventions table): F1 0.193 (GPT-2) -> 0.195 (DPO), +0.002.
-    Paired bootstrap over the F1 sentences.
+    Student's t interval of the per-sentence F1 differences (paired).
     """
     f1_base, f1_tuned = evaluator.f1("base"), evaluator.f1("tuned")
     claim("dpo_f1_cost", metric="F1_tuned - F1_base", direction=">", threshold=-0.01,
-          samples=(f1_base, f1_tuned), statistic=_mean_difference,
+          estimator=lambda c, t, d: mean_estimate(f1_tuned - f1_base, confidence=c, threshold=t, direction=d),
           reference=ref("interventions table: F1 0.193 (GPT-2) -> 0.195 (DPO)", 0.002),
           params={"f1_base": round(float(f1_base.mean()), 4), "f1_tuned": round(float(f1_tuned.mean()), 4)})

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -28,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from mechtests.config import N_BLOCKS
 from mechtests.errors import UsageError
 from mechtests.scoring import scorer_identity
 
@@ -62,6 +64,39 @@ class PerplexityWindows:
     def value(self) -> float:
         """Perplexity over all windows together: exp(total NLL / total tokens)."""
         return float(np.exp(self.nll_sum.sum() / self.n_tokens.sum()))
+
+    def increase_over(self, base: PerplexityWindows) -> Callable[..., Any]:
+        """An estimator (``claim(..., estimator=...)``) of ``ppl_self / ppl_base - 1`` on the same
+        windows: ``exp(sum(nll_self - nll_base) / sum(tokens)) - 1``, Fieller's interval of the
+        per-token log ratio (paired windows) mapped through ``exp(x) - 1``. A bootstrap of the
+        ratio over 16 windows covered 84%; this is a t interval in effect (the token counts
+        barely vary), exact in the log scale's normal limit.
+
+        Example:
+            >>> b = PerplexityWindows(np.array([10.0, 12, 11]), np.array([5, 5, 5]))
+            >>> t = PerplexityWindows(np.array([10.5, 12.4, 11.6]), np.array([5, 5, 5]))
+            >>> e = t.increase_over(b)(0.95, 0.5, "<")
+            >>> round(e.value, 4), e.ci_low < e.value < e.ci_high < 0.5
+            (0.1052, True)
+        """
+        from mechtests.stats import ratio_estimate, transformed
+
+        if not np.array_equal(self.n_tokens, base.n_tokens):
+            raise UsageError("a perplexity increase needs both models' losses on the same windows (same token counts "
+                             "per window). Fix: score both models on the same text with the same tokenizer.")
+
+        def log_scale(t: float) -> float:
+            if not t > -1.0:
+                raise UsageError(f"a perplexity ratio minus 1 is always > -1: threshold {t} cannot be crossed.")
+            return math.log1p(t)
+
+        def estimator(confidence: float, threshold: Any, direction: Any) -> Any:
+            t = (log_scale(threshold[0]), log_scale(threshold[1])) if isinstance(threshold, tuple) else log_scale(threshold)
+            est = ratio_estimate(self.nll_sum - base.nll_sum, base.n_tokens.astype(np.float64), confidence=confidence,
+                                 threshold=t, direction=direction)
+            return transformed(est, math.expm1)
+
+        return estimator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,7 +211,7 @@ class Evaluator:
             max_prompt_tokens=int(_setting(self.config, "max_prompt_tokens", 32)),
             batch_size=int(_setting(self.config, "batch_size", 32)),
             # never more blocks than prompts: an empty block is a 0/0 in every block statistic
-            n_blocks=max(1, min(int(_setting(self.config, "n_blocks", 20)), len(self.prompts))),
+            n_blocks=max(1, min(int(_setting(self.config, "n_blocks", N_BLOCKS)), len(self.prompts))),
             truncation=_setting(self.config, "prompt_truncation", "first"),
         )
 
@@ -539,47 +574,106 @@ class BlockAttribution:
     # Each takes block indices (a resample) and accepts ``axis``, so scipy's bootstrap hands it
     # whole batches of resamples: one weights matrix per chunk of resamples times the block sums
     # gives every resample's mean activations at once (family-wise levels need ~10^4 resamples).
+    #
+    # Statistics that sort neurons by the sign of their own noisy change (the groups, gross
+    # increase/decrease) are cross-fitted: the sign comes from one half of the blocks and the
+    # reduction it sorts from the other, both ways. Sorting and measuring on the same prompts
+    # put every neuron's noise on the side it was sorted to (TN↓'s share +0.67 SD at any n, the
+    # gross ratio drifting with n); on independent halves a neuron sorted by noise contributes
+    # its true, near-zero reduction.
+
+    def _rows(self, blocks: np.ndarray) -> np.ndarray:
+        b = np.asarray(blocks, dtype=np.float64)
+        return b.reshape(-1, b.shape[-1]).astype(np.int64)
+
+    def _step(self) -> int:
+        return max(1, (1 << 22) // max(1, self.base_sum.shape[1]))  # ~32 MB of float64 per array
+
+    def _means(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(reduction, base, tuned)``, each ``[r, L*d_mlp]``, for rows ``[r, m]`` of block indices."""
+        r, nb = rows.shape[0], self.n_blocks
+        # each row's multiplicity of every block, by one bincount over row-offset indices
+        weights = np.bincount((rows + nb * np.arange(r)[:, None]).ravel(), minlength=r * nb)
+        weights = weights.reshape(r, nb).astype(np.float64)
+        base = weights @ self.base_sum
+        base /= (weights @ self.base_count)[:, None]
+        tuned = weights @ self.tuned_sum
+        tuned /= (weights @ self.tuned_count)[:, None]
+        return base * self.base_alignment - tuned * self.tuned_alignment, base, tuned
 
     def _batched(self, blocks: np.ndarray, fn: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]) -> Any:
         """``fn(reduction, base, tuned) -> [R]`` on each resample of ``blocks`` (``[n]`` or ``[..., n]``)."""
-        b = np.asarray(blocks, dtype=np.float64)
-        rows = b.reshape(-1, b.shape[-1]).astype(np.int64)
+        rows = self._rows(blocks)
         out = np.empty(rows.shape[0], dtype=np.float64)
-        step = max(1, (1 << 22) // max(1, self.base_sum.shape[1]))  # ~32 MB of float64 per array
-        index = np.arange(self.n_blocks)
+        step = self._step()
         for i in range(0, rows.shape[0], step):
-            chunk = rows[i:i + step]
-            weights = (chunk[:, :, None] == index).sum(axis=1).astype(np.float64)  # [r, n_blocks] multiplicities
-            base = weights @ self.base_sum / (weights @ self.base_count)[:, None]
-            tuned = weights @ self.tuned_sum / (weights @ self.tuned_count)[:, None]
-            red = base * self.base_alignment - tuned * self.tuned_alignment
-            out[i:i + step] = fn(red, base, tuned)
-        return float(out[0]) if b.ndim == 1 else out.reshape(b.shape[:-1])
+            out[i:i + step] = fn(*self._means(rows[i:i + step]))
+        return float(out[0]) if np.ndim(blocks) == 1 else out.reshape(np.shape(blocks)[:-1])
+
+    def folds(self) -> tuple[np.ndarray, np.ndarray]:
+        """The blocks' two halves (even and odd block indices) for the cross-fitted statistics;
+        hand them to an unpaired bootstrap, which resamples each half within itself:
+        ``claim(..., samples=attr.folds(), paired=False, statistic=attr.share(("TP_down",)))``."""
+        blocks = self.blocks()
+        return blocks[0::2], blocks[1::2]
+
+    def _crossfit(self, first: np.ndarray, second: np.ndarray,
+                  fn: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]) -> Any:
+        """``ratio(sum of numerators, sum of denominators)`` of ``fn(base, tuned, reduction, measured)``
+        with the sorting half's ``base, tuned, reduction`` and the other half's ``measured``
+        reduction, both ways round, on each resample of the halves."""
+        a, b = self._rows(first), self._rows(second)
+        if a.shape[0] != b.shape[0]:
+            raise ValueError(f"cross-fit halves have {a.shape[0]} and {b.shape[0]} resamples")
+        out = np.empty(a.shape[0], dtype=np.float64)
+        step = self._step()
+        for i in range(0, a.shape[0], step):
+            red_a, base_a, tuned_a = self._means(a[i:i + step])
+            red_b, base_b, tuned_b = self._means(b[i:i + step])
+            num_ab, den_ab = fn(base_a, tuned_a, red_a, red_b)
+            num_ba, den_ba = fn(base_b, tuned_b, red_b, red_a)
+            out[i:i + step] = ratio(num_ab + num_ba, den_ab + den_ba)
+        return float(out[0]) if np.ndim(first) == 1 else out.reshape(np.shape(first)[:-1])
+
+    def _halves(self, first: np.ndarray | None, second: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if first is None or second is None:
+            return self.folds()
+        return np.asarray(first), np.asarray(second)
 
     def _all_blocks(self, blocks: np.ndarray | None) -> np.ndarray:
         return self.blocks() if blocks is None else np.asarray(blocks)
 
     def share(self, groups: tuple[str, ...]) -> Callable[..., Any]:
-        """A bootstrap statistic: combined share of ``groups`` of the four groups' reduction."""
+        """A cross-fitted bootstrap statistic of the two halves (`folds`): the combined share of
+        ``groups`` in the four groups' reduction, neurons sorted into groups on one half and
+        their reduction summed on the other.
+
+        Example:
+            >>> attr.share(("TP_down",))(*attr.folds())  # doctest: +SKIP
+            0.59
+        """
         from mechtests.neurons import group_rule
 
-        def fn(red: np.ndarray, base: np.ndarray, tuned: np.ndarray) -> np.ndarray:
+        def fn(base: np.ndarray, tuned: np.ndarray, red: np.ndarray, measured: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             masks = group_rule(self.cosines, base, tuned)  # the one definition of the groups
-            sums = {g: np.einsum("rn,rn->r", masks[g], red) for g in GROUP_NAMES}
-            total = sum(sums[g] for g in GROUP_NAMES)
-            part = sum(sums[g] for g in groups)
-            return ratio(part, total)
+            sums = {g: np.einsum("rn,rn->r", masks[g], measured) for g in GROUP_NAMES}
+            return sum(sums[g] for g in groups), sum(sums[g] for g in GROUP_NAMES)
 
-        def statistic(blocks: np.ndarray, axis: int = -1) -> Any:
-            return self._batched(blocks, fn)
+        def statistic(first: np.ndarray | None = None, second: np.ndarray | None = None, axis: int = -1) -> Any:
+            return self._crossfit(*self._halves(first, second), fn)
 
         return statistic
 
+    def crossfit_shares(self, first: np.ndarray | None = None, second: np.ndarray | None = None) -> dict[str, float]:
+        """Each of the four groups' cross-fitted share (`share`) on the given halves (default: all)."""
+        first, second = self._halves(first, second)
+        return {g: float(self.share((g,))(first, second)) for g in GROUP_NAMES}
+
     def fraction_toward_toxicity(self, blocks: np.ndarray | None = None, axis: int = -1) -> Any:
         """Fraction of the neurons that moved (reduction != 0) whose reduction is negative, i.e.
-        that moved toward toxicity. A neuron with exactly no change is no evidence either way:
-        counting it as "toward toxicity" made two identical models confirm the claim. NaN when
-        no neuron moved."""
+        that moved toward toxicity (descriptive; the claim uses `toward_toxicity`). A neuron with
+        exactly no change is no evidence either way: counting it as "toward toxicity" made two
+        identical models confirm the claim. NaN when no neuron moved."""
         def fn(red: np.ndarray, base: np.ndarray, tuned: np.ndarray) -> np.ndarray:
             moved = (red != 0).sum(axis=-1)
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -588,7 +682,8 @@ class BlockAttribution:
         return self._batched(self._all_blocks(blocks), fn)
 
     def gross_ratio(self, blocks: np.ndarray | None = None, axis: int = -1) -> Any:
-        """Gross increase / gross decrease of the probe projection over all neurons."""
+        """Gross increase / gross decrease of the probe projection over all neurons, on the same
+        blocks (descriptive, the paper's definition; the claim uses `crossfit_gross_ratio`)."""
         def fn(red: np.ndarray, base: np.ndarray, tuned: np.ndarray) -> np.ndarray:
             decrease = np.where(red > 0, red, 0.0).sum(axis=-1)
             increase = -np.where(red < 0, red, 0.0).sum(axis=-1)
@@ -597,8 +692,20 @@ class BlockAttribution:
 
         return self._batched(self._all_blocks(blocks), fn)
 
+    def crossfit_gross_ratio(self, first: np.ndarray | None = None, second: np.ndarray | None = None,
+                             axis: int = -1) -> Any:
+        """Gross increase / gross decrease, cross-fitted: which neurons increase (reduction < 0)
+        is decided on one half, how much on the other (both ways, summed)."""
+        def fn(base: np.ndarray, tuned: np.ndarray, red: np.ndarray, measured: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            increase = -np.einsum("rn,rn->r", red < 0, measured)
+            decrease = np.einsum("rn,rn->r", red > 0, measured)
+            return increase, decrease
+
+        return self._crossfit(*self._halves(first, second), fn)
+
     def upper_half_share(self, blocks: np.ndarray | None = None, axis: int = -1) -> Any:
-        """Share of the net reduction carried by the upper half of the layers."""
+        """Share of the net reduction carried by the upper half of the layers (descriptive; the
+        claim uses `layer_share_samples` with Fieller's interval)."""
         def fn(red: np.ndarray, base: np.ndarray, tuned: np.ndarray) -> np.ndarray:
             per_layer = red.reshape(red.shape[0], self.n_layers, -1).sum(axis=-1)
             net = per_layer.sum(axis=-1)
@@ -608,14 +715,58 @@ class BlockAttribution:
 
         return self._batched(self._all_blocks(blocks), fn)
 
+    # ---- per-block values ------------------------------------------------------------------
+    # No sorting by the data: plain functions of each block's own means, for Fieller's ratio
+    # interval and per-neuron tests.
+
+    def block_means(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each block's own mean base and tuned activations, ``[n_blocks, L*d_mlp]`` each."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.base_sum / self.base_count[:, None], self.tuned_sum / self.tuned_count[:, None]
+
+    def _block_totals(self, per_block_means: np.ndarray) -> np.ndarray:
+        """Block means times the block's size (its forward passes): summed over blocks they give
+        the pooled means' numerators, so a statistic of these totals has the pooled (paper's)
+        point value, while each block stays one independent unit."""
+        return per_block_means * ((self.base_count + self.tuned_count) / 2.0)[:, None]
+
+    def block_reductions(self) -> np.ndarray:
+        """Each block's per-neuron reduction times its size, ``[n_blocks, L*d_mlp]`` (`_block_totals`)."""
+        base, tuned = self.block_means()
+        return self._block_totals(base * self.base_alignment - tuned * self.tuned_alignment)
+
+    def layer_share_samples(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per block: (the upper half of the layers' net reduction, all layers' net reduction),
+        for ``claim(..., samples=..., ratio=True)`` (Fieller): the upper half's share of the
+        net reduction is a ratio whose denominator (the net, a small difference of large gross
+        sums) can be near zero, where a bootstrap of the ratio under-covers."""
+        per_layer = self.block_reductions().reshape(self.n_blocks, self.n_layers, -1).sum(axis=-1)
+        return per_layer[:, self.n_layers // 2:].sum(axis=-1), per_layer.sum(axis=-1)
+
+    def toward_toxicity(self) -> Callable[..., Any]:
+        """An estimator (``claim(..., estimator=...)``) of the fraction of the neurons that moved
+        whose true reduction is negative (toward toxicity): `stats.sign_fraction_estimate` on
+        the per-block reductions (a count of signs is a step function: no bootstrap holds it)."""
+        from mechtests.stats import sign_fraction_estimate
+
+        values = self.block_reductions()
+
+        def estimator(confidence: float, threshold: Any, direction: Any) -> Any:
+            return sign_fraction_estimate(values, confidence=confidence, threshold=threshold, direction=direction)
+
+        return estimator
+
     def fraction_dampened(self, mask: np.ndarray) -> Callable[..., Any]:
-        """A bootstrap statistic: fraction of the neurons in ``mask`` whose mean activation drops."""
+        """An estimator (``claim(..., estimator=...)``) of the fraction of the neurons in ``mask``
+        whose true mean activation is lower in the tuned model: `stats.sign_fraction_estimate`
+        on the per-block activation changes (tuned - base, `_block_totals`)."""
+        from mechtests.stats import sign_fraction_estimate
+
         flat = np.asarray(mask, dtype=bool).reshape(-1)
+        base, tuned = self.block_means()
+        values = self._block_totals(tuned[:, flat] - base[:, flat])
 
-        def fn(red: np.ndarray, base: np.ndarray, tuned: np.ndarray) -> np.ndarray:
-            return (tuned[:, flat] < base[:, flat]).mean(axis=-1)
+        def estimator(confidence: float, threshold: Any, direction: Any) -> Any:
+            return sign_fraction_estimate(values, confidence=confidence, threshold=threshold, direction=direction)
 
-        def statistic(blocks: np.ndarray, axis: int = -1) -> Any:
-            return self._batched(blocks, fn)
-
-        return statistic
+        return estimator

@@ -329,14 +329,16 @@ def attribution_figures(attr: Any, *, confidence: float = 0.95, n_resamples: int
     """The papers' attribution figures as ``(title, svg, caption, data)`` from a ``BlockAttribution``;
     ``data`` is what the figure draws (JSON-ready), for the report.
 
-    Group shares carry percentile intervals from a bootstrap over the statistics' blocks.
+    Group shares are the claims' cross-fitted shares (`BlockAttribution.share`) with percentile
+    intervals from a bootstrap of each half of the blocks within itself.
     """
     from mechtests.evaluator import GROUP_NAMES, group_masks
 
     rng = np.random.default_rng(seed)
-    point = attr.shares()
-    draws = np.array([[attr.shares(rng.integers(0, attr.n_blocks, attr.n_blocks))[g] for g in GROUP_NAMES]
-                      for _ in range(n_resamples)])
+    point = attr.crossfit_shares()  # the claims' statistic: sorted on one half, summed on the other
+    first, second = attr.folds()
+    halves = (rng.choice(first, (n_resamples, first.size)), rng.choice(second, (n_resamples, second.size)))
+    draws = np.column_stack([attr.share((g,))(*halves) for g in GROUP_NAMES])
     alpha = (1 - confidence) / 2
     lows, highs = np.nanquantile(draws, alpha, axis=0), np.nanquantile(draws, 1 - alpha, axis=0)
     labels = [GROUP_DISPLAY[g] for g in GROUP_NAMES]
@@ -345,7 +347,7 @@ def attribution_figures(attr: Any, *, confidence: float = 0.95, n_resamples: int
              bar_chart(labels, values, lows=lows.tolist(), highs=highs.tolist(), title="Group shares of the reduction",
                        ylabel="share", colors=[GROUP_COLORS[label] for label in labels]),
              (f"Bars: share of the four groups' total reduction; whiskers: {confidence:.0%} block-bootstrap "
-              "interval. Paper A (GPT-2 medium): TP↓ 31.8%, TN↓ 23.9%, AP↑ 7.0%, AN↑ 37.3%."),
+              "interval; neurons sorted into groups on one half of the prompts, their reduction summed on the other. Paper A (GPT-2 medium): TP↓ 31.8%, TN↓ 23.9%, AP↑ 7.0%, AN↑ 37.3%."),
              {"group": labels, "share": _rounded(values), "ci_low": _rounded(lows), "ci_high": _rounded(highs),
               "confidence": confidence, "n_resamples": n_resamples, "n_blocks": int(attr.n_blocks)})]
     red, base, tuned = attr.reduction()

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
+from mechtests.config import N_BLOCKS
 from mechtests.data import TRUNCATIONS, TextSet, Truncation, left_padded_batch
 from mechtests.errors import DataError, NumericalError, UsageError
 
@@ -57,7 +58,7 @@ class GenerationConfig:
     max_new_tokens: int = 20
     max_prompt_tokens: int = 32
     batch_size: int = 32
-    n_blocks: int = 20
+    n_blocks: int = N_BLOCKS
     truncation: Truncation = "first"
 
     def __post_init__(self) -> None:

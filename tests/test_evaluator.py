@@ -245,11 +245,35 @@ def test_block_attribution_known_answer() -> None:
     # neuron 0 did not move: no evidence either way (it counted as 'toward toxicity' before)
     assert attr.fraction_toward_toxicity() == 0.0
     assert attr.upper_half_share() == pytest.approx(4 / 6)
-    assert attr.fraction_dampened(np.array([True, True, False, False]))(attr.blocks()) == 0.5
+    damp = attr.fraction_dampened(np.array([True, True, False, False]))(0.95, 0.5, ">")
+    # changes tuned - base: neuron 0 [-2, +2] (mean 0), neuron 1 [-2, -2] (shown dampened)
+    assert (damp.value, damp.ci_low, damp.ci_high, damp.method) == (0.5, 0.5, 1.0, "holm-signs")
     # resampling block 1 twice = block 1 alone
     b1, t1 = attr.activations(np.array([1.0, 1.0]))
     np.testing.assert_allclose(b1, [0.0, -2.0, 0.0, 2.0])
     np.testing.assert_allclose(t1, [2.0, -4.0, 6.0, 4.0])
+
+
+def test_cross_fitted_statistics_known_answer() -> None:
+    """Sorted on one half, summed on the other (by hand, 2 blocks: half A = block 0, B = block 1).
+
+    Per-block reductions: block 0 [2, 2, -2, 2], block 1 [-2, 2, 6, 2]. Groups on block 0:
+    TP_down, TN_down, AP_down (mirror), AP_up; on block 1: TP_up (mirror), TN_down, AP_up, AP_up.
+    A's groups summed on B: TP_down -2, TN_down 2, AP_up 2 (total 2); B's on A: TN_down 2,
+    AP_up -2 + 2 = 0 (total 2). A neuron sorted as dampened on one half that rises on the other
+    counts against its group: TP_down's share is negative.
+    """
+    attr = hand_attribution()
+    first, second = attr.folds()
+    assert first.tolist() == [0.0] and second.tolist() == [1.0]
+    shares = attr.crossfit_shares()
+    assert shares == pytest.approx({"TP_down": -0.5, "TN_down": 1.0, "AP_up": 0.5, "AN_up": 0.0})
+    assert attr.share(("TN_down", "AP_up"))(first, second) == pytest.approx(1.5)
+    # increases decided on block 0 ({n2}) measured on block 1: -6; decreases: 2. Other way: -2, 2.
+    assert attr.crossfit_gross_ratio() == pytest.approx((-6 - 2) / (2 + 2))
+    upper, net = attr.layer_share_samples()
+    np.testing.assert_allclose(upper, [0.0, 8.0])
+    np.testing.assert_allclose(net, [4.0, 8.0])
 
 
 def test_batched_block_statistics_equal_one_resample_at_a_time() -> None:
@@ -261,18 +285,27 @@ def test_batched_block_statistics_equal_one_resample_at_a_time() -> None:
                             rng.uniform(5, 10, n_blocks), rng.uniform(5, 10, n_blocks), cosines=rng.normal(size=L * d),
                             base_alignment=rng.normal(size=L * d), tuned_alignment=rng.normal(size=L * d), n_layers=L)
     resamples = rng.integers(0, n_blocks, size=(3, 5, n_blocks)).astype(np.float64)
-    stats = {"share": attr.share(("TP_down", "AN_up")), "toward": attr.fraction_toward_toxicity,
-             "gross": attr.gross_ratio, "upper": attr.upper_half_share,
-             "dampened": attr.fraction_dampened(rng.random(L * d) < 0.2)}
+    stats = {"toward": attr.fraction_toward_toxicity, "gross": attr.gross_ratio, "upper": attr.upper_half_share}
     for name, stat in stats.items():
         batch = stat(resamples, axis=-1)
         assert batch.shape == (3, 5), name
         for i in range(3):
             for j in range(5):
                 assert batch[i, j] == pytest.approx(stat(resamples[i, j]), rel=1e-12, abs=1e-15), name
-    for row in resamples.reshape(-1, n_blocks)[:4]:
-        shares = attr.shares(row)
-        assert stats["share"](row) == pytest.approx(shares["TP_down"] + shares["AN_up"], rel=1e-9)
+    # the cross-fitted ones take both halves' resamples (an unpaired bootstrap's batches)
+    first, second = attr.folds()
+    a = rng.choice(first, size=(3, 5, first.size))
+    b = rng.choice(second, size=(3, 5, second.size))
+    crossfit = {"share": attr.share(("TP_down", "AN_up")), "gross": attr.crossfit_gross_ratio}
+    for name, stat in crossfit.items():
+        batch = stat(a, b, axis=-1)
+        assert batch.shape == (3, 5), name
+        for i in range(3):
+            for j in range(5):
+                assert batch[i, j] == pytest.approx(stat(a[i, j], b[i, j]), rel=1e-12, abs=1e-15), name
+    for i in range(3):
+        shares = attr.crossfit_shares(a[i, 0], b[i, 0])
+        assert crossfit["share"](a[i, 0], b[i, 0]) == pytest.approx(shares["TP_down"] + shares["AN_up"], rel=1e-9)
 
 
 def test_claim_statistics_known_answers() -> None:
@@ -314,6 +347,13 @@ def test_shares_sum_to_one_and_resampling_all_blocks_once_is_the_point_estimate(
     assert sum(shares.values()) == pytest.approx(1.0, abs=1e-9)
     perm = rng.permutation(n_blocks).astype(float)
     assert attr.shares(perm) == pytest.approx(shares, rel=1e-9, abs=1e-12)
+    # the cross-fitted shares too; and they do not depend on the order within each half
+    crossfit = attr.crossfit_shares()
+    scale = max(1.0, *(abs(v) for v in crossfit.values()))  # a near-zero total makes shares large
+    assert sum(crossfit.values()) == pytest.approx(1.0, abs=1e-9 * scale)
+    first, second = attr.folds()
+    assert attr.crossfit_shares(rng.permutation(first), rng.permutation(second)) == pytest.approx(
+        crossfit, rel=1e-9, abs=1e-12)
 
 
 def test_cached_pair_results_are_keyed_by_both_models_and_probe(pair: Any, probe: Any, tmp_path: Path) -> None:
