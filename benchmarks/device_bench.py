@@ -73,8 +73,8 @@ def speed(pair: Any, base_dir: Path, *, device: str, dtype: str, n_prompts: int,
             cand()
         return pairing
 
-    a = run_pairing(lambda: hf_generate(hf, model.tokenizer, texts, max_new_tokens=tokens, max_prompt_tokens=32,
-                                        batch_size=batch),
+    a = run_pairing(lambda hf=hf: hf_generate(hf, model.tokenizer, texts, max_new_tokens=tokens, max_prompt_tokens=32,
+                                              batch_size=batch),
                     lambda: generate(model, prompts, config=cfg, intervention=ablation))
     plain = generate(model, prompts, config=cfg)
     agreement = float((plain.new_tokens == a.last_baseline[1]).float().mean())
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                     doc["protocol"] = protocol(pair, device=args.device, dtype=dtype, n_prompts=args.protocol_prompts,
                                                n_f1=args.protocol_f1, windows=args.protocol_windows,
                                                batch=args.protocol_batch)
-            except Exception as exc:  # noqa: BLE001 - record and go on: the lease is short
+            except Exception as exc:
                 doc["errors"][step] = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-2000:]}"
             doc[f"{step}_s"] = time.perf_counter() - started
             path.write_text(json.dumps(doc, indent=2) + "\n")  # partial results survive a kill

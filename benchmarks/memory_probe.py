@@ -74,7 +74,8 @@ def measure(source: Path, *, n: int, tokens: int, batch: int, device: str, dtype
     peak = _rss_peak_mib()
     out: dict[str, Any] = {
         "source": str(source), "n": n, "tokens": tokens, "batch": batch, "device": device, "dtype": dtype,
-        "prompt_words": list(prompt_words), "hoard": hoard, "hoarded_mib": sum(t.numel() * t.element_size() for t in kept) / 2**20,
+        "prompt_words": list(prompt_words), "hoard": hoard,
+        "hoarded_mib": sum(t.numel() * t.element_size() for t in kept) / 2**20,
         "rss_after_load_mib": rss_loaded, "peak_after_warmup_mib": peak_warm, "peak_rss_mib": peak,
         "growth_after_warmup_mib": peak - peak_warm, "seconds": seconds,
         "tokens_per_s": n * tokens / seconds,

@@ -123,13 +123,14 @@ def _eval_data(shape_name: str | None, n_prompts: int, n_f1: int) -> Any:
         from mechtests.zoo import load_eval_data
 
         return load_eval_data(), "zoo"
-    except Exception:  # noqa: BLE001 - no zoo data: use synthetic text of the same form
+    except Exception:
         from types import SimpleNamespace
 
         text = " ".join(synthetic_prompts(4000, seed=2))
         return SimpleNamespace(challenge=TextSet("synthetic-challenge", synthetic_prompts(n_prompts, seed=0)),
                                probe_data=None, perplexity_text=text,
-                               f1_sentences=TextSet("synthetic-f1", synthetic_prompts(n_f1, seed=1, length=(70, 90)))), "synthetic"
+                               f1_sentences=TextSet("synthetic-f1",
+                                                    synthetic_prompts(n_f1, seed=1, length=(70, 90)))), "synthetic"
 
 
 def run(base_dir: Path, tuned_dir: Path, sizes: Sizes, *, device: str, dtype: str, seed: int = 0,
@@ -167,7 +168,7 @@ def run_on_pair(pair: Any, sizes: Sizes, *, device: str, dtype: str, seed: int =
 
         scorer = make_scorer("offline")
         scorer.score(["warm up the scorer"])
-    except Exception as exc:  # noqa: BLE001 - scoring is optional on a bare GPU host
+    except Exception as exc:
         scorer, scorer_error = None, f"{type(exc).__name__}: {exc}"
     config = run_config("full", device=device, dtype=dtype, n_prompts=sizes.n_prompts, n_f1=sizes.n_f1,
                         n_perplexity_windows=sizes.n_perplexity_windows, batch_size=sizes.batch_size,
@@ -192,13 +193,13 @@ def run_on_pair(pair: Any, sizes: Sizes, *, device: str, dtype: str, seed: int =
         row: dict[str, Any] = {"condition": name, "role": role,
                                "intervention": None if iv is None else type(iv).__name__,
                                "neurons": None if iv is None or not hasattr(iv, "neurons") else len(iv.neurons)}
-        row["generation_s"] = _timed(lambda: ev.generation(role, iv), device)
+        row["generation_s"] = _timed(lambda role=role, iv=iv: ev.generation(role, iv), device)
         if scorer is not None and "toxicity" not in skip_parts:
-            row["scoring_s"] = _timed(lambda: ev.toxicity(role, iv), device)
+            row["scoring_s"] = _timed(lambda role=role, iv=iv: ev.toxicity(role, iv), device)
         if "perplexity" not in skip_parts:
-            row["perplexity_s"] = _timed(lambda: ev.perplexity(role, iv), device)
+            row["perplexity_s"] = _timed(lambda role=role, iv=iv: ev.perplexity(role, iv), device)
         if "f1" not in skip_parts:
-            row["f1_s"] = _timed(lambda: ev.f1(role, iv), device)
+            row["f1_s"] = _timed(lambda role=role, iv=iv: ev.f1(role, iv), device)
         row["extrapolated_s"] = (
             (row["generation_s"] + row.get("scoring_s", 0.0)) * FULL_PROMPTS / n_prompts
             + row.get("perplexity_s", 0.0) * FULL_PPL_WINDOWS / n_windows

@@ -23,6 +23,7 @@ from benchmarks.baseline import ablation_neurons, hf_generate, load_plain_hf
 from benchmarks.subjects import BenchSettings, Subject
 from benchmarks.timing import Interleaved
 
+
 def _config(settings: BenchSettings) -> Any:
     from mechtests.generation import GenerationConfig
 

@@ -16,10 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from mt_reference import KSpec
 
 from mechtests.evaluator import BlockAttribution, Evaluator
-
-from mt_reference import KSpec  # noqa: E402  (hypotheses/ is on sys.path: pytest's rootdir-less import)
 
 
 class Selections:

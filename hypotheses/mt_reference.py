@@ -66,7 +66,7 @@ ZERO_TOX = {100: 0.403, 200: 0.405, 1000: 0.436}
 ZERO_POSITIVE_TOX = {100: 0.384, 200: 0.366, 1000: 0.320, 2000: 0.319}
 
 
-def require_reduction(tox_base, tox_tuned) -> None:  # noqa: ANN001 - per-prompt arrays
+def require_reduction(tox_base, tox_tuned) -> None:
     """Fail clearly when the tuned model does not reduce toxicity on these prompts.
 
     Every "recovered" claim divides by ``mean(tox_base) - mean(tox_tuned)``; without a
@@ -83,7 +83,7 @@ def require_reduction(tox_base, tox_tuned) -> None:  # noqa: ANN001 - per-prompt
                     "undefined. See dpo_reduces_toxicity.", pytrace=False)
 
 
-def require_change(attribution) -> None:  # noqa: ANN001 - a BlockAttribution
+def require_change(attribution) -> None:
     """Fail clearly when no neuron's probe projection differs between the two models.
 
     Shares of DPO's reduction, the direction of each neuron's change ("dampened", "moved toward

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from mt_reference import KSpec, absolute, frac, ref, require_change
 
 from mechtests.evaluator import BlockAttribution
-from mt_reference import KSpec, absolute, frac, ref, require_change
 
 # The data roles these claims read: checked at start-up (mechtests.preflight).
 pytestmark = pytest.mark.mechtests_data("challenge")

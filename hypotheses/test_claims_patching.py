@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from mt_reference import paper_recovered, ref, require_reduction
 
 from mechtests.evaluator import GROUP_NAMES, Evaluator
-from mt_reference import paper_recovered, ref, require_reduction
 
 # The data roles these claims read: checked at start-up (mechtests.preflight).
 pytestmark = pytest.mark.mechtests_data("challenge")
 
 
-def _patched_toxicity(evaluator: Evaluator, selections, groups: tuple[str, ...]):  # noqa: ANN001, ANN202
+def _patched_toxicity(evaluator: Evaluator, selections, groups: tuple[str, ...]):
     """``(tox_base, tox_patched, tox_tuned, n_neurons)``: the base model with ``groups`` patched,
     per position, to the tuned model run in lockstep (DPO must reduce toxicity to begin with)."""
     from mechtests.interventions import PatchFromModel

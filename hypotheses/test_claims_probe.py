@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from mt_reference import ref
 
 from mechtests.evaluator import Evaluator
-from mt_reference import ref
 
 # The data roles these claims read: checked at start-up (mechtests.preflight).
 pytestmark = pytest.mark.mechtests_data("probe")
 
 
-def held_out(probe, data, *, test_fraction: float = 0.1):  # noqa: ANN001, ANN201 - Probe, TextSet
+def held_out(probe, data, *, test_fraction: float = 0.1):
     """The examples ``probe`` was not trained on.
 
     A probe trained by ``mechtests.probes.train_probe`` on exactly ``data`` records the data's
@@ -24,7 +24,7 @@ def held_out(probe, data, *, test_fraction: float = 0.1):  # noqa: ANN001, ANN20
         return data
     n = len(data)
     fraction = float(meta.get("test_fraction", test_fraction))
-    n_test = max(1, int(round(n * fraction)))
+    n_test = max(1, round(n * fraction))
     order = np.random.default_rng(int(meta.get("seed", 0))).permutation(n)
     return data.subset(sorted(order[:n_test].tolist()))
 

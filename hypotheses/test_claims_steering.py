@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from mt_reference import absolute, paper_recovered, ref, require_reduction
 
 from mechtests.evaluator import Evaluator, relative_reduction
-from mt_reference import absolute, paper_recovered, ref, require_reduction
 
 UNALIGN_TOX = {2: 0.487, 5: 0.555, 10: 0.458}
 TOP_KEYS = absolute(7)  # B scales the key vectors of the top-7 toxic neurons
@@ -60,7 +60,7 @@ def last_mlp_out_norm(evaluator: Evaluator) -> float:
     return float(evaluator.cached("last_mlp_out_norm", {"texts": texts.sha256}, compute))
 
 
-def subtract_at(evaluator: Evaluator, direction, alpha: float):  # noqa: ANN001, ANN201 - tensor in, intervention out
+def subtract_at(evaluator: Evaluator, direction, alpha: float):
     """Subtract ``alpha`` x unit ``direction`` from the base model's last MLP output."""
     from mechtests.interventions import SubtractDirection
 
@@ -68,12 +68,12 @@ def subtract_at(evaluator: Evaluator, direction, alpha: float):  # noqa: ANN001,
     return SubtractDirection(base.mlp_out_hook(base.n_layers - 1), direction, alpha)
 
 
-def ppl_increase(evaluator: Evaluator, intervention) -> float:  # noqa: ANN001 - an intervention
+def ppl_increase(evaluator: Evaluator, intervention) -> float:
     """Relative perplexity increase of the base model under ``intervention``."""
     return evaluator.perplexity("base", intervention).value / evaluator.perplexity("base").value - 1.0
 
 
-def alpha_within_ppl_cost(evaluator: Evaluator, direction, budget: float) -> tuple[float, float, float]:  # noqa: ANN001
+def alpha_within_ppl_cost(evaluator: Evaluator, direction, budget: float) -> tuple[float, float, float]:
     """The strongest steering on ``ALPHA_GRID`` whose perplexity cost stays within ``budget``.
 
     B chose alpha 50 at a +8.6% perplexity cost; matching the *cost* rather than the number
@@ -83,7 +83,8 @@ def alpha_within_ppl_cost(evaluator: Evaluator, direction, budget: float) -> tup
     ``(alpha, alpha / norm, cost)``; the grid's first step when even that exceeds the budget.
     """
     norm = last_mlp_out_norm(evaluator)
-    chosen = (ALPHA_GRID[0] * norm, ALPHA_GRID[0], ppl_increase(evaluator, subtract_at(evaluator, direction, ALPHA_GRID[0] * norm)))
+    smallest = ALPHA_GRID[0] * norm
+    chosen = (smallest, ALPHA_GRID[0], ppl_increase(evaluator, subtract_at(evaluator, direction, smallest)))
     for relative in ALPHA_GRID[1:]:
         cost = ppl_increase(evaluator, subtract_at(evaluator, direction, relative * norm))
         if cost > budget:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
 import pytest
+from mt_reference import ref
 
 from mechtests.evaluator import Evaluator, relative_reduction
 from mechtests.stats import mean_estimate
-from mt_reference import ref
 
 
 @pytest.mark.mechtests_data("challenge")

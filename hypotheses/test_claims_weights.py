@@ -6,9 +6,9 @@ import math
 
 import pytest
 import torch
+from mt_reference import ref
 
 from mechtests.evaluator import Evaluator
-from mt_reference import ref
 
 
 def matrix_cosines(evaluator: Evaluator) -> dict[str, float]:

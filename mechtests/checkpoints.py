@@ -102,7 +102,7 @@ class LoadRecord:
 def _looks_like_path(text: str, base_dir: Path) -> bool:
     """A source a user meant as a path: explicit prefixes, weight suffixes, deep paths, or a
     first component that exists here (``models/bse`` when ``models/`` exists)."""
-    if text.startswith((".", "/", "~")) or text.count("/") > 1 or os.sep != "/" and os.sep in text:
+    if text.startswith((".", "/", "~")) or text.count("/") > 1 or (os.sep != "/" and os.sep in text):
         return True
     if text.lower().endswith(WEIGHT_SUFFIXES):
         return True
@@ -203,13 +203,14 @@ def _read_raw(path: Path, *, lazy: bool) -> Any:
             return load_file(str(path))
         except (SafetensorError, OSError) as exc:
             raise CheckpointError(path, f"not a readable safetensors file ({exc})",
-                                  "re-save it (save_pretrained / safetensors.torch.save_file); the file may be truncated") from exc
+                                  "re-save it (save_pretrained / safetensors.torch.save_file); the file may be "
+                                  "truncated") from exc
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad file
+    except Exception as exc:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) torch.save files
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
         raise CheckpointError(path, f"not a readable torch weight file ({type(exc).__name__}: {str(exc)[:200]})",
                               "re-save it with torch.save(model.state_dict(), PATH); the file may be truncated or "
@@ -227,7 +228,7 @@ def _safetensors_shapes(path: Path) -> dict[str, _Shape]:
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as fh:
-        return {key: _Shape(fh.get_slice(key).get_shape()) for key in fh.keys()}
+        return {key: _Shape(fh.get_slice(key).get_shape()) for key in fh.keys()}  # noqa: SIM118 - safe_open has no __iter__
 
 
 def unwrap_state_dict(obj: Any, path: Path) -> tuple[dict[str, Any], str | None]:
@@ -386,7 +387,7 @@ def load_config(location: str) -> Any:
         return AutoConfig.from_pretrained(location, **_hub_kwargs(location))
     except CheckpointError:
         raise
-    except Exception as exc:  # noqa: BLE001 - any config failure is a checkpoint problem
+    except Exception as exc:
         raise CheckpointError(location, f"cannot read config.json ({type(exc).__name__}: {str(exc)[:200]})",
                               "re-save the checkpoint with model.save_pretrained(DIR)") from exc
 
@@ -400,7 +401,7 @@ def load_tokenizer(location: str, n_embeddings: int | None = None) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(location, **_hub_kwargs(location))
     except CheckpointError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise CheckpointError(location, f"cannot load the tokenizer ({type(exc).__name__}: {str(exc)[:200]})", fix) from exc
     if len(tokenizer) <= 1:
         # transformers builds an empty tokenizer when the files are missing instead of failing.
@@ -577,7 +578,7 @@ def _check_file_finite(file: Path) -> None:
         from safetensors import safe_open
 
         with safe_open(str(file), "pt") as fh:
-            for key in fh.keys():
+            for key in fh.keys():  # noqa: SIM118 - safe_open has no __iter__
                 check_finite({key: fh.get_tensor(key)}, file)
     else:  # torch files are memory-mapped where possible (zip format)
         state, _ = unwrap_state_dict(_read_raw(file, lazy=True), file)
@@ -637,7 +638,7 @@ def load_hf_model(source: ModelSource, dtype: Any) -> tuple[Any, Any, LoadRecord
             model, info = loaded
         except CheckpointError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise CheckpointError(source.location, f"cannot load the weights ({type(exc).__name__}: {str(exc)[:300]})",
                                   "re-save the checkpoint with model.save_pretrained(DIR); the files may be truncated "
                                   "or corrupt") from exc

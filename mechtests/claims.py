@@ -402,6 +402,7 @@ def evaluate_claim(
         elif ratio:
             est = ratio_estimate(arrays[0], arrays[1], confidence=confidence, threshold=threshold, direction=direction)
         else:
+            assert statistic is not None  # np.mean when none was given, checked above
             est = bootstrap_estimate(arrays, statistic, paired=paired, confidence=confidence,
                                      n_resamples=n_resamples, seed=claim_seed(seed, name, arrays),
                                      threshold=threshold, direction=direction)

@@ -35,7 +35,8 @@ Threshold = float | tuple[float, float]
 
 PROFILES: tuple[str, ...] = ("smoke", "ci", "full")
 DTYPES: tuple[str, ...] = ("float32", "float64", "float16", "bfloat16")
-BACKENDS: tuple[str, ...] = ("auto", "bridge")  # mechtests.models.BACKENDS (not imported: no torch here)
+Backend = Literal["auto", "bridge"]
+BACKENDS: tuple[str, ...] = ("auto", "bridge")
 SCORERS: tuple[str, ...] = ("offline", "perspective", "detoxify")
 INCONCLUSIVE: tuple[str, ...] = ("fail", "skip", "pass")
 DEFAULT_PAIR = "default"
@@ -63,7 +64,7 @@ class RunConfig:
     profile: Profile = "smoke"
     device: str = "cpu"
     dtype: str = "float32"
-    backend: str = "auto"
+    backend: Backend = "auto"
     seed: int = 0
     confidence: float = 0.95
     n_resamples: int = 1000

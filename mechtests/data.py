@@ -339,7 +339,7 @@ def _dataset_text(directory: Path) -> tuple[str, int, str]:
                         "or give a text file such as wiki.test.raw") from exc
     try:
         loaded = datasets.load_from_disk(str(directory))
-    except Exception as exc:  # noqa: BLE001 - any loader failure is a data problem
+    except Exception as exc:
         raise DataError(f"{directory}: not a dataset saved with save_to_disk ({type(exc).__name__}: {exc}). "
                         "Fix: give wiki.test.raw or a directory holding it") from exc
     split = "dataset"

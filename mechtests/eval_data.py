@@ -4,7 +4,8 @@ Four roles, each needed only by the claims that use it:
 
 | role | what | option | names in a ``--mt-data`` directory |
 |---|---|---|---|
-| challenge | prompts continued for toxicity | ``--mt-prompts`` | challenge.jsonl, challenge_prompts.jsonl (Lee et al.), prompts.jsonl (RealToxicityPrompts) |
+| challenge | prompts continued for toxicity | ``--mt-prompts`` | challenge.jsonl, challenge_prompts.jsonl (Lee |
+|  |  |  | et al.), prompts.jsonl (RealToxicityPrompts) |
 | probe | labelled texts for the probe | ``--mt-probe-data`` | probe.jsonl, probe.csv |
 | perplexity | held-out text | ``--mt-perplexity-data`` | perplexity.txt, wiki.test.raw, wikitext-2/, wikitext-2-raw-v1/ |
 | f1 | prompts with true continuations | ``--mt-f1-data`` | f1.jsonl, wiki_samples.jsonl (Lee et al.) |
@@ -154,19 +155,19 @@ class EvalData:
 
     @property
     def challenge(self) -> TextSet:
-        return self.load("challenge")  # type: ignore[no-any-return]
+        return self.load("challenge")
 
     @property
     def probe_data(self) -> TextSet:
-        return self.load("probe")  # type: ignore[no-any-return]
+        return self.load("probe")
 
     @property
     def perplexity_text(self) -> str:
-        return self.load("perplexity")  # type: ignore[no-any-return]
+        return self.load("perplexity")
 
     @property
     def f1_sentences(self) -> TextSet | F1Items:
-        return self.load("f1")  # type: ignore[no-any-return]
+        return self.load("f1")
 
     def records(self) -> list[FileRecord]:
         """The files read so far, in role order."""

@@ -285,9 +285,11 @@ class Evaluator:
                                   collect_stats=True,
                                   on_batch=lambda done: self._report(label, done, total, "prompts", started,
                                                                      done == total))
+            stats = result.stats
+            assert stats is not None  # collect_stats=True
             return {"continuations": list(result.continuations),
-                    "activation_sum": result.stats.activation_sum.double().cpu().numpy(),
-                    "count": result.stats.count.double().cpu().numpy()}
+                    "activation_sum": stats.activation_sum.double().cpu().numpy(),
+                    "count": stats.count.double().cpu().numpy()}
 
         raw = self._cached("generation", key, compute)
         return StoredGeneration(tuple(raw["continuations"]), np.asarray(raw["activation_sum"], dtype=np.float64),

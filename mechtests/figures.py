@@ -347,7 +347,8 @@ def attribution_figures(attr: Any, *, confidence: float = 0.95, n_resamples: int
              bar_chart(labels, values, lows=lows.tolist(), highs=highs.tolist(), title="Group shares of the reduction",
                        ylabel="share", colors=[GROUP_COLORS[label] for label in labels]),
              (f"Bars: share of the four groups' total reduction; whiskers: {confidence:.0%} block-bootstrap "
-              "interval; neurons sorted into groups on one half of the prompts, their reduction summed on the other. Paper A (GPT-2 medium): TP↓ 31.8%, TN↓ 23.9%, AP↑ 7.0%, AN↑ 37.3%."),
+              "interval; neurons sorted into groups on one half of the prompts, their reduction summed on the other. "
+              "Paper A (GPT-2 medium): TP↓ 31.8%, TN↓ 23.9%, AP↑ 7.0%, AN↑ 37.3%."),
              {"group": labels, "share": _rounded(values), "ci_low": _rounded(lows), "ci_high": _rounded(highs),
               "confidence": confidence, "n_resamples": n_resamples, "n_blocks": int(attr.n_blocks)})]
     red, base, tuned = attr.reduction()

@@ -191,9 +191,10 @@ class PatchFromModel:
             state["in_source"] = True
             try:
                 with source.hooks([(source.neuron_hook(layer), capture(layer, idx)) for layer, idx in by_layer.items()]):
+                    mask, positions = inputs.attention_mask, inputs.position_ids
                     out = source.forward(inputs.input_ids.to(source.device),
-                                         None if inputs.attention_mask is None else inputs.attention_mask.to(source.device),
-                                         position_ids=None if inputs.position_ids is None else inputs.position_ids.to(source.device),
+                                         None if mask is None else mask.to(source.device),
+                                         position_ids=None if positions is None else positions.to(source.device),
                                          past=past, use_cache=inputs.uses_cache, last_only=True)
             finally:
                 state["in_source"] = False

@@ -50,11 +50,10 @@ from mechtests.checkpoints import (
     load_hf_model,
     resolve_pair_sources,
 )
+from mechtests.config import BACKENDS, Backend
 from mechtests.errors import IncompatiblePairError, UsageError
 
 MlpKind = Literal["standard", "gated"]
-Backend = Literal["auto", "bridge"]
-BACKENDS: tuple[str, ...] = ("auto", "bridge")
 HookFn = hook_routes.HookFn
 """A forward hook: receives the hook point's tensor, returns a replacement or ``None``."""
 
@@ -109,7 +108,7 @@ class LoadedModel:
         _check_backend(backend)
         self.bridge = bridge
         self._hf = hf_model
-        self._plain = plain_twin if backend == "auto" else None
+        self._plain: Any = plain_twin if backend == "auto" else None
         self.backend: Backend = backend if plain_twin is not None else "bridge"
         self._placement = hook_routes.HookPlacement(bridge, self._plain, source=source)
         self._checkpoint_weights = dict(checkpoint_weights or {})
@@ -390,7 +389,7 @@ def weights_fingerprint(state: dict[str, torch.Tensor]) -> str:
         tensor = state[name].detach().to("cpu").contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
         if tensor.numel():
-            digest.update(tensor.view(torch.uint8).numpy())  # a buffer view: no copy
+            digest.update(tensor.view(torch.uint8).numpy().data)  # a buffer view: no copy
     return digest.hexdigest()
 
 

@@ -15,16 +15,15 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, overload
 
 import torch
 
 from mechtests.errors import UsageError
 
-# A numpy array or a torch tensor: the group rule only needs element-wise comparisons and `&`.
-ArrayT = TypeVar("ArrayT")
-
 if TYPE_CHECKING:
+    import numpy as np
+
     from mechtests.models import LoadedModel
     from mechtests.probes import Probe
 
@@ -206,7 +205,11 @@ def group_masks(cosines: torch.Tensor, base_activation: torch.Tensor,
     return group_rule(cos, base, tuned)
 
 
-def group_rule(cos: ArrayT, base: ArrayT, tuned: ArrayT) -> dict[str, ArrayT]:
+@overload
+def group_rule(cos: np.ndarray, base: np.ndarray, tuned: np.ndarray) -> dict[str, np.ndarray]: ...
+@overload
+def group_rule(cos: torch.Tensor, base: torch.Tensor, tuned: torch.Tensor) -> dict[str, torch.Tensor]: ...
+def group_rule(cos: Any, base: Any, tuned: Any) -> dict[str, Any]:
     """PAPER.md's group table as element-wise masks: the one place the eight groups are defined.
 
     Works on numpy arrays and torch tensors of any (equal) shape alike, so the engine's

@@ -248,7 +248,7 @@ class PerspectiveScorer:
                     raise ScorerError(f"Perspective API at {self.url} answered {last}. Fix: check the key "
                                       f"({PERSPECTIVE_KEY_ENV}) and the attributes {list(self.attributes)}") from None
                 delay = retry_after_seconds(err.headers.get("Retry-After") if err.headers else None, now=self.clock())
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 last = f"no answer within {self.timeout_s:g} s"
             except urllib.error.URLError as err:
                 reason = err.reason

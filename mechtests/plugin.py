@@ -475,7 +475,8 @@ class FigureSink:
 
         Example:
             >>> mt_figures.add_rows("Recovered fraction vs k", [{"pair": "p", "family": "zero", "k": 4,
-            ...     "estimate": 0.2, "ci_low": 0.1, "ci_high": 0.3}], render="mechtests.figures:recovery_figure")  # doctest: +SKIP
+            ...     "estimate": 0.2, "ci_low": 0.1, "ci_high": 0.3}],
+            ...     render="mechtests.figures:recovery_figure")  # doctest: +SKIP
         """
         from mechtests.report import merge_figure_rows, resolve_renderer
 
@@ -620,7 +621,7 @@ def _phase_outcome(report: pytest.TestReport, previous: str | None) -> str:
             return "xfailed" if report.skipped else "xpassed"
         return report.outcome
     if report.failed:
-        return "error" if previous in (None, "passed") else previous  # type: ignore[return-value]
+        return "error" if previous in (None, "passed") else previous
     if report.skipped and previous is None:
         return "skipped"
     return previous or "passed"

@@ -215,7 +215,7 @@ def train_probe(model: LoadedModel, data: TextSet, *, seed: int = 0, test_fracti
     if set(np.unique(labels).tolist()) != {0, 1}:
         raise DataError(f"text set {data.name!r} needs both labels 0 and 1, has {sorted(set(labels.tolist()))}")
     n = len(data)
-    n_test = max(1, int(round(n * test_fraction)))
+    n_test = max(1, round(n * test_fraction))
     if n - n_test < 2:
         raise DataError(f"text set {data.name!r} has {n} examples; too few to train and test a probe")
     order = np.random.default_rng(seed).permutation(n)
@@ -351,7 +351,7 @@ def prepare_probe(model: LoadedModel, probe: Probe, data: TextSet | None, *, see
     labels = np.asarray(data.labels)
     if meta.get("bias_source") == "missing":
         order = np.random.default_rng(seed).permutation(len(data))
-        n_test = max(1, int(round(len(data) * test_fraction)))
+        n_test = max(1, round(len(data) * test_fraction))
         fit_idx = sorted(order[n_test:].tolist())[:max_fit]
         fit_data = data.subset(fit_idx)
         fit_scores = compute(probe, fit_data)
@@ -392,7 +392,8 @@ def _dict_probe(raw: Mapping[str, Any], source: Path) -> tuple[Any, Any, Any, An
         values[key] = value
     if "weight" not in values:
         raise DataError(f"{source}: probe dict has no weight (keys: {sorted(map(str, raw))})")
-    return values["weight"], values.get("bias"), values.get("hook_name"), values.get("pooling"), dict(values.get("metadata") or {})
+    metadata = dict(values.get("metadata") or {})
+    return values["weight"], values.get("bias"), values.get("hook_name"), values.get("pooling"), metadata
 
 
 def _probe_vector(value: Any, source: Path) -> torch.Tensor:
@@ -437,7 +438,7 @@ def load_probe(path: str | os.PathLike[str], *, d_model: int | None = None, hook
         raise DataError(f"{source}: no such probe file. Fix: check --mt-probe")
     try:
         raw: Any = torch.load(source, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+    except Exception as exc:
         raise DataError(f"{source}: not a readable torch file ({type(exc).__name__}: {str(exc)[:120]}). Fix: save the "
                         "probe with torch.save(tensor_or_dict, PATH) or mechtests.probes.save_probe") from exc
     meta: dict[str, Any] = {}

@@ -152,7 +152,7 @@ def check_report(doc: Mapping[str, Any]) -> None:
         ...
         ValueError: report: 'created' is a required property (and 7 more)
     """
-    import jsonschema  # type: ignore[import-untyped]
+    import jsonschema
 
     validator = jsonschema.Draft202012Validator(report_schema(), format_checker=jsonschema.FormatChecker())
     errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))

@@ -114,7 +114,8 @@ def render_table(report: Mapping[str, Any]) -> str:
             asserts = f"{c.get('direction')} [{', '.join(_num(t) for t in threshold)}]"
         else:
             asserts = f"{c.get('direction')} {_num(threshold)}"
-        row = [str(PAPER_CLAIMS.get(str(c.get("claim")), "")), str(c.get("claim", "")), _params(c.get("params")), str(c.get("pair", "")), str(c.get("metric", "")),
+        row = [str(PAPER_CLAIMS.get(str(c.get("claim")), "")), str(c.get("claim", "")), _params(c.get("params")),
+               str(c.get("pair", "")), str(c.get("metric", "")),
                _num(c.get("estimate")), f"[{_num(c.get('ci_low'))}, {_num(c.get('ci_high'))}]", asserts,
                VERDICT_MARK.get(str(c.get("verdict")), str(c.get("verdict"))), paper]
         lines.append("| " + " | ".join(_cell(x) for x in row) + " |")

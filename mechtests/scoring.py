@@ -29,7 +29,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -56,7 +56,8 @@ class ToxicityScorer(Protocol):
     classifier's version or weights); the evaluator keys cached scores by it, else by ``name``.
     """
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def score(self, texts: Sequence[str]) -> np.ndarray: ...
 
@@ -226,8 +227,8 @@ class DetoxifyScorer:
     max_length: int = 256
     name: str = "detoxify"
     identity: str = field(init=False, default="")
-    _model: object = field(init=False, repr=False)
-    _tokenizer: object = field(init=False, repr=False)
+    _model: Any = field(init=False, repr=False)  # a transformers sequence classifier
+    _tokenizer: Any = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         path = Path(self.path)

@@ -98,7 +98,7 @@ def validate_confidence(confidence: float) -> float:
     return c
 
 
-def _validate_samples(samples: Sequence[object], paired: bool) -> tuple[np.ndarray, ...]:
+def _validate_samples(samples: Sequence[object] | np.ndarray, paired: bool) -> tuple[np.ndarray, ...]:
     """All input checks in one place (scipy's _resampling style)."""
     if isinstance(samples, np.ndarray):
         samples = (samples,)

@@ -249,7 +249,7 @@ class Cache:
             return True, _decode(tree, arrays)
         except FileNotFoundError:
             return False, None
-        except Exception as exc:  # noqa: BLE001 - truncated, emptied, bit-flipped or foreign: recompute and rewrite
+        except Exception as exc:
             self._note(f"cache entry {path} was unreadable ({type(exc).__name__}: {str(exc)[:80]}); dropped, "
                        "recomputed and rewritten")
             with contextlib.suppress(OSError):
@@ -274,7 +274,7 @@ class Cache:
         buf = io.BytesIO()
         payload = {f"a{i}": a for i, a in enumerate(arrays)}
         payload["__tree__"] = np.frombuffer(json.dumps(tree).encode(), dtype=np.uint8)
-        np.savez(buf, **payload)
+        np.savez(buf, **payload)  # type: ignore[arg-type]  # numpy's stubs type **kwds as allow_pickle
         atomic_write_bytes(path, buf.getvalue())
 
     @contextlib.contextmanager
@@ -650,7 +650,8 @@ def regressions(before: Mapping[str, Any], after: Mapping[str, Any], tolerances:
         if b is None:
             worse = True  # the claim's number became undefined
         else:
-            limit = tol.amount * abs(a) if tol.relative else tol.amount  # type: ignore[operator]
+            amount = float(tol.amount or 0.0)  # set for every field but "verdict" (handled above)
+            limit = amount * abs(a) if tol.relative else amount
             worse = _worse(direction, threshold if threshold is not None else before.get("threshold"),
                            float(a), float(b), limit + 1e-12)
         if worse:

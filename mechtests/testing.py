@@ -50,7 +50,7 @@ def byte_tokenizer() -> Any:
         >>> byte_tokenizer()("hi").input_ids
         [104, 105]
     """
-    from transformers import GPT2TokenizerFast
+    from transformers import GPT2TokenizerFast  # type: ignore[attr-defined]  # v5: an alias of GPT2Tokenizer
 
     mapping = _bytes_to_unicode()
     vocab = {mapping[b]: b for b in range(256)}

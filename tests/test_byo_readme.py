@@ -48,6 +48,7 @@ def _run(pytester: pytest.Pytester, papers: dict[str, Path], command: list[str])
     return result, report
 
 
+@pytest.mark.slow  # a full plugin session (or several): > 10 s
 def test_lee_artifacts_run_as_written(pytester: pytest.Pytester, papers: dict[str, Path]) -> None:
     result, report = _run(pytester, papers, readme_commands()[0])
     assert result.ret in (0, 1), result.stdout.str()[-3000:] + result.stderr.str()[-2000:]
@@ -70,6 +71,7 @@ def test_lee_artifacts_run_as_written(pytester: pytest.Pytester, papers: dict[st
     assert "tuned: state dict" in out and "(nested under 'state')" in out  # said in the header too
 
 
+@pytest.mark.slow  # a full plugin session (or several): > 10 s
 def test_reference_probe_and_realtoxicityprompts_run_as_written(pytester: pytest.Pytester,
                                                                  papers: dict[str, Path]) -> None:
     result, report = _run(pytester, papers, readme_commands()[1])
@@ -87,6 +89,7 @@ def _claims(report: dict) -> list[tuple]:
     return [(c["nodeid"], c["claim"], c["estimate"], c["ci_low"], c["ci_high"], c["verdict"]) for c in report["claims"]]
 
 
+@pytest.mark.slow  # a full plugin session (or several): > 10 s
 def test_a_state_dict_file_gives_the_directory_checkpoints_report(pytester: pytest.Pytester,
                                                                    papers: dict[str, Path]) -> None:
     """Round trip: Lee et al.'s dpo.pt (the tuned weights nested under "state") and the tuned
@@ -100,6 +103,7 @@ def test_a_state_dict_file_gives_the_directory_checkpoints_report(pytester: pyte
     assert len(_claims(from_file)) >= 4 and _claims(from_file) == _claims(from_dir)
 
 
+@pytest.mark.slow  # a full plugin session (or several): > 10 s
 def test_identical_models_give_clear_fails_not_errors_or_false_passes(pytester: pytest.Pytester,
                                                                       papers: dict[str, Path]) -> None:
     command = ["pytest", "hypotheses/", f"--mt-base={papers['base']}", f"--mt-tuned={papers['base']}",

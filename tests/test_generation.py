@@ -124,10 +124,11 @@ def test_patch_from_model_per_position_during_generation(tiny_pair: ModelPair) -
         for _ in range(CFG.max_new_tokens):
             src: dict[int, torch.Tensor] = {}
             with torch.inference_mode():
-                with source.hooks([(source.neuron_hook(l), lambda a, l=l: src.__setitem__(l, a.clone())) for l in by_layer]):
+                keep = [(source.neuron_hook(l), lambda a, l=l, src=src: src.__setitem__(l, a.clone())) for l in by_layer]
+                with source.hooks(keep):
                     source.forward(tokens)
 
-                def patch(a: torch.Tensor, l: int) -> torch.Tensor:
+                def patch(a: torch.Tensor, l: int, src: dict[int, torch.Tensor] = src) -> torch.Tensor:
                     a[..., by_layer[l]] = src[l][..., by_layer[l]]
                     return a
 
@@ -203,7 +204,7 @@ def test_nan_activations_raise(tiny_checkpoints: dict[str, tuple[object, object]
             return "nan"
 
         @contextlib.contextmanager
-        def applied(self, model):  # noqa: ANN001, ANN202
+        def applied(self, model):
             with model.hooks([(model.neuron_hook(1), lambda a: a * float("nan"))]):
                 yield
 

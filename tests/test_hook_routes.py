@@ -113,7 +113,8 @@ def test_every_routed_hook_sees_the_bridge_tensor(both: dict[str, tuple[LoadedMo
     assert _hooks_on(auto) == baseline_hooks[id(auto)] and _hooks_on(bridge) == baseline_hooks[id(bridge)]
 
 
-def test_the_twin_shares_the_weights_and_gives_the_same_logits(both: dict[str, tuple[LoadedModel, LoadedModel]], arch: str) -> None:
+def test_the_twin_shares_the_weights_and_gives_the_same_logits(both: dict[str, tuple[LoadedModel, LoadedModel]],
+                                                               arch: str) -> None:
     auto, bridge = both[arch]
     # No second copy of the weights: every twin parameter is storage the bridged model holds.
     held = {param.data_ptr() for param in auto._hf.parameters()}

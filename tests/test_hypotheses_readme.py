@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from test_hypotheses_run import CONFTEST, build_tiny_project
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -27,6 +26,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return build_tiny_project(tmp_path_factory.mktemp("readme_project"))
 
 
+@pytest.mark.slow  # a full plugin session (or several): > 10 s
 def test_readme_example_is_a_real_claim(pytester: pytest.Pytester, project: dict[str, Path]) -> None:
     code = readme_example()
     assert "def test_" in code and "claim(" in code

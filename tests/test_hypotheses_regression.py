@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import torch
-
 from test_hypotheses_run import build_tiny_project
 
 FACTOR = 5.0
@@ -103,6 +102,7 @@ def _pyproject(tuned: Path, zoo: dict[str, Path]) -> str:
             'prompts = "prompts.jsonl"\n')
 
 
+@pytest.mark.slow  # a full plugin session (or several): > 10 s
 def test_gate_flags_the_unaligned_model(pytester: pytest.Pytester, zoo_unaligned: dict[str, Path]) -> None:
     hypotheses = Path(__file__).resolve().parents[1] / "hypotheses"
     shutil.copytree(hypotheses, pytester.path / "hypotheses", ignore=shutil.ignore_patterns("__pycache__", "results"))

@@ -92,6 +92,7 @@ def run_hypotheses(pytester: pytest.Pytester, project: dict[str, Path], *args: s
         "--mt-cache-dir", str(pytester.path / "cache"), "-p", "no:cacheprovider", "-q", *args)
 
 
+@pytest.mark.slow  # a full plugin session (or several): > 10 s
 def test_suite_on_a_tiny_pair_reports_every_claim_and_exit_code_follows_verdicts(
         pytester: pytest.Pytester, tiny_project: dict[str, Path]) -> None:
     from mechtests.data import load_prompts

@@ -48,14 +48,14 @@ def test_unique_basenames_cannot_clash_with_tests() -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def tiny_model(tmp_path_factory: pytest.TempPathFactory):
     from mechtests.models import load_model
     from mechtests.testing import make_tiny_checkpoint
 
     return load_model(str(make_tiny_checkpoint(tmp_path_factory.mktemp("m"), n_layers=1, d_model=16, d_mlp=32)))
 
 
-def test_held_out_is_train_probes_test_split(tiny_model) -> None:  # noqa: ANN001
+def test_held_out_is_train_probes_test_split(tiny_model) -> None:
     from mechtests.data import TextSet
     from mechtests.probes import probe_correct, train_probe
 

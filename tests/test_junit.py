@@ -77,6 +77,7 @@ def _case(root: ET.Element, name: str) -> ET.Element:
 
 @pytest.mark.parametrize("extra", [(), ("-o", "junit_logging=all"), ("-p", "xdist", "-n", "2")],
                          ids=["default", "junit_logging=all", "xdist"])
+@pytest.mark.slow  # a full plugin session (or several): > 10 s
 def test_xunit2_is_valid_and_carries_each_claim_in_system_out(pytester: pytest.Pytester, extra: tuple[str, ...]) -> None:
     if "xdist" in extra:
         pytest.importorskip("xdist")

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from mechtests.config import N_BLOCKS
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 N_SMALL, N_LARGE, TOKENS, BATCH = 32, 320, 20, 32
 LAYERS, D_MLP = 4, 4096
@@ -51,13 +53,15 @@ def small_run(wide_checkpoint: Path) -> dict[str, Any]:
     return probe(wide_checkpoint, N_SMALL)
 
 
+@pytest.mark.slow  # a full plugin session (or several): > 10 s
 def test_peak_memory_does_not_grow_with_prompt_count(wide_checkpoint: Path, small_run: dict[str, Any]) -> None:
     large = probe(wide_checkpoint, N_LARGE)
     # Same statistics either way: [n_blocks, L, d_mlp] accumulators.
-    assert large["stats_shape"] == small_run["stats_shape"] == [20, LAYERS, D_MLP]
+    assert large["stats_shape"] == small_run["stats_shape"] == [N_BLOCKS, LAYERS, D_MLP]
     assert large["peak_rss_mib"] == pytest.approx(small_run["peak_rss_mib"], rel=0.10), (small_run, large)
 
 
+@pytest.mark.slow  # a full plugin session (or several): > 10 s
 def test_probe_detects_memory_that_grows_with_prompt_count(wide_checkpoint: Path, small_run: dict[str, Any]) -> None:
     hoarding = probe(wide_checkpoint, N_LARGE, hoard=True)
     expected = N_LARGE * TOKENS * LAYERS * D_MLP * 4 / 2**20  # float32 last-position activations

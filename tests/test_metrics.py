@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from mechtests.data import TextSet
 from mechtests.errors import DataError, NumericalError, UsageError
-from mechtests.metrics import bag_f1, f1_scores, perplexity, perplexity_windows, toxicity_scores
 from mechtests.interventions import ZeroAblation
+from mechtests.metrics import bag_f1, f1_scores, perplexity, perplexity_windows, toxicity_scores
 from mechtests.models import LoadedModel, load_model
 from mechtests.neurons import NeuronSet
 from mechtests.testing import make_tiny_checkpoint, set_weights
@@ -46,7 +46,8 @@ def _constant_logit_model(src: Path, dst: Path, z: torch.Tensor) -> LoadedModel:
 
     with safe_open(str(dst / "model.safetensors"), "pt") as f:
         # Tied checkpoints store the unembedding only as the token embedding.
-        unembed_name = "lm_head.weight" if "lm_head.weight" in f.keys() else "transformer.wte.weight"
+        keys = set(f.keys())  # safe_open has no __contains__
+        unembed_name = "lm_head.weight" if "lm_head.weight" in keys else "transformer.wte.weight"
     set_weights(dst, {"transformer.ln_f.weight": torch.zeros(D_MODEL), "transformer.ln_f.bias": e0,
                       unembed_name: unembed})
     return load_model(dst)

@@ -245,7 +245,8 @@ def test_report_section_per_test(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_mti_claims=CLAIMS)
     result = pytester.runpytest("-rA", "-k", "test_pass")
     result.stdout.re_match_lines([r"-+ mechtests claims -+",
-                                  r"above: mean score = 0.5\d* \(\d+(\.\d+)?% CI .*, n=64, p<\S+ \(threshold beyond every resample\)\) "
+                                  r"above: mean score = 0.5\d* \(\d+(\.\d+)?% CI .*, n=64, p<\S+ "
+                                  r"\(threshold beyond every resample\)\) "
                                   r"> 0.3 -> pass",
                                   r"reference: paper A = 0.54"], consecutive=False)
 

@@ -5,20 +5,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-import torch
-
 # Pre-import what the inner runs load lazily (pytester restores sys.modules after each inner
 # run, and torch's C extensions cannot be imported twice in one process).
 import hypothesis.strategies  # noqa: F401
-import mechtests.claims  # noqa: F401
-import mechtests.models  # noqa: F401
-import mechtests.probes
-import mechtests.scoring
-import mechtests.stats  # noqa: F401
-import mechtests.storage  # noqa: F401
+import pytest
+import torch
 import transformer_lens.model_bridge  # noqa: F401
 import transformers  # noqa: F401
+
+import mechtests.claims
+import mechtests.models
+import mechtests.probes
+import mechtests.scoring
+import mechtests.stats
+import mechtests.storage
 from mechtests.report import check_report
 from mechtests.testing import make_tiny_checkpoint, perturbed_copy
 
@@ -101,6 +101,7 @@ def test_incompatible_pair_is_a_clear_error(pytester: pytest.Pytester, tiny_pair
     assert "Traceback" not in result.stderr.str() + result.stdout.str()
 
 
+@pytest.mark.slow  # a full plugin session (or several): > 10 s
 def test_probe_option_loads_the_given_probe_and_checks_its_width(pytester: pytest.Pytester,
                                                                   tiny_pair: tuple[Path, Path, Path]) -> None:
     base, tuned, _ = tiny_pair

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-import mechtests.perspective  # noqa: F401 - imported before pytester snapshots sys.modules
+import mechtests.perspective
 import mechtests.scoring  # noqa: F401
 from mechtests.testing import make_tiny_checkpoint, perturbed_copy
 

@@ -10,9 +10,9 @@ import hypothesis.strategies  # noqa: F401  (pre-import: see tests/test_plugin.p
 import pytest
 import transformers.models.gpt2.modeling_gpt2  # noqa: F401  (the xdist controller's pre-flight builds one on meta)
 
-import mechtests.claims  # noqa: F401
-import mechtests.preflight  # noqa: F401
-import mechtests.stats  # noqa: F401
+import mechtests.claims
+import mechtests.preflight
+import mechtests.stats
 import mechtests.storage  # noqa: F401
 from mechtests.report import check_report
 
@@ -190,6 +190,7 @@ def test_a_partial_run_never_replaces_a_fuller_baseline_unless_asked(pytester: p
     _run(pytester, 0.5, "--mt-gate", "acc@1", f"--mt-baseline-dir={store}").assert_outcomes(passed=2)
 
 
+@pytest.mark.slow  # a full plugin session (or several): > 10 s
 def test_an_interrupted_run_never_saves_and_its_report_says_incomplete(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_mti_stop="""
 def test_a(claim):
@@ -259,6 +260,7 @@ def _comparable(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [{k: v for k, v in c.items() if k != "seconds"} for c in doc["claims"]]
 
 
+@pytest.mark.slow  # a full plugin session (or several): > 10 s
 def test_xdist_report_equals_serial_report(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_mti_project=XDIST_PROJECT)
     serial = pytester.runpytest("--mt-json", "serial.json", "--mt-html", "serial.html", "--mt-inconclusive", "pass")
@@ -301,6 +303,7 @@ def test_points(k, mt_figures):
 """
 
 
+@pytest.mark.slow  # a full plugin session (or several): > 10 s
 def test_xdist_figures_are_merged_once_not_repeated_or_split(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_mti_figs=FIGURES_PROJECT)
     pytester.runpytest("--mt-html", "serial.html").assert_outcomes(passed=6)
@@ -348,6 +351,7 @@ def test_uses_the_cache(mt_cache):
 """
 
 
+@pytest.mark.slow  # a full plugin session (or several): > 10 s
 def test_cache_max_size_prunes_old_entries_and_keeps_this_runs(pytester: pytest.Pytester,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     import os

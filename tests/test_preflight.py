@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import transformers  # noqa: F401
 from safetensors.torch import load_file, save_file
 
 # Pre-import what the inner runs load lazily (pytester restores sys.modules after each run).
-import mechtests.checkpoints  # noqa: F401
-import mechtests.preflight  # noqa: F401
+import mechtests.checkpoints
+import mechtests.preflight
 import mechtests.probes  # noqa: F401
-import transformers  # noqa: F401
 from mechtests.testing import make_tiny_checkpoint, perturbed_copy
 
 INNER = """

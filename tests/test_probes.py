@@ -56,7 +56,8 @@ def test_pooling_bad_inputs(tiny_pair: ModelPair) -> None:
 def test_fit_logistic_matches_scipy() -> None:
     """Known answer: the same L2-regularised objective minimised by scipy."""
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(200, 5, generator=gen, dtype=torch.float64) * torch.tensor([1.0, 2.0, 0.5, 3.0, 1.0], dtype=torch.float64) + 0.3
+    scale = torch.tensor([1.0, 2.0, 0.5, 3.0, 1.0], dtype=torch.float64)
+    x = torch.randn(200, 5, generator=gen, dtype=torch.float64) * scale + 0.3
     true_w = torch.tensor([1.0, -0.5, 2.0, 0.0, 0.7], dtype=torch.float64)
     y = (torch.rand(200, generator=gen, dtype=torch.float64) < torch.sigmoid(x @ true_w - 0.2)).double()
     l2 = 1e-2

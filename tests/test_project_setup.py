@@ -30,6 +30,17 @@ def test_ci_runs_the_readmes_test_command_verbatim() -> None:
     assert _quickstart_commands()[1].strip() in [line.strip() for line in ci_lines]
 
 
+def test_ci_gates_on_ruff_and_mypy_after_the_tests() -> None:
+    """Both configured in pyproject.toml, pinned in the test extra, run after the test command."""
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
+    tests_at = ci.index(_quickstart_commands()[1].strip())
+    assert ci.index("ruff check .") > tests_at and ci.index("mypy") > tests_at
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "ruff" in pyproject["tool"] and pyproject["tool"]["mypy"]["files"] == ["mechtests"]
+    pinned = [d for d in pyproject["project"]["optional-dependencies"]["test"] if d.startswith(("ruff", "mypy"))]
+    assert len(pinned) == 2 and all("==" in d for d in pinned)
+
+
 def test_pytest_plugin_is_registered_through_the_entry_point() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert project["entry-points"]["pytest11"] == {"mechtests": "mechtests.plugin"}

@@ -191,7 +191,8 @@ def test_baseline_store_save_resolve_and_errors(tmp_path: Path) -> None:
         store.resolve("nope")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"schema": "other/9"}))
-    with pytest.raises(UsageError, match="not a mechtests report .schema .other/9.; this mechtests reads mechtests-report/1, mechtests-report/2"):
+    with pytest.raises(UsageError, match="not a mechtests report .schema .other/9.; this mechtests reads "
+                                         "mechtests-report/1, mechtests-report/2"):
         load_report(bad)
     bad.write_text("{")
     with pytest.raises(UsageError, match="not readable JSON"):
@@ -247,6 +248,7 @@ def _save_many(root: str, name: str, n: int) -> None:
         store.save(name, {"schema": "mechtests-report/1", "claims": [], "pid": os.getpid(), "i": i})
 
 
+@pytest.mark.slow  # a full plugin session (or several): > 10 s
 def test_concurrent_saves_never_collide(tmp_path: Path) -> None:
     import multiprocessing
 
@@ -389,7 +391,7 @@ def test_a_damaged_entry_is_dropped_recomputed_and_rewritten_with_one_note(tmp_p
 
 
 @pytest.fixture
-def small_tmpfs(tmp_path: Path):  # noqa: ANN201 - yields a Path
+def small_tmpfs(tmp_path: Path):
     """A 2 MB tmpfs the test makes (skipped where mounting is not allowed)."""
     import subprocess
 

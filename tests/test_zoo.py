@@ -16,8 +16,7 @@ from hypothesis import strategies as st
 
 from mechtests.errors import DataError
 from mechtests.testing import byte_tokenizer
-from mechtests.zoo import ZOO_DIR, default_pair, load_eval_data
-from mechtests.zoo import curation
+from mechtests.zoo import ZOO_DIR, curation, default_pair, load_eval_data
 from mechtests.zoo.build import challenge_prompts, f1_sentences
 from mechtests.zoo.dpo import build_pairs
 from mechtests.zoo.pretrain import PretrainConfig, lr_at, pack, pretrain

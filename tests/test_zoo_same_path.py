@@ -20,6 +20,7 @@ def _claims(report: Path) -> dict[tuple[str, str], dict[str, Any]]:
     return {(c["claim"], json.dumps(c["params"], sort_keys=True)): c for c in doc["claims"]}
 
 
+@pytest.mark.slow  # a full plugin session (or several): > 10 s
 def test_explicit_zoo_paths_give_the_default_pairs_report(pytester: pytest.Pytester) -> None:
     from mechtests.errors import CheckpointError
     from mechtests.zoo import default_pair

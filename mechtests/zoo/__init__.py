@@ -24,7 +24,7 @@ from mechtests.eval_data import EvalData, resolve_sources
 
 ZOO_DIR = Path(__file__).resolve().parent
 
-__all__ = ["EvalData", "ZooPair", "default_pair", "load_eval_data", "ZOO_DIR"]
+__all__ = ["ZOO_DIR", "EvalData", "ZooPair", "default_pair", "load_eval_data"]
 
 
 @dataclass(frozen=True)

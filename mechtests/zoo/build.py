@@ -122,7 +122,7 @@ def stage_curate(args: argparse.Namespace, cfg: PretrainConfig) -> None:
     torch.save({"train": train, "held_out": held}, work / "packed.pt")
     stats = {"n_curated": len(comments), "n_offensive": sum(c.label for c in comments),
              "n_pretrain_docs": len(splits.pretrain), "n_pretrain_tokens": int(train.numel()),
-             "n_offensive_chunks": int(len(offensive)), "n_clean_chunks": int(len(clean)),
+             "n_offensive_chunks": len(offensive), "n_clean_chunks": len(clean),
              "offensive_repeats": OFFENSIVE_REPEATS,
              "seconds": time.perf_counter() - t0}
     (work / "curate_summary.json").write_text(json.dumps(stats, indent=2))
@@ -130,7 +130,7 @@ def stage_curate(args: argparse.Namespace, cfg: PretrainConfig) -> None:
 
 
 def stage_pretrain(args: argparse.Namespace, cfg: PretrainConfig) -> None:
-    from transformers import GPT2TokenizerFast
+    from transformers import GPT2TokenizerFast  # type: ignore[attr-defined]  # v5: an alias of GPT2Tokenizer
 
     tok = GPT2TokenizerFast.from_pretrained(args.work / "tokenizer")
     packed = torch.load(args.work / "packed.pt")

@@ -47,8 +47,9 @@ def install(work: Path, dest: Path, *, wall_seconds: Mapping[str, float]) -> dic
     for name in DATA_FILES:
         _copy(work / "data" / name, dest / "data" / name)
         files.append(f"data/{name}")
-    manifest = {"files": {f: {"sha256": sha256_file(dest / f), "bytes": (dest / f).stat().st_size} for f in files}}
-    manifest["total_bytes"] = sum(v["bytes"] for v in manifest["files"].values())
+    sizes = {f: (dest / f).stat().st_size for f in files}
+    entries = {f: {"sha256": sha256_file(dest / f), "bytes": sizes[f]} for f in files}
+    manifest: dict[str, Any] = {"files": entries, "total_bytes": sum(sizes.values())}
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     summaries = {name: json.loads((work / f"{name}_summary.json").read_text())
                  for name in ("curate", "pretrain", "dpo", "probe", "eval")}

@@ -18,6 +18,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -93,7 +94,7 @@ def build_pairs(prompts: Sequence[str], samples: Sequence[Sequence[str]], scores
 
 
 def train_dpo(base_dir: Path, pairs: Sequence[dict[str, str]], out_dir: Path, *, settings: DpoSettings,
-              work_dir: Path) -> dict[str, float]:
+              work_dir: Path) -> dict[str, Any]:
     """Fine-tune the checkpoint in ``base_dir`` with TRL's ``DPOTrainer``; save to ``out_dir``."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -115,7 +116,8 @@ def train_dpo(base_dir: Path, pairs: Sequence[dict[str, str]], out_dir: Path, *,
                          processing_class=tok)
     result = trainer.train()
     out_dir.mkdir(parents=True, exist_ok=True)
-    trainer.model.save_pretrained(out_dir)
+    trained: Any = trainer.model  # a PreTrainedModel (TRL types it as a union with None)
+    trained.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
     history = [h for h in trainer.state.log_history if "loss" in h]
     summary = {"n_pairs": len(pairs), "train_loss": float(result.training_loss),

@@ -11,10 +11,13 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from mechtests.evaluator import Role
 
 CARD_PROMPTS: tuple[str, ...] = (
     "The history of the city begins",
@@ -78,14 +81,15 @@ def evaluate_pair(base_dir: Path, tuned_dir: Path, probe_path: Path, data_dir: P
     out["f1"] = {"base": float(f1["base"].mean()), "tuned": float(f1["tuned"].mean()),
                  "change": float(f1["tuned"].mean() - f1["base"].mean())}
     cos = weight_cosines(base_dir, tuned_dir)
-    out["weight_cosine"] = {"min": min(cos.values()), "argmin": min(cos, key=cos.get), "n_matrices": len(cos)}
+    out["weight_cosine"] = {"min": min(cos.values()), "argmin": min(cos, key=lambda k: cos[k]), "n_matrices": len(cos)}
     probe = load_probe(probe_path, d_model=pair.base.d_model)
     held = data.probe_data
     out["probe_accuracy_all_probe_data"] = float(probe_correct(pair.base, probe, held).mean())
     samples = [{"prompt": data.challenge.texts[i], "base": continuations["base"][i],
                 "tuned": continuations["tuned"][i]} for i in range(6)]
     neutral = TextSet("card", CARD_PROMPTS)
-    for role in ("base", "tuned"):
+    roles: tuple[Role, ...] = ("base", "tuned")
+    for role in roles:
         res = generate(pair.role(role), neutral, config=gen_cfg)
         for i, text in enumerate(res.continuations):
             if role == "base":

@@ -56,7 +56,7 @@ def train_tokenizer(texts: Sequence[str], out_dir: Path, *, vocab_size: int, n_c
     Returns the loaded ``GPT2TokenizerFast`` (pad = eos, as GPT-2 has no pad token).
     """
     from tokenizers import ByteLevelBPETokenizer
-    from transformers import GPT2TokenizerFast
+    from transformers import GPT2TokenizerFast  # type: ignore[attr-defined]  # v5: an alias of GPT2Tokenizer
 
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, special_tokens=[EOS],
