@@ -326,6 +326,7 @@ def evaluate_claim(
     ratio: bool = False,
     unit_size: float = 1.0,
     estimator: Estimator | None = None,
+    method: Literal["BCa", "percentile"] = "BCa",
 ) -> ClaimResult:
     """Compute a claim's estimate and verdict (usable outside pytest).
 
@@ -341,6 +342,10 @@ def evaluate_claim(
     ``(confidence, threshold, direction) -> Estimate`` for an interval no bootstrap gives well,
     called at the claim's (family-wise) confidence, e.g. `stats.sign_fraction_estimate` on a
     fraction of neurons whose activation drops (`BlockAttribution.fraction_dampened`).
+    ``method``: the bootstrap interval, "BCa" (default) or "percentile" — for a statistic whose
+    resamples are biased where the estimate is not (a cross-fitted share: a resampled half holds
+    repeated blocks, so it sorts neurons with less information than the sample did), BCa's bias
+    correction moves the interval the wrong way.
 
     Raises:
         UsageError: bad name/direction/threshold, both or neither of samples/estimate.
@@ -405,7 +410,7 @@ def evaluate_claim(
             assert statistic is not None  # np.mean when none was given, checked above
             est = bootstrap_estimate(arrays, statistic, paired=paired, confidence=confidence,
                                      n_resamples=n_resamples, seed=claim_seed(seed, name, arrays),
-                                     threshold=threshold, direction=direction)
+                                     threshold=threshold, direction=direction, method=method)
     elif isinstance(estimate, Estimate):
         est = estimate
     else:

@@ -515,13 +515,14 @@ class ClaimRecorder:
     def __call__(self, name: str, *, metric: str, direction: str, threshold: Any, samples: Any = None,
                  statistic: Any = None, estimate: Any = None, reference: Any = None,
                  params: Mapping[str, Any] | None = None, paired: bool = True, proportion: bool = False,
-                 ratio: bool = False, unit_size: float = 1.0, estimator: Any = None) -> ClaimResult:
+                 ratio: bool = False, unit_size: float = 1.0, estimator: Any = None,
+                 method: str = "BCa") -> ClaimResult:
         """State a claim; returns its `ClaimResult`, or fails/skips the test per the verdict rules
         (``proportion=True``: one sample of independent 0/1 outcomes, exact binomial interval;
         ``ratio=True``: samples=(numerator, denominator) per unit, Fieller interval of the ratio of
         means; ``unit_size``: prompts per sample element, e.g. ``attribution.prompts_per_block``;
         ``estimator``: ``(confidence, threshold, direction) -> Estimate``, called at this run's
-        per-claim confidence)."""
+        per-claim confidence; ``method``: the bootstrap interval, "BCa" or "percentile")."""
         from mechtests.claims import evaluate_claim
         from mechtests.stats import Estimate, family_confidence, min_resamples
 
@@ -552,7 +553,7 @@ class ClaimRecorder:
                 threshold=override if override is not None else threshold, samples=samples, statistic=statistic,
                 estimate=estimate, reference=reference, params=params, pair=pair, paired=paired,
                 confidence=confidence, n_resamples=resamples, seed=run.seed, proportion=proportion,
-                ratio=ratio, unit_size=unit_size, estimator=estimator)
+                ratio=ratio, unit_size=unit_size, estimator=estimator, method=method)  # type: ignore[arg-type]
         except MtUsageError as exc:
             if override is None:
                 raise

@@ -253,3 +253,16 @@ def test_an_estimator_is_called_at_the_claims_confidence_and_decides_like_an_est
         evaluate_claim("bad", metric="m", direction=">", threshold=0.5, estimator=estimator, estimate=0.3)
     with pytest.raises(UsageError, match="computes its own interval"):
         evaluate_claim("bad", metric="m", direction=">", threshold=0.5, estimator=estimator, ratio=True)
+
+
+def test_the_bootstrap_method_is_the_claims_choice() -> None:
+    from mechtests.stats import bootstrap_estimate
+
+    x = np.random.default_rng(4).gamma(2.0, 1.0, 40)
+    r = evaluate_claim("m", metric="m", direction=">", threshold=1.0, samples=(x,), n_resamples=999, seed=3,
+                       method="percentile")
+    direct = bootstrap_estimate((x,), np.mean, n_resamples=999, seed=claim_seed(3, "m", (x,)), method="percentile",
+                                threshold=1.0, direction=">")
+    assert r.estimate.method == "percentile" and (r.estimate.ci_low, r.estimate.ci_high) == (direct.ci_low, direct.ci_high)
+    with pytest.raises(UsageError, match="unknown bootstrap method"):
+        evaluate_claim("m", metric="m", direction=">", threshold=1.0, samples=(x,), n_resamples=999, method="bca")
