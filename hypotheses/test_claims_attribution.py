@@ -5,9 +5,8 @@ mean last-position activation over the 20 greedy steps of every challenge prompt
 come from a bootstrap over the NeuronStats blocks (clusters of prompts, paired across models).
 Statistics that sort neurons by the sign of their own change (group shares, gross ratio) are
 cross-fitted: sorted on one half of the blocks, summed on the other, both ways
-(`BlockAttribution.folds`), each half resampled within itself, with percentile intervals (a
-resampled half repeats blocks, so it sorts neurons less well than the sample: BCa would read that
-as bias of the estimate and shift the interval the wrong way). The layer share is a ratio of
+(`BlockAttribution.folds`), each half resampled within itself (BCa; measured against percentile
+intervals in docs/STATISTICS.md). The layer share is a ratio of
 per-block sums with Fieller's interval; the fraction of neurons moving toward toxicity counts
 neurons shown to move (per-neuron tests, Holm), not signs of noise.
 """
@@ -41,7 +40,7 @@ def test_tp_down_is_a_minority(recorded_attribution: BlockAttribution, claim) ->
     attr = recorded_attribution
     require_change(attr)
     claim("tp_down_is_a_minority", metric="TP↓ share of the four groups' reduction", direction="<", threshold=0.50,
-          samples=attr.folds(), paired=False, method="percentile",
+          samples=attr.folds(), paired=False,
           unit_size=attr.prompts_per_block, statistic=attr.share(("TP_down",)),
           reference=ref("group table: TP↓ share 31.8% (A)", 0.318), params={"n_blocks": attr.n_blocks})
 
@@ -55,7 +54,7 @@ def test_every_group_contributes(group: str, recorded_attribution: BlockAttribut
     attr = recorded_attribution
     require_change(attr)
     claim("every_group_contributes", metric=f"{LABELS[group]} share of the four groups' reduction", direction=">",
-          threshold=0.05, samples=attr.folds(), paired=False, method="percentile",
+          threshold=0.05, samples=attr.folds(), paired=False,
           unit_size=attr.prompts_per_block, statistic=attr.share((group,)),
           reference=ref(f"group table: {LABELS[group]} share {PAPER_SHARES[group]:.1%} (A)", PAPER_SHARES[group]),
           params={"group": LABELS[group]})
@@ -69,7 +68,7 @@ def test_anti_toxic_promotion_matters(recorded_attribution: BlockAttribution, cl
     attr = recorded_attribution
     require_change(attr)
     claim("anti_toxic_promotion_matters", metric="AP↑ + AN↑ share", direction=">", threshold=0.25,
-          samples=attr.folds(), paired=False, method="percentile",
+          samples=attr.folds(), paired=False,
           unit_size=attr.prompts_per_block, statistic=attr.share(("AP_up", "AN_up")),
           reference=ref("group table: AP↑ + AN↑ = 44.3% (A)", 0.443))
 
@@ -97,7 +96,7 @@ def test_adjustments_are_noisy_gross(recorded_attribution: BlockAttribution, cla
     attr = recorded_attribution
     require_change(attr)
     claim("adjustments_are_noisy_gross", metric="gross increase / gross decrease", direction=">", threshold=0.50,
-          samples=attr.folds(), paired=False, method="percentile",
+          samples=attr.folds(), paired=False,
           unit_size=attr.prompts_per_block, statistic=attr.crossfit_gross_ratio,
           reference=ref("group table: 40.27 / 47.48 (A)", 0.85))
 

@@ -342,10 +342,8 @@ def evaluate_claim(
     ``(confidence, threshold, direction) -> Estimate`` for an interval no bootstrap gives well,
     called at the claim's (family-wise) confidence, e.g. `stats.sign_fraction_estimate` on a
     fraction of neurons whose activation drops (`BlockAttribution.fraction_dampened`).
-    ``method``: the bootstrap interval, "BCa" (default) or "percentile" — for a statistic whose
-    resamples are biased where the estimate is not (a cross-fitted share: a resampled half holds
-    repeated blocks, so it sorts neurons with less information than the sample did), BCa's bias
-    correction moves the interval the wrong way.
+    ``method``: the bootstrap interval, "BCa" (default) or "percentile" (docs/STATISTICS.md
+    compares them on the cross-fitted shares).
 
     Raises:
         UsageError: bad name/direction/threshold, both or neither of samples/estimate.

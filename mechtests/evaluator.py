@@ -69,8 +69,8 @@ class PerplexityWindows:
         """An estimator (``claim(..., estimator=...)``) of ``ppl_self / ppl_base - 1`` on the same
         windows: ``exp(sum(nll_self - nll_base) / sum(tokens)) - 1``, Fieller's interval of the
         per-token log ratio (paired windows) mapped through ``exp(x) - 1``. A bootstrap of the
-        ratio over 16 windows covered 84%; this is a t interval in effect (the token counts
-        barely vary), exact in the log scale's normal limit.
+        ratio over 16 windows covered 91.7% (docs/STATISTICS.md); this is a t interval in effect
+        (the token counts barely vary), exact in the log scale's normal limit.
 
         Example:
             >>> b = PerplexityWindows(np.array([10.0, 12, 11]), np.array([5, 5, 5]))
