@@ -361,6 +361,18 @@ def bootstrap_estimate(
                     float(res.standard_error), bound)
 
 
+def _claim_p(p_at: Callable[[float, str], float], threshold: Threshold | None,
+             direction: Direction | None) -> float | None:
+    """The one-sided p of "the claim is false" from a test ``p_at(t, side)`` of "value > t" (side
+    ``">"``) or "value < t" (``"<"``); ``within (lo, hi)`` needs both, so its p is the larger."""
+    if threshold is None or direction is None:
+        return None
+    if direction == "within":
+        lo, hi = threshold  # type: ignore[misc]
+        return max(p_at(float(lo), ">"), p_at(float(hi), "<"))
+    return p_at(float(threshold), direction)  # type: ignore[arg-type]
+
+
 def proportion_estimate(successes: np.ndarray, *, confidence: float = 0.95, threshold: Threshold | None = None,
                         direction: Direction | None = None) -> Estimate:
     """An exact (Clopper-Pearson) estimate of a proportion from independent 0/1 outcomes.
@@ -445,13 +457,7 @@ def ratio_estimate(numerator: np.ndarray, denominator: np.ndarray, *, confidence
         upper = float(stats.t.sf(z / se, n - 1))
         return upper if side == ">" else 1.0 - upper
 
-    p = None
-    if threshold is not None and direction is not None:
-        if direction == "within":
-            lo, hi = threshold  # type: ignore[misc]
-            p = max(p_at(float(lo), ">"), p_at(float(hi), "<"))
-        else:
-            p = p_at(float(threshold), direction)  # type: ignore[arg-type]
+    p = _claim_p(p_at, threshold, direction)
     if a <= 0.0 or not math.isfinite(value):
         return Estimate(value, -math.inf, math.inf, confidence, n, p, "fieller-unbounded", None)
     root = math.sqrt(max(b * b - 4.0 * a * c, 0.0))
@@ -543,13 +549,7 @@ def sign_fraction_estimate(values: np.ndarray, *, confidence: float = 0.95, thre
             return 1.0
         return 0.0 if need == 0 else float(adjusted[need - 1])
 
-    p = None
-    if threshold is not None and direction is not None:
-        if direction == "within":
-            lo, hi = threshold  # type: ignore[misc]
-            p = max(p_for(float(lo), ">"), p_for(float(hi), "<"))
-        else:
-            p = p_for(float(threshold), direction)  # type: ignore[arg-type]
+    p = _claim_p(p_for, threshold, direction)
     z = float(special.ndtri(1.0 - alpha))
     return Estimate(value, low, high, confidence, n, p, "holm-signs", (high - low) / (2.0 * z))
 
@@ -582,13 +582,7 @@ def mean_estimate(values: np.ndarray, *, confidence: float = 0.95, threshold: Th
         upper = float(stats.t.sf((mean - t_) / se, n - 1))  # small when the mean is clearly above t_
         return upper if side == ">" else 1.0 - upper
 
-    p = None
-    if threshold is not None and direction is not None:
-        if direction == "within":
-            lo, hi = threshold  # type: ignore[misc]
-            p = max(p_at(float(lo), ">"), p_at(float(hi), "<"))
-        else:
-            p = p_at(float(threshold), direction)  # type: ignore[arg-type]
+    p = _claim_p(p_at, threshold, direction)
     return Estimate(mean, mean - q * se, mean + q * se, confidence, n, p, "t", se)
 
 
