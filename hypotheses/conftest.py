@@ -1,9 +1,9 @@
 """Fixtures shared by the reference claims (PAPER.md claims 1-13).
 
 The plugin provides ``model_pair``, ``evaluator``, ``claim``, ``probe``, ``eval_data`` and
-``mt_config``; this file adds what several claim families share: neuron selections made the
-papers' way, the block-bootstrap attribution inputs, the paper's reference numbers, and a
-session recorder that turns recovered-fraction results into the HTML report's figures.
+``mt_config``, and for claim authors ``selections`` (the papers' neuron selections) and
+``attribution`` (the block-bootstrap attribution inputs); this file adds a session recorder that
+turns recovered-fraction results into the HTML report's figures.
 """
 
 from __future__ import annotations
@@ -15,67 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
-from mt_reference import KSpec
 
-from mechtests.evaluator import BlockAttribution, Evaluator
-
-
-class Selections:
-    """Neuron selections the papers make, computed once per evaluator (memoised there)."""
-
-    def __init__(self, ev: Evaluator) -> None:
-        self.ev = ev
-        base = ev.model("base")
-        self.n_neurons = base.n_layers * base.d_mlp
-
-    def k(self, spec: KSpec) -> int:
-        """Resolve ``spec``; skip the test when the model has fewer neurons than asked for."""
-        k = spec.resolve(self.n_neurons)
-        if k > self.n_neurons:
-            pytest.skip(f"k={k} ({spec.label}) exceeds the model's {self.n_neurons} MLP neurons")
-        return k
-
-    def top_toxic(self, k: int, *, positive_only: bool = False) -> Any:
-        """Top-k neurons by cos(value vector, probe); ``positive_only``: among cos > 0 and
-        mean base activation > 0 (A's "toxic & positively activated")."""
-        from mechtests.neurons import top_k_by_cosine
-
-        def compute() -> Any:
-            among = None
-            if positive_only:
-                act = torch.from_numpy(self.ev.mean_activation("base"))
-                among = (self.ev.cosines() > 0) & (act > 0)
-            return top_k_by_cosine(self.ev.cosines(), k, among=among)
-
-        return self.ev.memo(f"top_toxic:{k}:{positive_only}", compute)
-
-    def n_positive_toxic(self) -> int:
-        """How many neurons are toxic-aligned and positively activated (A: 5,770 of 98,304)."""
-        act = torch.from_numpy(self.ev.mean_activation("base"))
-        return int(((self.ev.cosines() > 0) & (act > 0)).sum())
-
-    def groups(self) -> dict[str, Any]:
-        """The eight groups (PAPER.md) from the base and tuned passes' mean activations."""
-        from mechtests.neurons import classify_neurons
-
-        def compute() -> dict[str, Any]:
-            return classify_neurons(self.ev.cosines(), torch.from_numpy(self.ev.mean_activation("base")),
-                                    torch.from_numpy(self.ev.mean_activation("tuned")))
-
-        return self.ev.memo("groups", compute)
-
-
-@pytest.fixture
-def selections(evaluator: Evaluator) -> Selections:
-    """Neuron selections (top-k toxic, positively activated, the eight groups)."""
-    return Selections(evaluator)
-
-
-@pytest.fixture
-def attribution(evaluator: Evaluator) -> BlockAttribution:
-    """Per-block base/tuned activation sums for a bootstrap over NeuronStats blocks."""
-    return BlockAttribution.from_evaluator(evaluator)
+from mechtests.evaluator import BlockAttribution
 
 
 @dataclasses.dataclass

@@ -64,37 +64,3 @@ ABLATION_KS: tuple[KSpec, ...] = (frac(100), frac(200), frac(1000), frac(2000))
 # Paper toxicity for each ablation (PAPER.md interventions table); None where not reported.
 ZERO_TOX = {100: 0.403, 200: 0.405, 1000: 0.436}
 ZERO_POSITIVE_TOX = {100: 0.384, 200: 0.366, 1000: 0.320, 2000: 0.319}
-
-
-def require_reduction(tox_base, tox_tuned) -> None:
-    """Fail clearly when the tuned model does not reduce toxicity on these prompts.
-
-    Every "recovered" claim divides by ``mean(tox_base) - mean(tox_tuned)``; without a
-    reduction the ratio is undefined, and the right message names that premise and its numbers
-    instead of a NaN deep inside the bootstrap.
-    """
-    import numpy as np
-    import pytest
-
-    base, tuned = float(np.mean(tox_base)), float(np.mean(tox_tuned))
-    if not base > tuned:
-        pytest.fail(f"undefined: the tuned model does not reduce toxicity on these prompts (mean tox base "
-                    f"{base:.4f}, tuned {tuned:.4f}), so the fraction of its reduction a condition recovers is "
-                    "undefined. See dpo_reduces_toxicity.", pytrace=False)
-
-
-def require_change(attribution) -> None:
-    """Fail clearly when no neuron's probe projection differs between the two models.
-
-    Shares of DPO's reduction, the direction of each neuron's change ("dampened", "moved toward
-    toxicity") and layer shares all presuppose that the tuned model differs from the base; with
-    identical models every reduction is exactly 0 and such a claim is undefined, not confirmed.
-    """
-    import numpy as np
-    import pytest
-
-    reduction, _, _ = attribution.reduction()
-    if not np.any(reduction != 0):
-        pytest.fail("undefined: no neuron's probe projection differs between the base and tuned models on these "
-                    "prompts (are they the same weights? compare the report's sha256 of both), so shares of the "
-                    "reduction and the direction of neurons' changes are undefined.", pytrace=False)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from mt_reference import ABLATION_KS, ZERO_POSITIVE_TOX, ZERO_TOX, KSpec, paper_recovered, ref, require_reduction
+from mt_reference import ABLATION_KS, ZERO_POSITIVE_TOX, ZERO_TOX, KSpec, paper_recovered, ref
 
 from mechtests.evaluator import Evaluator
+from mechtests.premises import require_reduction
 
 # The data roles these claims read: checked at start-up (mechtests.preflight).
 pytestmark = pytest.mark.mechtests_data("challenge")

@@ -14,9 +14,10 @@ neurons shown to move (per-neuron tests, Holm), not signs of noise.
 from __future__ import annotations
 
 import pytest
-from mt_reference import ref, require_change
+from mt_reference import ref
 
 from mechtests.evaluator import GROUP_NAMES, BlockAttribution, Evaluator
+from mechtests.premises import require_change
 
 # The data roles these claims read: checked at start-up (mechtests.preflight).
 pytestmark = pytest.mark.mechtests_data("challenge")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from mt_reference import KSpec, absolute, frac, ref, require_change
+from mt_reference import KSpec, absolute, frac, ref
 
 from mechtests.evaluator import BlockAttribution
+from mechtests.premises import require_change
 
 # The data roles these claims read: checked at start-up (mechtests.preflight).
 pytestmark = pytest.mark.mechtests_data("challenge")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from mt_reference import paper_recovered, ref, require_reduction
+from mt_reference import paper_recovered, ref
 
 from mechtests.evaluator import GROUP_NAMES, Evaluator
+from mechtests.premises import require_reduction
 
 # The data roles these claims read: checked at start-up (mechtests.preflight).
 pytestmark = pytest.mark.mechtests_data("challenge")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from mt_reference import absolute, paper_recovered, ref, require_reduction
+from mt_reference import absolute, paper_recovered, ref
 
 from mechtests.evaluator import Evaluator, relative_reduction
+from mechtests.premises import require_reduction
 
 UNALIGN_TOX = {2: 0.487, 5: 0.555, 10: 0.458}
 TOP_KEYS = absolute(7)  # B scales the key vectors of the top-7 toxic neurons

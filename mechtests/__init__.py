@@ -47,6 +47,9 @@ _EXPORTS: dict[str, str] = {
     # neuron selection
     "NeuronSet": "mechtests.neurons", "neuron_cosines": "mechtests.neurons", "top_k_by_cosine": "mechtests.neurons",
     "classify_neurons": "mechtests.neurons", "group_rule": "mechtests.neurons",
+    "NeuronSelections": "mechtests.selections",
+    # premises a claim presupposes (fail with the reason, never pass on nothing)
+    "require_reduction": "mechtests.premises", "require_change": "mechtests.premises",
     # loading
     "load_pair": "mechtests.models", "load_model": "mechtests.models", "ModelPair": "mechtests.models",
     "LoadedModel": "mechtests.models",

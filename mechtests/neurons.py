@@ -76,6 +76,59 @@ class NeuronSet:
     def empty(cls, *, n_layers: int, d_mlp: int) -> NeuronSet:
         return cls((), (), n_layers, d_mlp)
 
+    @classmethod
+    def from_flat(cls, flat: Iterable[int], *, n_layers: int, d_mlp: int) -> NeuronSet:
+        """From flat indices ``layer * d_mlp + index`` (the order of ``[n_layers, d_mlp]`` arrays
+        flattened, as `BlockAttribution` keeps them).
+
+        Example:
+            >>> list(NeuronSet.from_flat([5, 0], n_layers=2, d_mlp=4))
+            [(0, 0), (1, 1)]
+        """
+        items = [int(f) for f in flat]
+        bad = [f for f in items if not 0 <= f < n_layers * d_mlp]
+        if bad:
+            raise UsageError(f"flat neuron index {bad[0]} is outside the model's {n_layers} x {d_mlp} = "
+                             f"{n_layers * d_mlp} neurons")
+        return cls(tuple(f // d_mlp for f in items), tuple(f % d_mlp for f in items), n_layers, d_mlp)
+
+    @classmethod
+    def top_k(cls, scores: torch.Tensor, k: int, *, among: torch.Tensor | None = None,
+              largest: bool = True) -> NeuronSet:
+        """The ``k`` neurons with the largest (``largest=False``: smallest) ``scores[n_layers, d_mlp]``,
+        optionally only ``among`` a boolean mask of the same shape; ties broken by flat index.
+
+        Example:
+            >>> list(NeuronSet.top_k(torch.tensor([[0.1, 0.9], [0.5, 0.2]]), 2))
+            [(0, 1), (1, 0)]
+        """
+        if scores.ndim != 2:
+            raise UsageError(f"scores must be [n_layers, d_mlp], got shape {tuple(scores.shape)}")
+        n_layers, d_mlp = (int(n) for n in scores.shape)
+        flat = scores.detach().to("cpu", torch.float64).reshape(-1)
+        candidates = torch.arange(flat.numel())
+        if among is not None:
+            if among.shape != scores.shape or among.dtype != torch.bool:
+                raise UsageError(f"among must be a bool mask of shape {tuple(scores.shape)}")
+            candidates = candidates[among.cpu().reshape(-1)]
+        if not 0 <= k <= candidates.numel():
+            raise UsageError(f"k={k} but only {candidates.numel()} candidate neurons "
+                             f"({n_layers} layers x {d_mlp}{' after the filter' if among is not None else ''}); "
+                             "choose 0 <= k <= that number")
+        values = flat[candidates]
+        # A stable sort keeps the lower flat index first among equal scores.
+        order = torch.sort(-values if largest else values, stable=True).indices[:k]
+        return cls.from_flat(candidates[order].tolist(), n_layers=n_layers, d_mlp=d_mlp)
+
+    def flat(self) -> list[int]:
+        """Flat indices ``layer * d_mlp + index``, in the set's (sorted) order.
+
+        Example:
+            >>> NeuronSet((1, 0), (1, 0), 2, 4).flat()
+            [0, 5]
+        """
+        return [layer * self.d_mlp + index for layer, index in self]
+
     def to_mask(self, device: str | torch.device = "cpu") -> torch.Tensor:
         """Boolean ``[n_layers, d_mlp]`` mask."""
         mask = torch.zeros(self.n_layers, self.d_mlp, dtype=torch.bool, device=device)
@@ -149,24 +202,7 @@ def top_k_by_cosine(cosines: torch.Tensor, k: int, *, among: torch.Tensor | None
         >>> top_k_by_cosine(torch.tensor([[0.1, 0.9], [0.5, -1.0]]), 2)
         NeuronSet(layers=(0, 1), indices=(1, 0), n_layers=2, d_mlp=2)
     """
-    if cosines.ndim != 2:
-        raise UsageError(f"cosines must be [n_layers, d_mlp], got shape {tuple(cosines.shape)}")
-    n_layers, d_mlp = (int(s) for s in cosines.shape)
-    flat = cosines.detach().to("cpu", torch.float64).reshape(-1)
-    candidates = torch.arange(flat.numel())
-    if among is not None:
-        if among.shape != cosines.shape or among.dtype != torch.bool:
-            raise UsageError(f"among must be a bool mask of shape {tuple(cosines.shape)}")
-        candidates = candidates[among.cpu().reshape(-1)]
-    if not 0 <= k <= candidates.numel():
-        raise UsageError(f"k={k} but only {candidates.numel()} candidate neurons "
-                         f"({n_layers} layers x {d_mlp}{' after the filter' if among is not None else ''}); "
-                         "choose 0 <= k <= that number")
-    values = flat[candidates]
-    # Stable sort on -value keeps the lower flat index first among equal cosines.
-    order = torch.sort(-values, stable=True).indices[:k]
-    chosen = candidates[order]
-    return NeuronSet(tuple((chosen // d_mlp).tolist()), tuple((chosen % d_mlp).tolist()), n_layers, d_mlp)
+    return NeuronSet.top_k(cosines, k, among=among)
 
 
 def positively_activated(cosines: torch.Tensor, mean_activation: torch.Tensor) -> torch.Tensor:

@@ -403,6 +403,24 @@ def evaluator(model_pair: Any, probe: Any, scorer: Any, eval_data: Any, mt_confi
     return ev
 
 
+@pytest.fixture
+def selections(evaluator: Any) -> Any:
+    """The papers' neuron selections on this pair (`mechtests.selections.NeuronSelections`):
+    top-k toxic by cosine, the positively activated filter, the eight groups, top-k reduced."""
+    from mechtests.selections import NeuronSelections
+
+    return NeuronSelections(evaluator)
+
+
+@pytest.fixture
+def attribution(evaluator: Any) -> Any:
+    """Per-block base/tuned activation sums of this pair (`mechtests.evaluator.BlockAttribution`),
+    for claims on the probe-projected reduction (shares, gross ratio, layer share, fractions)."""
+    from mechtests.evaluator import BlockAttribution
+
+    return BlockAttribution.from_evaluator(evaluator)
+
+
 class TerminalProgress:
     """Each computed condition on pytest's terminal, without ``-s``: one line when it is done
     (count, time, rate), and on a terminal a line with done/total and ETA every ``every_s`` while

@@ -44,3 +44,40 @@ def test_readme_example_is_a_real_claim(pytester: pytest.Pytester, project: dict
     assert record["ci_low"] <= record["estimate"] <= record["ci_high"]
     expected = {"pass": "passed", "fail": "failed", "inconclusive": "skipped"}[record["verdict"]]
     assert result.parseoutcomes().get(expected) == 1, result.stdout.str()[-2000:]
+
+
+KIT_CLAIMS = '''
+import pytest
+
+import mechtests as mt
+
+
+@pytest.mark.mechtests_claims(2)
+def test_the_kit_outside_hypotheses(selections, attribution, claim):
+    mt.require_change(attribution)
+    top = selections.top_toxic(selections.k(5))
+    assert len(top) == 5 and set(mt.GROUP_NAMES) <= set(selections.groups())
+    assert len(selections.top_reduced(3)) == 3
+    assert mt.NeuronSet.from_flat(top.flat(), n_layers=top.n_layers, d_mlp=top.d_mlp) == top
+    claim("kit_share", metric="TP↓ share", direction="within", threshold=(-1e6, 1e6),
+          samples=attribution.folds(), paired=False, statistic=attribution.share(("TP_down",)))
+    claim("kit_dampened", metric="fraction of top-5 dampened", direction="within", threshold=(-0.5, 1.5),
+          estimator=attribution.fraction_dampened(top.to_mask().numpy()))
+'''
+
+
+@pytest.mark.slow  # a full plugin session: > 10 s
+def test_a_claim_author_gets_selections_attribution_and_premises_from_the_plugin(
+        pytester: pytest.Pytester, project: dict[str, Path]) -> None:
+    """No copy of hypotheses/conftest.py needed: the plugin gives the fixtures, mt the guards."""
+    (pytester.path / "my_claims").mkdir()
+    (pytester.path / "my_claims" / "test_kit.py").write_text(KIT_CLAIMS)
+    pytester.makeconftest(CONFTEST.format(data=str(project["data"])))
+    result = pytester.runpytest_subprocess(
+        "my_claims", "--mt-base", str(project["base"]), "--mt-tuned", str(project["tuned"]),
+        "--mt-probe", str(project["probe"]), "--mt-no-cache", "--mt-json", "r.json", "--mt-inconclusive", "pass",
+        "-p", "no:cacheprovider", "-q")
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    report = json.loads((pytester.path / "r.json").read_text())
+    assert [c["claim"] for c in report["claims"]] == ["kit_share", "kit_dampened"]
+    assert report["config"]["family_size"] == 2
