@@ -27,8 +27,8 @@ class FigureRecorder:
     attributions: dict[str, BlockAttribution] = dataclasses.field(default_factory=dict)
 
     def recovery(self, pair: str, family: str, k: int, claim: Any) -> None:
-        """Record the latest claim the ``claim`` fixture stated in this test (pass or fail: it
-        keeps its results before it fails a test)."""
+        """Record the latest claim the ``claim`` fixture stated in this test (pass or fail: the
+        test's outcome is only set after its body)."""
         if not claim.results:
             return
         e = claim.results[-1].estimate

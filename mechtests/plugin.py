@@ -105,6 +105,10 @@ class MechtestsState:
 class _ItemClaims:
     records: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     sent: int = 0
+    #: why claims of this test failed / were skipped; raised once, after the test body returns,
+    #: so every claim of a test is evaluated and reported (pytest_runtest_call)
+    failures: list[str] = dataclasses.field(default_factory=list)
+    skips: list[str] = dataclasses.field(default_factory=list)
 
 
 state_key = pytest.StashKey[MechtestsState]()
@@ -535,7 +539,8 @@ class ClaimRecorder:
                  params: Mapping[str, Any] | None = None, paired: bool = True, proportion: bool = False,
                  ratio: bool = False, unit_size: float = 1.0, estimator: Any = None,
                  method: str = "BCa") -> ClaimResult:
-        """State a claim; returns its `ClaimResult`, or fails/skips the test per the verdict rules
+        """State a claim; returns its `ClaimResult`; the test fails/skips per the verdict rules once its
+        body returns (every claim of the test evaluated and reported first)
         (``proportion=True``: one sample of independent 0/1 outcomes, exact binomial interval;
         ``ratio=True``: samples=(numerator, denominator) per unit, Fieller interval of the ratio of
         means; ``unit_size``: prompts per sample element, e.g. ``attribution.prompts_per_block``;
@@ -582,18 +587,17 @@ class ClaimRecorder:
             record["p_adjusted"] = min(1.0, family * float(record["p_value"]))  # pass <=> p_adjusted < (1-c)/2
         holder.records.append(record)
         self.results.append(result)
+        # Outcomes are deferred to the end of the test (pytest_runtest_call below): a test stating
+        # several claims evaluates and reports every one, then fails once, listing each failure.
         regressed = self._regressions(record)
         if regressed:
-            pytest.fail("\n".join(regressed) + "\n" + result.explanation(), pytrace=False)
-        if st.settings.gate is not None:
-            return result  # a gate: the outcome follows regressions only; the verdict is still reported
-        if result.verdict == "fail":
-            pytest.fail(result.explanation(), pytrace=False)
-        if result.verdict == "inconclusive":
-            if run.inconclusive == "fail":
-                pytest.fail(result.explanation(), pytrace=False)
-            if run.inconclusive == "skip":
-                pytest.skip(result.explanation().replace("\n", "; "))
+            holder.failures.append("\n".join(regressed) + "\n" + result.explanation())
+        elif st.settings.gate is not None:
+            pass  # a gate: the outcome follows regressions only; the verdict is still reported
+        elif result.verdict == "fail" or (result.verdict == "inconclusive" and run.inconclusive == "fail"):
+            holder.failures.append(result.explanation())
+        elif result.verdict == "inconclusive" and run.inconclusive == "skip":
+            holder.skips.append(result.explanation().replace("\n", "; "))
         return result
 
     def _regressions(self, record: Mapping[str, Any]) -> list[str]:
@@ -609,11 +613,27 @@ class ClaimRecorder:
 @pytest.fixture
 def claim(request: pytest.FixtureRequest) -> ClaimRecorder:
     """``claim(name, *, metric, direction, threshold, samples=..., statistic=... | estimate=...,
-    reference=None, params=None)``: estimate + CI + verdict; fails/skips the test per the rules."""
+    reference=None, params=None)``: estimate + CI + verdict; the test fails/skips per the rules after
+    its body, once, with every claim's explanation."""
     return ClaimRecorder(request)
 
 
 # ---- reporting hooks ---------------------------------------------------------------------------
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """After the test body: fail once if any of its claims failed (all of them listed), else skip
+    if any was inconclusive under ``--mt-inconclusive skip``. An exception of the body itself
+    wins (its claims are still in every report)."""
+    result = yield
+    holder = item.stash.get(_item_claims_key, None)
+    if holder is not None and holder.failures:
+        head = f"{len(holder.failures)} of {len(holder.records)} claims failed:\n\n" if len(holder.failures) > 1 else ""
+        pytest.fail(head + "\n\n".join(holder.failures), pytrace=False)
+    if holder is not None and holder.skips:
+        pytest.skip(" | ".join(holder.skips))
+    return result
+
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:

@@ -529,3 +529,50 @@ def test_unused_threshold_override_is_reported(pytester: pytest.Pytester) -> Non
     result = pytester.runpytest()
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["mechtests: threshold override(s) for claim(s) that did not run: tunabel *"])
+
+
+MANY_CLAIMS = """
+import numpy as np
+import pytest
+
+@pytest.mark.mechtests_claims(3)
+def test_three(claim):
+    rng = np.random.default_rng(0)
+    claim("low_one", metric="m", direction=">", threshold=0.3, samples=(rng.normal(0.1, 0.1, 64),))
+    claim("fine", metric="m", direction=">", threshold=0.3, samples=(rng.normal(0.5, 0.1, 64),))
+    claim("low_two", metric="m", direction=">", threshold=0.3, samples=(rng.normal(0.0, 0.1, 64),))
+
+@pytest.mark.mechtests_claims(2)
+def test_undecided_then_refuted(claim):
+    rng = np.random.default_rng(1)
+    claim("undecided", metric="m", direction=">", threshold=0.3, samples=(rng.normal(0.32, 0.3, 16),))
+    claim("refuted", metric="m", direction=">", threshold=0.3, samples=(rng.normal(0.1, 0.1, 64),))
+
+@pytest.mark.mechtests_claims(2)
+def test_undecided_twice(claim):
+    rng = np.random.default_rng(2)
+    claim("maybe_a", metric="m", direction=">", threshold=0.3, samples=(rng.normal(0.32, 0.3, 16),))
+    claim("maybe_b", metric="m", direction=">", threshold=0.3, samples=(rng.normal(0.31, 0.3, 16),))
+
+def test_body_error_after_a_failed_claim(claim):
+    claim("refuted_first", metric="m", direction=">", threshold=0.3,
+          samples=(np.random.default_rng(3).normal(0.1, 0.1, 64),))
+    raise RuntimeError("the body broke")
+"""
+
+
+def test_every_claim_of_a_test_is_evaluated_and_the_test_fails_once_listing_all(pytester: pytest.Pytester) -> None:
+    """A failing claim used to stop its test: the claims after it were never evaluated or reported."""
+    pytester.makepyfile(test_many=MANY_CLAIMS)
+    result = pytester.runpytest("--mt-json", "r.json", "--mt-resamples", "400", "-p", "no:cacheprovider", "-rs")
+    doc = _json(pytester)
+    verdicts = {c["claim"]: c["verdict"] for c in doc["claims"]}
+    assert verdicts == {"low_one": "fail", "fine": "pass", "low_two": "fail", "undecided": "inconclusive",
+                        "refuted": "fail", "maybe_a": "inconclusive", "maybe_b": "inconclusive",
+                        "refuted_first": "fail"}
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed") == 3 and outcomes.get("skipped") == 1, outcomes
+    out = result.stdout.str()
+    assert "2 of 3 claims failed" in out and "low_one" in out and "low_two" in out
+    assert "RuntimeError: the body broke" in out  # the body's own error wins, its claim is still reported
+    result.stdout.re_match_lines([r"SKIPPED .*maybe_a.*\| .*maybe_b"])
