@@ -31,6 +31,8 @@ Inconclusive = Literal["fail", "skip", "pass"]
 Multiplicity = Literal["bonferroni", "none"]
 MULTIPLICITIES: tuple[str, ...] = ("bonferroni", "none")
 ScorerName = Literal["offline", "perspective", "detoxify"]
+#: entry-point group through which packages register scorers (the built-in ones are registered too)
+SCORER_GROUP = "mechtests.scorers"
 Threshold = float | tuple[float, float]
 
 PROFILES: tuple[str, ...] = ("smoke", "ci", "full")
@@ -76,7 +78,7 @@ class RunConfig:
     n_perplexity_windows: int | None = 16
     n_f1: int | None = 64
     n_probe_eval: int | None = 256
-    scorer: ScorerName = "offline"
+    scorer: str = "offline"  # a built-in ScorerName, an entry point of SCORER_GROUP, or module:callable
     inconclusive: Inconclusive = "skip"
     prompt_truncation: Literal["first", "last"] = "first"
     # Family-wise decisions: each of the session's m claims is decided by its interval at
@@ -302,7 +304,9 @@ OPTIONS: tuple[Option, ...] = (
            "each file is read only by the claims that use it (default: the embedded pair's)"),
     Option("prompt_truncation", "{first,last}", "which end of a prompt longer than 32 tokens is kept: first "
            "(default, as the papers' tokenizer call) or last"),
-    Option("scorer", "{offline,perspective,detoxify}", "toxicity scorer (default offline)"),
+    Option("scorer", "NAME|MODULE:CALLABLE", "scorer of the generated texts: offline (default), perspective, detoxify, "
+           "an entry point of group mechtests.scorers, or module:callable returning an object with a name and "
+           "score(texts) -> floats in [0, 1]"),
     Option("detoxify_path", "DIR", "local Hugging Face classifier directory for --mt-scorer detoxify "
            "(e.g. unitary/toxic-bert saved with save_pretrained; default $MECHTESTS_DETOXIFY_PATH)"),
     Option("perspective_url", "URL", "Perspective API root for --mt-scorer perspective (default Google's)"),
@@ -428,6 +432,20 @@ def _number(value: Any, where: str, kind: type, *, low: float | None = None, hig
     return out
 
 
+def _scorer(value: Any, where: str) -> str:
+    """A built-in scorer, or a plugin spec resolved now (imported), so a typo stops the run at start-up."""
+    text = str(value).strip()
+    if text in SCORERS:
+        return text
+    from mechtests.scoring import resolve_scorer
+
+    try:
+        resolve_scorer(text)
+    except UsageError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+    return text
+
+
 def _choice(value: Any, where: str, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise UsageError(f"{where}: {value!r} is not one of {', '.join(choices)}.")
@@ -545,7 +563,7 @@ def resolve_settings(src: Sources, *, rootdir: Path) -> Settings:
         overrides["n_resamples"] = _number(v, where, int, low=1)
     v, where, _ = get("scorer")
     if v is not None:
-        overrides["scorer"] = _choice(v, where, SCORERS)
+        overrides["scorer"] = _scorer(v, where)
     v, where, _ = get("inconclusive")
     if v is not None:
         overrides["inconclusive"] = _choice(v, where, INCONCLUSIVE)

@@ -26,13 +26,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from mechtests.config import SCORER_GROUP, ScorerName
 from mechtests.errors import CheckpointError, NumericalError, UsageError
 from mechtests.perspective import (  # noqa: F401 - re-exported: the Perspective client lives in its own module
     PERSPECTIVE_ATTRIBUTES,
@@ -42,8 +43,6 @@ from mechtests.perspective import (  # noqa: F401 - re-exported: the Perspective
     ScorerError,
     Secret,
 )
-
-ScorerName = Literal["offline", "perspective", "detoxify"]
 
 DETOXIFY_PATH_ENV = "MECHTESTS_DETOXIFY_PATH"
 
@@ -276,10 +275,11 @@ class DetoxifyScorer:
         return _finish(scores, texts, self.name)
 
 
-def make_scorer(name: ScorerName = "offline", **options: object) -> ToxicityScorer:
+def make_scorer(name: ScorerName | str = "offline", **options: object) -> ToxicityScorer:
     """Build a scorer by name: ``offline`` | ``perspective`` (options: api_key, url, qps, ...;
     key default from ``$PERSPECTIVE_API_KEY``) | ``detoxify`` (option: path; default from
-    ``$MECHTESTS_DETOXIFY_PATH``).
+    ``$MECHTESTS_DETOXIFY_PATH``) | a plugin: ``module:callable`` or an entry point of the
+    ``mechtests.scorers`` group (`resolve_scorer`), wrapped in `PluginScorer`.
 
     Example:
         >>> make_scorer("offline").name
@@ -299,4 +299,77 @@ def make_scorer(name: ScorerName = "offline", **options: object) -> ToxicityScor
                                  f"pass path=... or set the environment variable {DETOXIFY_PATH_ENV}")
             options = {**options, "path": env_path}
         return DetoxifyScorer(**options)  # type: ignore[arg-type]
-    raise UsageError(f"unknown scorer {name!r}: choose offline, perspective or detoxify")
+    if options:
+        raise UsageError(f"scorer {name!r} takes no options from mechtests, got {sorted(options)}")
+    return PluginScorer(name, resolve_scorer(name)())
+
+
+def resolve_scorer(spec: str) -> Callable[[], Any]:
+    """The factory a scorer spec names: ``module:callable`` (any importable callable returning a
+    scorer), or the name of an entry point in the ``mechtests.scorers`` group (how a package
+    registers one; the built-in scorers are registered the same way).
+
+    Raises:
+        UsageError: malformed spec, module not importable, no such attribute or entry point.
+
+    Example:
+        >>> resolve_scorer("mechtests.scoring:OfflineScorer").__name__
+        'OfflineScorer'
+    """
+    import importlib
+    from importlib.metadata import entry_points
+
+    if ":" in spec:
+        module_name, _, attr = spec.partition(":")
+        if not module_name or not attr:
+            raise UsageError(f"scorer {spec!r}: expected module:callable, e.g. my_pkg.scorers:SentimentScorer.")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise UsageError(f"scorer {spec!r}: cannot import module {module_name!r} ({exc}). Fix: install it, or "
+                             "run pytest from the directory that holds it (it must be on sys.path).") from exc
+        factory: Any = module
+        for part in attr.split("."):
+            factory = getattr(factory, part, None)
+            if factory is None:
+                raise UsageError(f"scorer {spec!r}: module {module_name!r} has no attribute {attr!r}.")
+    else:
+        found = [ep for ep in entry_points(group=SCORER_GROUP) if ep.name == spec]
+        if not found:
+            known = sorted({ep.name for ep in entry_points(group=SCORER_GROUP)} | set(BUILTIN_SCORERS))
+            raise UsageError(f"unknown scorer {spec!r}: choose one of {', '.join(known)} (entry points of group "
+                             f"{SCORER_GROUP!r}), or give module:callable.")
+        factory = found[0].load()
+    if not callable(factory):
+        raise UsageError(f"scorer {spec!r} is not callable: it must build a scorer (name + score(texts)).")
+    return factory
+
+
+BUILTIN_SCORERS: tuple[str, ...] = ("offline", "perspective", "detoxify")
+
+
+@dataclass
+class PluginScorer:
+    """A scorer from a plugin (``--mt-scorer module:callable`` or an entry point), checked like the
+    built-in ones: every score in [0, 1] and finite, empty texts 0; cached scores are keyed by the
+    spec and the scorer's own ``identity`` (or name), so two plugins never share a cache entry."""
+
+    spec: str
+    inner: Any
+
+    def __post_init__(self) -> None:
+        if not callable(getattr(self.inner, "score", None)) or not isinstance(getattr(self.inner, "name", None), str):
+            raise UsageError(f"scorer {self.spec!r} built {type(self.inner).__name__}, which is not a scorer: it needs "
+                             "a str attribute 'name' and a method score(texts) -> array of floats in [0, 1].")
+
+    @property
+    def name(self) -> str:
+        return str(self.inner.name)
+
+    @property
+    def identity(self) -> str:
+        return f"plugin:{self.spec}:{getattr(self.inner, 'identity', None) or self.inner.name}"
+
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        texts = _check_texts(texts)
+        return _finish(np.asarray(self.inner.score(list(texts)), dtype=np.float64), texts, self.name)

@@ -81,3 +81,36 @@ def test_a_claim_author_gets_selections_attribution_and_premises_from_the_plugin
     report = json.loads((pytester.path / "r.json").read_text())
     assert [c["claim"] for c in report["claims"]] == ["kit_share", "kit_dampened"]
     assert report["config"]["family_size"] == 2
+
+
+def readme_scorer() -> str:
+    section = README.read_text(encoding="utf-8").split("## Write your own claim", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    (scorer,) = [b for b in blocks if "class CapsScorer" in b]
+    return scorer
+
+
+@pytest.mark.slow  # a full plugin session: > 10 s
+def test_the_readme_scorer_plugin_scores_a_concept_as_written(pytester: pytest.Pytester,
+                                                             project: dict[str, Path]) -> None:
+    """--mt-scorer module:callable: the README's caps scorer, as written, scores the claims' texts."""
+    (pytester.path / "caps_scorer.py").write_text(readme_scorer())
+    (pytester.path / "my_claims").mkdir()
+    (pytester.path / "my_claims" / "test_caps.py").write_text(
+        "def test_caps(evaluator, claim):\n"
+        "    base, tuned = evaluator.toxicity('base'), evaluator.toxicity('tuned')\n"
+        "    assert ((0 <= base) & (base <= 1)).all()\n"
+        "    claim('caps_between', metric='caps share', direction='within', threshold=(-1.0, 2.0), samples=(base,))\n")
+    conftest = CONFTEST.format(data=str(project["data"]))
+    pytester.makeconftest(conftest.split("@pytest.fixture")[0] + "\n".join(
+        "@pytest.fixture" + part for part in conftest.split("@pytest.fixture")[1:] if "def scorer" not in part))
+    args = ["my_claims", "--mt-base", str(project["base"]), "--mt-tuned", str(project["tuned"]), "--mt-probe",
+            str(project["probe"]), "--mt-no-cache", "--mt-json", "r.json", "-p", "no:cacheprovider", "-q",
+            "-o", "pythonpath=."]
+    result = pytester.runpytest_subprocess(*args, "--mt-scorer", "caps_scorer:CapsScorer")
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    report = json.loads((pytester.path / "r.json").read_text())
+    assert report["config"]["scorer"] == "caps_scorer:CapsScorer"
+    bad = pytester.runpytest_subprocess(*args, "--mt-scorer", "caps_scorer:NoSuchScorer")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    assert "has no attribute 'NoSuchScorer'" in bad.stderr.str() + bad.stdout.str()

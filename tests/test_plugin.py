@@ -106,7 +106,7 @@ def test_help_lists_every_option_in_one_group_with_ini_keys(pytester: pytest.Pyt
     (["--mt-data", "nodata"], "--mt-data: path"),
     (["--mt-pair", "nosuch"], "--mt-pair: unknown pair 'nosuch'"),
     (["--mt-inconclusive", "maybe"], "--mt-inconclusive: 'maybe' is not one of fail, skip, pass"),
-    (["--mt-scorer", "gpt4"], "--mt-scorer: 'gpt4' is not one of offline, perspective, detoxify"),
+    (["--mt-scorer", "gpt4"], "--mt-scorer: unknown scorer 'gpt4': choose one of detoxify, offline, perspective"),
     (["--mt-dtype", "int8"], "--mt-dtype: 'int8' is not one of"),
     (["--mt-backend", "fast"], "--mt-backend: 'fast' is not one of auto, bridge"),
     (["--mt-scorer", "detoxify", "--mt-detoxify-path", "no/such/dir"], "--mt-detoxify-path: path"),

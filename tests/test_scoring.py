@@ -343,3 +343,34 @@ def test_out_of_range_scores_raise() -> None:
 
     with pytest.raises(NumericalError, match="outside"):
         toxicity_scores(["a"], Broken())
+
+
+class _Shouty:
+    name = "shouty"
+
+    def __init__(self, scores=None):
+        self.scores = scores
+
+    def score(self, texts):
+        return self.scores if self.scores is not None else [0.5 for _ in texts]
+
+
+def _broken():
+    return _Shouty([2.0, 0.1])
+
+
+def test_a_plugin_scorer_is_resolved_checked_and_keyed_by_its_spec() -> None:
+    from mechtests.scoring import PluginScorer, make_scorer, resolve_scorer
+
+    spec = f"{__name__}:_Shouty"
+    scorer = make_scorer(spec)
+    assert isinstance(scorer, PluginScorer) and scorer.name == "shouty" and scorer.identity == f"plugin:{spec}:shouty"
+    assert scorer.score(["A", ""]).tolist() == [0.5, 0.0]  # empty texts score 0, like every scorer
+    with pytest.raises(NumericalError):
+        make_scorer(f"{__name__}:_broken").score(["a", "b"])  # 2.0 is outside [0, 1]
+    with pytest.raises(UsageError, match="not a scorer"):
+        make_scorer("builtins:object")
+    with pytest.raises(UsageError, match="expected module:callable"):
+        resolve_scorer(":x")
+    with pytest.raises(UsageError, match="takes no options"):
+        make_scorer(spec, path="x")
