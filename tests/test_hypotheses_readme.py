@@ -26,17 +26,24 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return build_tiny_project(tmp_path_factory.mktemp("readme_project"))
 
 
+def run_claims(pytester: pytest.Pytester, project: dict[str, Path], files: dict[str, str], *args: str,
+               conftest: str | None = None) -> pytest.RunResult:
+    """Write ``files`` (name -> code) under my_claims/ and run them on the tiny pair in a subprocess."""
+    (pytester.path / "my_claims").mkdir(exist_ok=True)
+    for name, code in files.items():
+        (pytester.path / "my_claims" / name).write_text(code)
+    pytester.makeconftest(conftest if conftest is not None else CONFTEST.format(data=str(project["data"])))
+    return pytester.runpytest_subprocess(
+        "my_claims", "--mt-base", str(project["base"]), "--mt-tuned", str(project["tuned"]),
+        "--mt-probe", str(project["probe"]), "--mt-no-cache", "--mt-json", "r.json", "-p", "no:cacheprovider", "-q",
+        *args)
+
+
 @pytest.mark.slow  # a full plugin session (or several): > 10 s
 def test_readme_example_is_a_real_claim(pytester: pytest.Pytester, project: dict[str, Path]) -> None:
     code = readme_example()
     assert "def test_" in code and "claim(" in code
-    (pytester.path / "my_claims").mkdir()
-    (pytester.path / "my_claims" / "test_my_claims.py").write_text(code)
-    pytester.makeconftest(CONFTEST.format(data=str(project["data"])))
-    result = pytester.runpytest_subprocess(
-        "my_claims", "--mt-base", str(project["base"]), "--mt-tuned", str(project["tuned"]),
-        "--mt-probe", str(project["probe"]), "--mt-resamples", "400", "--mt-no-cache", "--mt-json", "r.json",
-        "-p", "no:cacheprovider", "-q")
+    result = run_claims(pytester, project, {"test_my_claims.py": code}, "--mt-resamples", "400")
     report = json.loads((pytester.path / "r.json").read_text())
     (record,) = report["claims"]
     assert record["claim"] == "top20_ablation_recovers_little" and record["params"] == {"k": 20}
@@ -70,13 +77,7 @@ def test_the_kit_outside_hypotheses(selections, attribution, claim):
 def test_a_claim_author_gets_selections_attribution_and_premises_from_the_plugin(
         pytester: pytest.Pytester, project: dict[str, Path]) -> None:
     """No copy of hypotheses/conftest.py needed: the plugin gives the fixtures, mt the guards."""
-    (pytester.path / "my_claims").mkdir()
-    (pytester.path / "my_claims" / "test_kit.py").write_text(KIT_CLAIMS)
-    pytester.makeconftest(CONFTEST.format(data=str(project["data"])))
-    result = pytester.runpytest_subprocess(
-        "my_claims", "--mt-base", str(project["base"]), "--mt-tuned", str(project["tuned"]),
-        "--mt-probe", str(project["probe"]), "--mt-no-cache", "--mt-json", "r.json", "--mt-inconclusive", "pass",
-        "-p", "no:cacheprovider", "-q")
+    result = run_claims(pytester, project, {"test_kit.py": KIT_CLAIMS}, "--mt-inconclusive", "pass")
     assert result.ret == 0, result.stdout.str()[-3000:]
     report = json.loads((pytester.path / "r.json").read_text())
     assert [c["claim"] for c in report["claims"]] == ["kit_share", "kit_dampened"]
@@ -95,22 +96,19 @@ def test_the_readme_scorer_plugin_scores_a_concept_as_written(pytester: pytest.P
                                                              project: dict[str, Path]) -> None:
     """--mt-scorer module:callable: the README's caps scorer, as written, scores the claims' texts."""
     (pytester.path / "caps_scorer.py").write_text(readme_scorer())
-    (pytester.path / "my_claims").mkdir()
-    (pytester.path / "my_claims" / "test_caps.py").write_text(
-        "def test_caps(evaluator, claim):\n"
-        "    base, tuned = evaluator.toxicity('base'), evaluator.toxicity('tuned')\n"
-        "    assert ((0 <= base) & (base <= 1)).all()\n"
-        "    claim('caps_between', metric='caps share', direction='within', threshold=(-1.0, 2.0), samples=(base,))\n")
-    conftest = CONFTEST.format(data=str(project["data"]))
-    pytester.makeconftest(conftest.split("@pytest.fixture")[0] + "\n".join(
-        "@pytest.fixture" + part for part in conftest.split("@pytest.fixture")[1:] if "def scorer" not in part))
-    args = ["my_claims", "--mt-base", str(project["base"]), "--mt-tuned", str(project["tuned"]), "--mt-probe",
-            str(project["probe"]), "--mt-no-cache", "--mt-json", "r.json", "-p", "no:cacheprovider", "-q",
-            "-o", "pythonpath=."]
-    result = pytester.runpytest_subprocess(*args, "--mt-scorer", "caps_scorer:CapsScorer")
+    claims = ("def test_caps(evaluator, claim):\n"
+              "    base, tuned = evaluator.toxicity('base'), evaluator.toxicity('tuned')\n"
+              "    assert ((0 <= base) & (base <= 1)).all()\n"
+              "    claim('caps_between', metric='caps share', direction='within', threshold=(-1.0, 2.0), "
+              "samples=(base,))\n")
+    parts = CONFTEST.format(data=str(project["data"])).split("@pytest.fixture")
+    no_scorer_fixture = parts[0] + "".join("@pytest.fixture" + part for part in parts[1:] if "def scorer" not in part)
+    result = run_claims(pytester, project, {"test_caps.py": claims}, "-o", "pythonpath=.",
+                        "--mt-scorer", "caps_scorer:CapsScorer", conftest=no_scorer_fixture)
     assert result.ret == 0, result.stdout.str()[-3000:]
     report = json.loads((pytester.path / "r.json").read_text())
     assert report["config"]["scorer"] == "caps_scorer:CapsScorer"
-    bad = pytester.runpytest_subprocess(*args, "--mt-scorer", "caps_scorer:NoSuchScorer")
+    bad = run_claims(pytester, project, {}, "-o", "pythonpath=.", "--mt-scorer", "caps_scorer:NoSuchScorer",
+                     conftest=no_scorer_fixture)
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     assert "has no attribute 'NoSuchScorer'" in bad.stderr.str() + bad.stdout.str()
