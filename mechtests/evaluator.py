@@ -514,7 +514,8 @@ class BlockAttribution:
     @property
     def prompts_per_block(self) -> float:
         """How many prompts one resampled block stands for (1 when unknown): a claim's decisive n
-        in blocks times this is the number of prompts a user would run (the blocks stay 20).
+        in blocks times this is the number of prompts a user would run (the blocks stay
+        `config.N_BLOCKS`).
 
         Example:
             >>> hand = BlockAttribution(*(np.zeros((4, 2)),) * 2, np.ones(4), np.ones(4), *(np.zeros(2),) * 3, 1, 64)
@@ -547,13 +548,8 @@ class BlockAttribution:
 
     def activations(self, blocks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Mean base and tuned activations over the given blocks (with repeats), ``[L*d_mlp]`` each."""
-        if blocks is None:
-            weights = np.ones(self.n_blocks)
-        else:
-            weights = np.bincount(np.asarray(blocks, dtype=np.int64), minlength=self.n_blocks).astype(np.float64)
-        base = weights @ self.base_sum / (weights @ self.base_count)
-        tuned = weights @ self.tuned_sum / (weights @ self.tuned_count)
-        return base, tuned
+        _, base, tuned = self._means(self._rows(self._all_blocks(blocks)))
+        return base[0], tuned[0]
 
     def reduction(self, blocks: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(reduction, base_activation, tuned_activation)``; reduction = proj_base - proj_tuned."""
