@@ -63,3 +63,10 @@ def figure_recorder(mt_figures: Any) -> Iterator[FigureRecorder]:
 def per_prompt(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     """Per-prompt arrays as the float64 tuple ``claim(samples=...)`` expects."""
     return tuple(np.asarray(a, dtype=np.float64) for a in arrays)
+
+
+def pytest_mechtests_evaluator(evaluator: Any) -> None:
+    """Name the papers' conditions the claims use in the interventions table, with the paper's values."""
+    from mt_protocol import label_conditions
+
+    evaluator.labellers.append(label_conditions)

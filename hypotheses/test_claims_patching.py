@@ -6,6 +6,7 @@ import pytest
 from mt_reference import paper_recovered, ref
 
 from mechtests.evaluator import GROUP_NAMES, Evaluator
+from mechtests.neurons import GROUP_LABELS
 from mechtests.premises import require_reduction
 
 # The data roles these claims read: checked at start-up (mechtests.preflight).
@@ -23,7 +24,11 @@ def _patched_toxicity(evaluator: Evaluator, selections, groups: tuple[str, ...])
         neurons = neurons | sets[g]
     tox_base, tox_tuned = evaluator.toxicity("base"), evaluator.toxicity("tuned")
     require_reduction(tox_base, tox_tuned)
-    tox_patched = evaluator.toxicity("base", PatchFromModel(neurons, source=evaluator.model("tuned")))
+    patch = PatchFromModel(neurons, source=evaluator.model("tuned"))
+    if len(groups) > 1:  # TP↓ alone is a row of the papers' table, labelled there (mt_protocol)
+        evaluator.label_condition("base", patch, f"patch {' + '.join(GROUP_LABELS[g] for g in groups)} to the tuned "
+                                  "model's activations", order=9.5)
+    tox_patched = evaluator.toxicity("base", patch)
     return tox_base, tox_patched, tox_tuned, len(neurons)
 
 

@@ -73,7 +73,10 @@ class RunConfig:
     n_prompts: int | None = 64
     max_new_tokens: int = 20
     max_prompt_tokens: int = 32
-    batch_size: int = 32
+    # Rows (prompt x condition) per forward pass: "auto" sizes it from the device's free memory
+    # (mechtests.generation.auto_batch_rows). Never changes a number: a row's result does not
+    # depend on its batch-mates (tested), so it is not part of any cache key.
+    batch_size: int | Literal["auto"] = "auto"
     n_blocks: int = N_BLOCKS
     n_perplexity_windows: int | None = 16
     n_f1: int | None = 64
@@ -258,6 +261,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("backend", "{auto,bridge}", "auto (default): run routed hooks on a weight-sharing plain Hugging Face twin, "
            "the TransformerBridge otherwise; bridge: always the TransformerBridge (slower, every hook point)"),
     Option("seed", "INT", "seed of every random choice: bootstrap, probe split (default 0)"),
+    Option("batch_size", "INT|auto", "rows (prompt x condition) per forward pass: auto (default) from the device's "
+           "free memory and the model's sizes, or a positive int; never changes a result"),
     Option("json", "PATH", "write the mechtests-report/2 JSON report to PATH (schema: mechtests/schemas/)"),
     Option("html", "PATH", "write a self-contained HTML report (claims table and figures) to PATH"),
     Option("save", "NAME", "store this run as the next save of baseline NAME (history kept: NAME is the latest, "
@@ -555,6 +560,12 @@ def resolve_settings(src: Sources, *, rootdir: Path) -> Settings:
     v, where, _ = get("seed")
     if v is not None:
         overrides["seed"] = _number(v, where, int, low=0)
+    v, where, _ = get("batch_size")
+    if v is not None:
+        text = str(v).strip()
+        if text != "auto" and not text.isdigit():
+            raise UsageError(f"{where}: {v!r} is not a batch size. Fix: a positive int, or auto.")
+        overrides["batch_size"] = "auto" if text == "auto" else _number(text, where, int, low=1)
     v, where, _ = get("confidence")
     if v is not None:
         overrides["confidence"] = _number(v, where, float, low=0.0, high=1.0, open_interval=True)

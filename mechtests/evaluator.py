@@ -23,12 +23,13 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from mechtests.conditions import ConditionLog, table_rows
 from mechtests.config import N_BLOCKS
 from mechtests.errors import UsageError
 from mechtests.scoring import scorer_identity
@@ -41,6 +42,9 @@ ROLES: tuple[Role, ...] = ("base", "tuned")
 # Bump when the meaning of a cached value changes (generation protocol, stored fields), so old
 # cache entries are never read back as if they were computed the new way.
 PROTOCOL_VERSION = "evaluator/1"
+# Conditions computed together keep one float64 statistics accumulator each ([n_blocks, L, d_mlp]);
+# at most this many bytes of them at once (GPT-2 medium at 64 blocks: 50 MB per condition).
+TOGETHER_BYTES = 1 << 30
 # The papers' perplexity windows: non-overlapping 1,024 tokens (shorter contexts use theirs).
 PAPER_PERPLEXITY_WINDOW = 1024
 
@@ -146,6 +150,11 @@ class Evaluator:
         self.config = config
         self.cache = cache
         self._memory: dict[str, Any] = {}
+        # Every condition whose metrics this evaluator served, for the interventions table.
+        self.conditions = ConditionLog()
+        # Called as ``labeller(evaluator)`` before the table is built: names the conditions it
+        # knows (the reference suite labels the papers' 13 and gives the paper's values).
+        self.labellers: list[Callable[[Evaluator], None]] = []
         # Called as progress(label, done, total, unit, elapsed_s, final) while a condition is
         # computed (never for cache hits); the plugin prints it, and every call is also logged.
         self.progress: Callable[[str, int, int, str, float, bool], None] | None = None
@@ -206,14 +215,44 @@ class Evaluator:
         """The ``GenerationConfig`` every toxicity/attribution pass of this session uses."""
         from mechtests.generation import GenerationConfig
 
+        new, prompt = int(_setting(self.config, "max_new_tokens", 20)), int(_setting(self.config, "max_prompt_tokens", 32))
         return GenerationConfig(
-            max_new_tokens=int(_setting(self.config, "max_new_tokens", 20)),
-            max_prompt_tokens=int(_setting(self.config, "max_prompt_tokens", 32)),
-            batch_size=int(_setting(self.config, "batch_size", 32)),
+            max_new_tokens=new,
+            max_prompt_tokens=prompt,
+            batch_size=self.batch_rows("generation", new + prompt),
             # never more blocks than prompts: an empty block is a 0/0 in every block statistic
             n_blocks=max(1, min(int(_setting(self.config, "n_blocks", N_BLOCKS)), len(self.prompts))),
             truncation=_setting(self.config, "prompt_truncation", "first"),
         )
+
+    def batch_rows(self, kind: str, tokens: int) -> int:
+        """Rows per forward pass: the run's ``batch_size``, or for ``"auto"`` what the device's free
+        memory holds (`mechtests.generation.auto_batch_rows`, decided once per kind and session)."""
+        setting = _setting(self.config, "batch_size", "auto")
+        if setting != "auto":
+            return int(setting)
+
+        def compute() -> int:
+            from mechtests.generation import auto_batch_rows
+
+            return auto_batch_rows(self.model("base"), tokens, kind=kind)
+
+        return int(self.memo(f"batch_rows:{kind}:{tokens}", compute))
+
+    def _generation_key(self, role: Role, iv: Any, gen_cfg: Any, **extra: Any) -> dict[str, Any]:
+        # The batch size never changes a result (a row does not depend on its batch-mates, tested),
+        # so it stays out of the key: runs with any batch size share the cache.
+        protocol = {k: v for k, v in dataclasses.asdict(gen_cfg).items() if k != "batch_size"}
+        return self._key(role, iv, prompts=self.prompts.sha256, generation=protocol, **extra)
+
+    def _perplexity_key(self, role: Role, iv: Any) -> dict[str, Any]:
+        return self._key(role, iv, text=_sha256(self.perplexity_text), window=self.perplexity_window())
+
+    def _f1_key(self, role: Role, iv: Any) -> dict[str, Any]:
+        gen_cfg = self.generation_config()
+        # f1/2: items may carry a gold continuation; the prompt is the item's first tokens (no decode).
+        return self._key(role, iv, sentences=self.f1_sentences.sha256, f1_protocol=2,
+                         prompt_tokens=gen_cfg.max_prompt_tokens, new_tokens=gen_cfg.max_new_tokens)
 
     def perplexity_window(self) -> int:
         """Window length: the papers' 1,024 tokens, or the model's context when shorter."""
@@ -270,7 +309,7 @@ class Evaluator:
         """Continuations and neuron statistics of one condition (one generation pass, cached)."""
         iv = self._intervention(intervention)
         gen_cfg = self.generation_config()
-        key = self._key(role, iv, prompts=self.prompts.sha256, generation=dataclasses.asdict(gen_cfg))
+        key = self._generation_key(role, iv, gen_cfg)
 
         label = f"generation {role} {iv.key()}"
 
@@ -311,8 +350,7 @@ class Evaluator:
         """Per-prompt toxicity of the continuations, float64 ``[N]`` in [0, 1]."""
         iv = self._intervention(intervention)
         gen_cfg = self.generation_config()
-        key = self._key(role, iv, prompts=self.prompts.sha256, generation=dataclasses.asdict(gen_cfg),
-                        scorer=scorer_identity(self.scorer))
+        key = self._generation_key(role, iv, gen_cfg, scorer=scorer_identity(self.scorer))
 
         def compute() -> np.ndarray:
             from mechtests.metrics import toxicity_scores
@@ -322,34 +360,36 @@ class Evaluator:
                                 "texts", lambda: toxicity_scores(continuations, self.scorer))
             return np.asarray(score(), dtype=np.float64)
 
-        return np.asarray(self._cached("toxicity", key, compute), dtype=np.float64)
+        values = np.asarray(self._cached("toxicity", key, compute), dtype=np.float64)
+        self.conditions.record(role, iv, "toxicity", values)
+        return values
 
     def perplexity(self, role: Role, intervention: Any = None) -> PerplexityWindows:
         """Per-window NLL over the perplexity text (non-overlapping windows of the model's context)."""
         iv = self._intervention(intervention)
         model = self.model(role)
         window = self.perplexity_window()
-        text_sha = _sha256(self.perplexity_text)
-        key = self._key(role, iv, text=text_sha, window=window)
+        key = self._perplexity_key(role, iv)
 
         def compute() -> dict[str, np.ndarray]:
             from mechtests.metrics import perplexity_windows
 
             with torch.inference_mode():
-                nll, n = perplexity_windows(model, self.perplexity_text, window=window, intervention=iv)
+                nll, n = perplexity_windows(model, self.perplexity_text, window=window, intervention=iv,
+                                            batch_size=self.batch_rows("perplexity", window))
             return {"nll_sum": _np(nll), "n_tokens": _np(n)}
 
         raw = self._cached("perplexity", key, self._timed(f"perplexity {role} {iv.key()}", 1, "text", compute))
-        return PerplexityWindows(np.asarray(raw["nll_sum"], dtype=np.float64),
-                                 np.asarray(raw["n_tokens"], dtype=np.float64))
+        windows = PerplexityWindows(np.asarray(raw["nll_sum"], dtype=np.float64),
+                                    np.asarray(raw["n_tokens"], dtype=np.float64))
+        self.conditions.record(role, iv, "perplexity", (windows.nll_sum, windows.n_tokens))
+        return windows
 
     def f1(self, role: Role, intervention: Any = None) -> np.ndarray:
         """Per-sentence bag-of-tokens F1 of 20-token greedy continuations, float64 ``[N]``."""
         iv = self._intervention(intervention)
         gen_cfg = self.generation_config()
-        # f1/2: items may carry a gold continuation; the prompt is the item's first tokens (no decode).
-        key = self._key(role, iv, sentences=self.f1_sentences.sha256, f1_protocol=2,
-                        prompt_tokens=gen_cfg.max_prompt_tokens, new_tokens=gen_cfg.max_new_tokens)
+        key = self._f1_key(role, iv)
 
         def compute() -> np.ndarray:
             from mechtests.metrics import f1_scores
@@ -361,7 +401,135 @@ class Evaluator:
             return _np(scores)
 
         compute_timed = self._timed(f"f1 {role} {iv.key()}", len(self.f1_sentences), "items", compute)
-        return np.asarray(self._cached("f1", key, compute_timed), dtype=np.float64)
+        values = np.asarray(self._cached("f1", key, compute_timed), dtype=np.float64)
+        self.conditions.record(role, iv, "f1", values)
+        return values
+
+    def prefetch(self, conditions: Sequence[tuple[Role, Any]],
+                 metrics: Sequence[str] = ("toxicity", "perplexity", "f1")) -> None:
+        """Compute ``metrics`` of several conditions ahead of their use, the conditions of one model
+        together: one generation pass (toxicity, neuron statistics), one perplexity pass and one
+        F1 pass per model, each row of a batch carrying its own condition
+        (`mechtests.generation.generate_many`). Conditions already cached are skipped; those that
+        cannot share a batch (`interventions.row_batchable`, e.g. `PatchFromModel`) run alone.
+        Results are those of computing each condition alone (tested) and land in the same cache
+        entries, so a later ``toxicity(role, iv)`` is a hit, in this run or the next.
+
+        Example:
+            >>> ev.prefetch([("base", None), ("base", ZeroAblation(top100)), ("tuned", None)])  # doctest: +SKIP
+        """
+        from mechtests.interventions import row_batchable
+
+        unknown = set(metrics) - {"toxicity", "perplexity", "f1"}
+        if unknown:
+            raise UsageError(f"prefetch: unknown metric(s) {sorted(unknown)}; use toxicity, perplexity, f1")
+        for role in ROLES:
+            seen: dict[str, Any] = {}
+            for r, intervention in conditions:
+                iv = self._intervention(intervention)
+                if r == role and row_batchable(iv):
+                    seen.setdefault(iv.key(), iv)
+            together = list(seen.values())
+            if "toxicity" in metrics:
+                gen_cfg = self.generation_config()
+                self._generate_together(role, [iv for iv in together
+                                               if not self._present("generation", self._generation_key(role, iv, gen_cfg))])
+            if "perplexity" in metrics:
+                self._perplexity_together(role, [iv for iv in together
+                                                 if not self._present("perplexity", self._perplexity_key(role, iv))])
+            if "f1" in metrics:
+                self._f1_together(role, [iv for iv in together if not self._present("f1", self._f1_key(role, iv))])
+        for role, intervention in conditions:  # cache hits now, except conditions that run alone
+            for metric in metrics:
+                getattr(self, metric)(role, intervention)
+
+    def _present(self, kind: str, key: Mapping[str, Any]) -> bool:
+        mem_key = kind + ":" + json.dumps(key, sort_keys=True, default=str)
+        return mem_key in self._memory or (self.cache is not None and self.cache.contains(kind, dict(key)))
+
+    def _groups(self, ivs: list[Any], *, per_condition_bytes: int = 0) -> list[list[Any]]:
+        """``ivs`` in groups that run together: at least 2 each (one alone takes the plain path),
+        few enough that their statistics accumulators stay under `TOGETHER_BYTES`."""
+        most = max(1, TOGETHER_BYTES // per_condition_bytes) if per_condition_bytes else len(ivs)
+        return [ivs[i : i + most] for i in range(0, len(ivs), most)] if len(ivs) > 1 else []
+
+    def _generate_together(self, role: Role, ivs: list[Any]) -> None:
+        from mechtests.generation import generate_many
+
+        gen_cfg = self.generation_config()
+        model = self.model(role)
+        stats_bytes = 8 * gen_cfg.n_blocks * model.n_layers * model.d_mlp
+        total = len(self.prompts)
+        for group in self._groups(ivs, per_condition_bytes=stats_bytes):
+            label = f"generation {role} x{len(group)} conditions together"
+            started = time.perf_counter()
+            self._report(label, 0, total, "prompts", started, False)
+
+            def progress(done: int, label: str = label, started: float = started) -> None:
+                self._report(label, done, total, "prompts", started, done == total)
+
+            with torch.inference_mode():
+                results = generate_many(model, self.prompts, group, config=gen_cfg, collect_stats=True,
+                                        on_batch=progress)
+            for iv, result in zip(group, results, strict=True):
+                stats = result.stats
+                assert stats is not None  # collect_stats=True
+                raw = {"continuations": list(result.continuations),
+                       "activation_sum": stats.activation_sum.double().cpu().numpy(),
+                       "count": stats.count.double().cpu().numpy()}
+                self._cached("generation", self._generation_key(role, iv, gen_cfg), _given(raw))
+
+    def _perplexity_together(self, role: Role, ivs: list[Any]) -> None:
+        from mechtests.metrics import perplexity_windows_many
+
+        window = self.perplexity_window()
+        for group in self._groups(ivs):
+
+            def compute(group: list[Any] = group) -> list[tuple[np.ndarray, np.ndarray]]:
+                with torch.inference_mode():
+                    return perplexity_windows_many(self.model(role), self.perplexity_text, group, window=window,
+                                                   batch_size=self.batch_rows("perplexity", window))
+
+            results = self._timed(f"perplexity {role} x{len(group)} conditions together", 1, "text", compute)()
+            for iv, (nll, n) in zip(group, results, strict=True):
+                raw = {"nll_sum": _np(nll), "n_tokens": _np(n)}
+                self._cached("perplexity", self._perplexity_key(role, iv), _given(raw))
+
+    def _f1_together(self, role: Role, ivs: list[Any]) -> None:
+        from mechtests.metrics import f1_scores_many
+
+        gen_cfg = self.generation_config()
+        for group in self._groups(ivs):
+            label = f"f1 {role} x{len(group)} conditions together"
+
+            def compute(group: list[Any] = group) -> list[np.ndarray]:
+                with torch.inference_mode():
+                    return f1_scores_many(self.model(role), self.f1_sentences, group,
+                                          prompt_tokens=gen_cfg.max_prompt_tokens,
+                                          new_tokens=gen_cfg.max_new_tokens, batch_size=gen_cfg.batch_size)
+
+            scores = self._timed(label, len(self.f1_sentences), "items", compute)()
+            for iv, values in zip(group, scores, strict=True):
+                self._cached("f1", self._f1_key(role, iv), _given(_np(values)))
+
+    # ------------------------------------------------------------------ the interventions table
+    def label_condition(self, role: Role, intervention: Any, label: str, *,
+                        paper: Mapping[str, float] | None = None, order: float | None = None) -> None:
+        """Name a condition in the interventions table, with the paper's values beside it
+        (``paper``: any of ``toxicity``, ``perplexity``, ``f1``). Labelling computes nothing.
+
+        Example:
+            >>> ev.label_condition("base", ZeroAblation(top), "zero top-100", paper={"toxicity": 0.403})  # doctest: +SKIP
+        """
+        self.conditions.label(role, self._intervention(intervention), label, paper=paper, order=order)
+
+    def conditions_table(self, *, confidence: float | None = None) -> list[dict[str, Any]]:
+        """The interventions table of the conditions this evaluator served (``conditions.table_rows``),
+        after every labeller ran; cells carry ``confidence`` intervals (default: the run's)."""
+        for labeller in self.labellers:
+            labeller(self)
+        level = float(confidence if confidence is not None else _setting(self.config, "confidence", 0.95))
+        return table_rows(self.conditions, pair=str(getattr(self.pair, "name", "pair")), confidence=level)
 
     def probe_key(self) -> str:
         """Content identity of the probe (sha256 of weight, bias and hook name)."""
@@ -407,6 +575,11 @@ class Evaluator:
             return (w @ p).numpy()
 
         return self.memo(f"alignment:{role}", compute)
+
+
+def _given(value: Any) -> Callable[[], Any]:
+    """A ``compute`` for the cache that hands over a value computed already (with others)."""
+    return lambda: value
 
 
 def _np(x: Any) -> np.ndarray:

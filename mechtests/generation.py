@@ -50,7 +50,8 @@ class GenerationConfig:
     Attributes:
         max_new_tokens: greedy steps per prompt (all prompts get exactly this many).
         max_prompt_tokens: each prompt keeps this many tokens (its first ones, as the papers).
-        batch_size: prompts per forward pass.
+        batch_size: rows per forward pass (prompts; with several conditions in one pass,
+            prompts x conditions: ``generate_many``).
         n_blocks: number of statistic blocks (prompt ``i`` -> block ``i % n_blocks``).
         truncation: ``"first"`` (papers) or ``"last"``: which end of a longer prompt is kept.
     """
@@ -137,6 +138,68 @@ class _StatsCollector:
         return NeuronStats(activation_sum, self.count.cpu())
 
 
+# Rows per forward pass when the batch size is "auto": at most these many, fewer when memory is
+# short. CPU: the measured knee on the default pair (2 cores: 32 -> 128 rows is 1.4x the prompts
+# per second, 256 no better); GPU: enough rows to fill an H100's matmuls at GPT-2-medium widths.
+AUTO_ROWS_CAP = {"cpu": {"generation": 128, "perplexity": 8}, "cuda": {"generation": 1024, "perplexity": 64}}
+# Share of the free memory a pass may take (the rest: the other model of the pair, the
+# allocator's slack, the scorer).
+AUTO_MEMORY_SHARE = {"cpu": 0.25, "cuda": 0.5}
+
+
+def free_memory_bytes(device: torch.device | str) -> int | None:
+    """Free memory of ``device`` in bytes: CUDA's ``mem_get_info``, else the host's MemAvailable
+    (``/proc/meminfo``); None where it cannot be read."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def row_bytes(model: LoadedModel, tokens: int, *, kind: str = "generation", prompt_tokens: int = 32) -> int:
+    """Memory one row of a pass needs, estimated from the model's sizes: generation keeps a KV
+    cache of ``tokens`` positions, the prompt pass's MLP and attention intermediates and the last
+    position's logits; a perplexity window of ``tokens`` keeps its intermediates and all its logits
+    (float32, plus the cross-entropy's copy).
+
+    Example:
+        >>> row_bytes(model, 52) > 0  # doctest: +SKIP
+        True
+    """
+    element = torch.tensor([], dtype=model.dtype).element_size()
+    width = 3 * model.d_mlp + 8 * model.d_model  # activations alive at once in one block
+    if kind == "perplexity":
+        return tokens * width * element + 12 * tokens * model.d_vocab
+    kv_cache = 2 * model.n_layers * model.d_model * tokens * element
+    return kv_cache + prompt_tokens * width * element + 8 * model.d_vocab
+
+
+def auto_batch_rows(model: LoadedModel, tokens: int, *, kind: str = "generation", prompt_tokens: int = 32) -> int:
+    """Rows per forward pass for ``batch_size="auto"``: the share of the device's free memory
+    (`AUTO_MEMORY_SHARE`) over `row_bytes`, at most `AUTO_ROWS_CAP`, at least 1.
+
+    Example:
+        >>> auto_batch_rows(model, 52) <= AUTO_ROWS_CAP["cpu"]["generation"]  # doctest: +SKIP
+        True
+    """
+    device = torch.device(model.device)
+    family = "cuda" if device.type == "cuda" else "cpu"
+    cap = AUTO_ROWS_CAP[family][kind]
+    free = free_memory_bytes(device)
+    if free is None:
+        return cap
+    fits = int(AUTO_MEMORY_SHARE[family] * free) // max(1, row_bytes(model, tokens, kind=kind,
+                                                                    prompt_tokens=prompt_tokens))
+    return max(1, min(cap, fits))
+
+
 def check_fits_context(model: LoadedModel, config: GenerationConfig) -> None:
     """Raise :class:`UsageError` when prompt + continuation cannot fit the model's context."""
     needed = config.max_prompt_tokens + config.max_new_tokens
@@ -167,14 +230,32 @@ def generate(model: LoadedModel, prompts: TextSet | Sequence[str], *, config: Ge
         >>> len(out.continuations), out.new_tokens.shape  # doctest: +SKIP
         (1, torch.Size([1, 5]))
     """
+    return generate_many(model, prompts, [intervention], config=config, collect_stats=collect_stats,
+                         on_batch=on_batch)[0]
+
+
+def generate_many(model: LoadedModel, prompts: TextSet | Sequence[str], interventions: Sequence[SupportsApplied | None],
+                  *, config: GenerationConfig | None = None, collect_stats: bool = False,
+                  on_batch: Callable[[int], None] | None = None) -> list[GenerationResult]:
+    """`generate` for several conditions of one model in one pass: each batch holds the same
+    prompts once per condition (row ``r`` carries ``interventions[r % C]``, see
+    `mechtests.interventions.row_batched`), ``config.batch_size`` rows per forward pass. Tokens
+    and statistics are those of running each condition alone (tested); one result per condition.
+
+    Example:
+        >>> base, ablated = generate_many(model, prompts, [None, ZeroAblation(top)], collect_stats=True)  # doctest: +SKIP
+    """
+    from mechtests.interventions import row_batched
+
     config = config or GenerationConfig()
     if not isinstance(prompts, TextSet):
         prompts = TextSet("prompts", tuple(prompts))
     if len(prompts) == 0:
         raise UsageError(f"prompt set {prompts.name!r} is empty; give at least one prompt")
+    if not interventions:
+        raise UsageError("generate_many needs at least one condition (None: no intervention)")
     check_fits_context(model, config)
-    n = len(prompts)
-    steps = config.max_new_tokens
+    n, conditions, steps = len(prompts), len(interventions), config.max_new_tokens
     # Sorting by length puts similar prompts together (less padding); batch independence
     # makes this invisible in the results, which are scattered back to input order.
     lengths = [min(len(ids), config.max_prompt_tokens) for ids in
@@ -184,27 +265,46 @@ def generate(model: LoadedModel, prompts: TextSet | Sequence[str], *, config: Ge
         raise DataError(f"prompt {empty} of {prompts.name!r} ({prompts.texts[empty]!r}) has no tokens; "
                         "remove empty prompts")
     order = sorted(range(n), key=lambda i: lengths[i])
-    new_tokens = torch.zeros((n, steps), dtype=torch.long)
-    collector = _StatsCollector(model, config.n_blocks) if collect_stats else None
+    per_batch = max(1, config.batch_size // conditions)  # prompts per batch: rows = prompts x conditions
+    new_tokens = torch.zeros((n, conditions, steps), dtype=torch.long)
+    # one accumulator block per (condition, block): condition c's blocks are c*n_blocks ...
+    collector = _StatsCollector(model, config.n_blocks * conditions) if collect_stats else None
     with contextlib.ExitStack() as stack, torch.inference_mode():
-        if intervention is not None:
-            stack.enter_context(intervention.applied(model))
+        layout = None
+        if conditions == 1:
+            if interventions[0] is not None:  # alone: exactly the intervention's own hooks
+                stack.enter_context(interventions[0].applied(model))
+        else:
+            layout = stack.enter_context(row_batched(model, interventions))  # type: ignore[arg-type]
         if collector is not None:
             stack.enter_context(model.hooks([(model.neuron_hook(layer), collector.hook(layer))
                                              for layer in range(model.n_layers)]))
-        for start in range(0, n, config.batch_size):
-            index = order[start : start + config.batch_size]
+        for start in range(0, n, per_batch):
+            index = order[start : start + per_batch]
             texts = [prompts.texts[i] for i in index]
             ids, mask = left_padded_batch(model.tokenizer, texts, max_tokens=config.max_prompt_tokens,
                                           device=model.device, keep=config.truncation)
+            if conditions > 1:
+                ids, mask = ids.repeat_interleave(conditions, dim=0), mask.repeat_interleave(conditions, dim=0)
+                assert layout is not None
+                layout.rows = ids.shape[0]
             if collector is not None:
-                collector.block_ids = torch.tensor([i % config.n_blocks for i in index], device=model.device)
+                collector.block_ids = torch.tensor([c * config.n_blocks + i % config.n_blocks
+                                                    for i in index for c in range(conditions)], device=model.device)
             tokens = _greedy(model, ids, mask, steps, collector)
-            new_tokens[torch.tensor(index)] = tokens.cpu()
+            new_tokens[torch.tensor(index)] = tokens.cpu().view(len(index), conditions, steps)
             if on_batch is not None:
-                on_batch(min(start + config.batch_size, n))
-    texts_out = tuple(model.tokenizer.decode(row.tolist(), skip_special_tokens=True) for row in new_tokens)
-    return GenerationResult(texts_out, new_tokens, collector.result() if collector is not None else None)
+                on_batch(min(start + per_batch, n))
+    stats = collector.result() if collector is not None else None
+    results = []
+    for c in range(conditions):
+        rows = new_tokens[:, c].contiguous()
+        texts_out = tuple(model.tokenizer.decode(row.tolist(), skip_special_tokens=True) for row in rows)
+        part = None if stats is None else NeuronStats(
+            stats.activation_sum[c * config.n_blocks : (c + 1) * config.n_blocks].contiguous(),
+            stats.count[c * config.n_blocks : (c + 1) * config.n_blocks].contiguous())
+        results.append(GenerationResult(texts_out, rows, part))
+    return results
 
 
 def _greedy(model: LoadedModel, ids: torch.Tensor, mask: torch.Tensor, steps: int,

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 import torch
 
@@ -67,6 +67,8 @@ def _per_layer_hooks(model: LoadedModel, neurons: NeuronSet, hook_name: Callable
 class NoIntervention:
     """The untouched model."""
 
+    row_batchable: ClassVar[bool] = True
+
     def key(self) -> str:
         return "none"
 
@@ -78,6 +80,8 @@ class NoIntervention:
 @dataclass(frozen=True)
 class ZeroAblation:
     """Set the chosen neurons' activations to 0 at every position."""
+
+    row_batchable: ClassVar[bool] = True
 
     neurons: NeuronSet
 
@@ -118,6 +122,8 @@ class PatchActivations:
     E.g. the tuned model's mean activations (PAPER.md: "patch TP↓ to post-DPO activations").
     """
 
+    row_batchable: ClassVar[bool] = True
+
     neurons: NeuronSet
     values: torch.Tensor
 
@@ -134,6 +140,8 @@ class PatchActivations:
 @dataclass(frozen=True, eq=False)
 class MeanAblation:
     """Set the chosen neurons' activations to their means ``means[layer, index]`` (e.g. over a corpus)."""
+
+    row_batchable: ClassVar[bool] = True
 
     neurons: NeuronSet
     means: torch.Tensor
@@ -156,6 +164,9 @@ class PatchFromModel:
     source runs on the same ``input_ids``/mask/positions (with its own KV cache during cached
     generation), and its activations replace the patched model's at every position.
     """
+
+    # the source model runs on the whole batch's tokens: never shares a batch with other conditions
+    row_batchable: ClassVar[bool] = False
 
     neurons: NeuronSet
     source: LoadedModel
@@ -230,6 +241,8 @@ class ScaleKeys:
     which equals the pre-activation of a model whose key columns were multiplied by ``factor``.
     """
 
+    row_batchable: ClassVar[bool] = True
+
     neurons: NeuronSet
     factor: float
 
@@ -268,6 +281,8 @@ class SubtractDirection:
 
     PAPER.md (B): the probe direction, alpha 50, at the last MLP's output.
     """
+
+    row_batchable: ClassVar[bool] = True
 
     hook_name: str
     direction: torch.Tensor
@@ -311,6 +326,10 @@ class Compose:
     def __init__(self, *interventions: Intervention) -> None:
         object.__setattr__(self, "interventions", tuple(interventions))
 
+    @property
+    def row_batchable(self) -> bool:
+        return all(row_batchable(i) for i in self.interventions)
+
     def key(self) -> str:
         return "compose(" + ";".join(i.key() for i in self.interventions) + ")"
 
@@ -320,3 +339,84 @@ class Compose:
             for intervention in self.interventions:
                 stack.enter_context(intervention.applied(model))
             yield model
+
+
+# ---- several conditions in one batch ------------------------------------------------------------
+
+def row_batchable(intervention: object) -> bool:
+    """Whether ``intervention`` may share a batch with other conditions (`row_batched`): it only
+    installs hooks through ``model.hooks`` that rewrite the rows they are given. Interventions from
+    elsewhere must say so with ``row_batchable = True``; without it they run alone.
+
+    Example:
+        >>> row_batchable(None), row_batchable(NoIntervention())
+        (True, True)
+    """
+    return intervention is None or bool(getattr(intervention, "row_batchable", False))
+
+
+class RowLayout:
+    """How the rows of the current batch are shared: row ``r`` belongs to condition ``r % count``.
+    ``rows`` is set by the caller before each forward pass, so a hook can check its tensor."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.rows: int | None = None
+
+
+def _on_rows(fn: Callable[[torch.Tensor], torch.Tensor | None], index: int, layout: RowLayout, name: str
+             ) -> Callable[[torch.Tensor], torch.Tensor]:
+    def hook(t: torch.Tensor) -> torch.Tensor:
+        if layout.rows is None or t.shape[0] != layout.rows:
+            raise UsageError(f"hook {name}: a row-batched pass expected a tensor of {layout.rows} rows (prompts x "
+                             f"conditions) on dim 0, got shape {tuple(t.shape)}. Fix: run this intervention alone "
+                             "(row_batchable = False)")
+        part = t[index :: layout.count]
+        out = fn(part)
+        if out is not None and out is not part:
+            t[index :: layout.count] = out
+        return t
+
+    return hook
+
+
+class _RowView:
+    """``model`` as one condition of a row-batched pass sees it: the hooks it installs touch only
+    its own rows; everything else is the model's."""
+
+    def __init__(self, model: LoadedModel, index: int, layout: RowLayout) -> None:
+        self._model, self._index, self._layout = model, index, layout
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def hooks(self, pairs: Sequence[tuple[str, Callable[[torch.Tensor], torch.Tensor | None]]]
+              ) -> contextlib.AbstractContextManager[object]:
+        return self._model.hooks([(name, _on_rows(fn, self._index, self._layout, name)) for name, fn in pairs])
+
+    def observe_inputs(self, fn: Callable[..., None]) -> contextlib.AbstractContextManager[object]:
+        raise UsageError("an intervention that observes the model's inputs cannot share a batch with other "
+                         "conditions. Fix: give it row_batchable = False")
+
+
+@contextlib.contextmanager
+def row_batched(model: LoadedModel, interventions: Sequence[Intervention | None]) -> Iterator[RowLayout]:
+    """Install ``interventions[c]`` on rows ``c, c + C, c + 2C, ...`` of every batch (``C`` =
+    ``len(interventions)``; ``None`` = no intervention), all at once; yields the `RowLayout`, whose
+    ``rows`` the caller sets before each forward. Raises `UsageError` for one that is not
+    `row_batchable`.
+
+    Example:
+        >>> with row_batched(model, [None, ZeroAblation(top)]) as layout:  # doctest: +SKIP
+        ...     layout.rows = 2 * n_prompts; model.forward(ids.repeat_interleave(2, dim=0))
+    """
+    for iv in interventions:
+        if not row_batchable(iv):
+            raise UsageError(f"{type(iv).__name__} cannot share a batch with other conditions (it is not "
+                             "row_batchable). Fix: run it alone")
+    layout = RowLayout(len(interventions))
+    with contextlib.ExitStack() as stack:
+        for index, iv in enumerate(interventions):
+            if iv is not None:
+                stack.enter_context(iv.applied(cast("LoadedModel", _RowView(model, index, layout))))
+        yield layout

@@ -79,36 +79,65 @@ def perplexity_windows(model: LoadedModel, text: str, *, window: int, interventi
         >>> nll, n = perplexity_windows(model, text, window=128)  # doctest: +SKIP
         >>> perplexity(nll, n)  # doctest: +SKIP
     """
+    return perplexity_windows_many(model, text, [intervention], window=window, batch_size=batch_size)[0]
+
+
+def perplexity_windows_many(model: LoadedModel, text: str, interventions: Sequence[Any], *, window: int,
+                            batch_size: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`perplexity_windows` of several conditions of one model in one pass: each forward holds
+    the same windows once per condition (row ``r`` carries ``interventions[r % C]``,
+    `mechtests.interventions.row_batched`), ``batch_size`` rows per forward. Equal to running
+    each alone (tested); one ``(nll_sum, n_tokens)`` per condition.
+
+    Example:
+        >>> (nll_b, n_b), (nll_z, n_z) = perplexity_windows_many(model, text, [None, zero], window=128)  # doctest: +SKIP
+    """
+    from mechtests.interventions import row_batched
+
     if not isinstance(window, int) or window < 2:
         raise UsageError(f"perplexity window must be an int >= 2, got {window!r}")
     if window > model.n_ctx:
         raise UsageError(f"perplexity window {window} exceeds the model's context n_ctx={model.n_ctx}; "
                          f"use window <= {model.n_ctx}")
+    if not interventions:
+        raise UsageError("perplexity_windows_many needs at least one condition (None: no intervention)")
     ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) < 2:
         raise DataError(f"perplexity text has {len(ids)} token(s); give a text of at least 2 tokens")
     windows = [ids[i : i + window] for i in range(0, len(ids), window)]
     windows = [w for w in windows if len(w) >= 2]
-    nll_sum = np.zeros(len(windows), dtype=np.float64)
-    n_tokens = np.zeros(len(windows), dtype=np.float64)
-    with torch.inference_mode(), _applied(intervention, model):
-        for start in range(0, len(windows), batch_size):
-            chunk = windows[start : start + batch_size]
+    conditions = len(interventions)
+    per_batch = max(1, batch_size // conditions)
+    nll_sum = np.zeros((conditions, len(windows)), dtype=np.float64)
+    n_tokens = np.zeros((conditions, len(windows)), dtype=np.float64)
+    with contextlib.ExitStack() as stack, torch.inference_mode():
+        layout = None
+        if conditions == 1:
+            stack.enter_context(_applied(interventions[0], model))
+        else:
+            layout = stack.enter_context(row_batched(model, interventions))
+        for start in range(0, len(windows), per_batch):
+            chunk = windows[start : start + per_batch]
             width = max(len(w) for w in chunk)
             x = torch.zeros((len(chunk), width), dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
             for i, w in enumerate(chunk):  # right padding: real tokens keep positions 0..len-1
                 x[i, : len(w)] = torch.tensor(w)
                 mask[i, : len(w)] = 1
+            if layout is not None:
+                x, mask = x.repeat_interleave(conditions, dim=0), mask.repeat_interleave(conditions, dim=0)
+                layout.rows = x.shape[0]
             x, mask = x.to(model.device), mask.to(model.device)
             logits = model.forward(x, mask).logits[:, :-1].float()
             if not bool(torch.isfinite(logits).all()):
                 raise NumericalError(f"{model.source}: non-finite logits in the perplexity pass")
             nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), x[:, 1:], reduction="none")
             real = mask[:, 1:].to(nll.dtype)
-            nll_sum[start : start + len(chunk)] = (nll * real).sum(dim=1).double().cpu().numpy()
-            n_tokens[start : start + len(chunk)] = real.sum(dim=1).double().cpu().numpy()
-    return nll_sum, n_tokens
+            sums = (nll * real).sum(dim=1).double().cpu().view(len(chunk), conditions).T
+            counts = real.sum(dim=1).double().cpu().view(len(chunk), conditions).T
+            nll_sum[:, start : start + len(chunk)] = sums.numpy()
+            n_tokens[:, start : start + len(chunk)] = counts.numpy()
+    return [(nll_sum[c].copy(), n_tokens[c].copy()) for c in range(conditions)]
 
 
 def perplexity(nll_sum: np.ndarray | Sequence[float], n_tokens: np.ndarray | Sequence[float]) -> float:
@@ -164,7 +193,19 @@ def f1_scores(model: LoadedModel, sentences: TextSet | F1Items, *, prompt_tokens
     Example:
         >>> f1_scores(model, TextSet("f1", sentences), prompt_tokens=32, new_tokens=20)  # doctest: +SKIP
     """
-    from mechtests.generation import GenerationConfig, generate
+    return f1_scores_many(model, sentences, [intervention], prompt_tokens=prompt_tokens, new_tokens=new_tokens,
+                          batch_size=batch_size)[0]
+
+
+def f1_scores_many(model: LoadedModel, sentences: TextSet | F1Items, interventions: Sequence[Any], *,
+                   prompt_tokens: int = 32, new_tokens: int = 20, batch_size: int = 32) -> list[np.ndarray]:
+    """`f1_scores` of several conditions of one model in one generation pass
+    (`mechtests.generation.generate_many`): one per-item array per condition, equal to each alone.
+
+    Example:
+        >>> f1_base, f1_ablated = f1_scores_many(model, TextSet("f1", sentences), [None, ZeroAblation(top)])  # doctest: +SKIP
+    """
+    from mechtests.generation import GenerationConfig, generate_many
 
     items = sentences if isinstance(sentences, F1Items) else F1Items.sentences(sentences)
     if len(items) == 0:
@@ -185,12 +226,14 @@ def f1_scores(model: LoadedModel, sentences: TextSet | F1Items, *, prompt_tokens
             truths.append((beyond + list(gold_ids[i]))[:new_tokens])
     config = GenerationConfig(max_new_tokens=new_tokens, max_prompt_tokens=prompt_tokens, batch_size=batch_size,
                               truncation="first")
-    result = generate(model, TextSet(f"{items.name}:prompts", items.prompts), config=config,
-                      intervention=intervention)
+    results = generate_many(model, TextSet(f"{items.name}:prompts", items.prompts), interventions, config=config)
     eos = tok.eos_token_id
-    scores = np.zeros(len(items), dtype=np.float64)
-    for i, row in enumerate(result.new_tokens.tolist()):
-        if eos is not None and eos in row:
-            row = row[: row.index(eos)]
-        scores[i] = bag_f1(row, truths[i])
-    return scores
+    out = []
+    for result in results:
+        scores = np.zeros(len(items), dtype=np.float64)
+        for i, row in enumerate(result.new_tokens.tolist()):
+            if eos is not None and eos in row:
+                row = row[: row.index(eos)]
+            scores[i] = bag_f1(row, truths[i])
+        out.append(scores)
+    return out

@@ -44,6 +44,12 @@ if TYPE_CHECKING:
     from mechtests.report import Figure
     from mechtests.storage import Cache
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from mechtests import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("mechtests", "mechtests: mechanistic claims about a base / fine-tuned model pair")
     for option in OPTIONS:
@@ -88,6 +94,9 @@ class MechtestsState:
     scorers: list[Any] = dataclasses.field(default_factory=list)  # remote scorers, for the run summary
     scorer_lines: list[str] = dataclasses.field(default_factory=list)  # their summaries from xdist workers
     cache_notes: list[str] = dataclasses.field(default_factory=list)  # the cache's notes from xdist workers
+    evaluators: list[Any] = dataclasses.field(default_factory=list)  # this process's, for the interventions table
+    conditions: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # its rows, workers' merged in
+    show_conditions: bool = False  # print the interventions table without -v (a protocol run asked for it)
     written: list[str] = dataclasses.field(default_factory=list)
     zoo: Any = None
     family_size: int = 0  # claims the collected tests will state at most (the multiplicity's m)
@@ -116,6 +125,7 @@ _HOOKS_NAME = "mechtests-session"
 _item_claims_key = pytest.StashKey[_ItemClaims]()
 _claim_budget_key = pytest.StashKey[int]()  # claims a test may state (1, or its mechtests_claims marker)
 CLAIMS_MARKER = "mechtests_claims"
+TABLE_MARKER = "mechtests_table"
 
 
 def _sources(config: pytest.Config) -> Sources:
@@ -184,6 +194,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "mechtests: a test that states claims through the `claim` fixture")
     config.addinivalue_line("markers", "mechtests_data(*roles): data roles the test reads (challenge, probe, "
                             "perplexity, f1); each must have a source, checked at start-up")
+    config.addinivalue_line("markers", f"{TABLE_MARKER}: print the interventions table after the run "
+                            "(as -v does)")
     config.addinivalue_line("markers", f"{CLAIMS_MARKER}(n): the test states up to n claims (default 1); the "
                             "session's family-wise decisions count them")
     if config.option.help or config.option.version:
@@ -215,6 +227,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         item.stash[_claim_budget_key] = budget
         total += budget
     st.family_size = total
+    st.show_conditions = any(item.get_closest_marker(TABLE_MARKER) for item in session.items)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -404,6 +417,8 @@ def evaluator(model_pair: Any, probe: Any, scorer: Any, eval_data: Any, mt_confi
 
     ev = Evaluator(model_pair, probe=probe, scorer=scorer, data=eval_data, config=mt_config, cache=mt_cache)
     ev.progress = TerminalProgress(request.config)
+    _state(request.config).evaluators.append(ev)
+    request.config.hook.pytest_mechtests_evaluator(evaluator=ev, config=request.config)
     return ev
 
 
@@ -733,6 +748,10 @@ class _Collector:
         merge_figure_rows(st.figure_rows, out.get("figure_rows", {}))
         st.scorer_lines.extend(out.get("scorer_lines", []))
         st.cache_notes.extend(out.get("cache_notes", []))
+        from mechtests.conditions import merge_rows
+
+        st.conditions = merge_rows(st.conditions, out.get("conditions", []))
+        st.show_conditions = st.show_conditions or bool(out.get("show_conditions"))
         for name, info in out.get("pairs", {}).items():
             if info["base"]["sha256"] is not None:
                 st.pairs.setdefault(name, {}).update({"base": info["base"], "tuned": info["tuned"]})
@@ -750,6 +769,7 @@ class _Collector:
             st.incomplete = f"stopped early: {session.shouldstop or session.shouldfail}"
         for nodeid in list(st.pending):
             _finalize(st, nodeid)  # a crashed worker never sent its teardown report
+        _collect_conditions(st)
         try:
             write_outputs(st)
         except MechtestsError as exc:
@@ -777,6 +797,15 @@ class _Collector:
             terminalreporter.write_sep("=", summary_title(records))
             rows = table_rows(records, verbose=verbose)
             for line in format_table(rows) if verbose else fit_table(rows):
+                terminalreporter.write_line(line)
+        if st.conditions and (verbose or st.show_conditions):
+            from mechtests.conditions import text_lines
+
+            distinct = len({(r["pair"], r["model"], r["key"]) for r in st.conditions})
+            terminalreporter.write_sep("-", f"mechtests: interventions table ({distinct} conditions in "
+                                            f"{len(st.conditions)} rows; "
+                                            f"{float(st.conditions[0]['confidence']) * 100:.4g}% intervals per cell)")
+            for line in text_lines(st.conditions):
                 terminalreporter.write_line(line)
         comparison = (st.doc or {}).get("comparison")
         if comparison is not None:
@@ -840,7 +869,10 @@ class _WorkerHooks:
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         st = _state(self.config)
+        _collect_conditions(st)
         self.config.workeroutput["mechtests"] = {  # type: ignore[attr-defined]
+            "conditions": st.conditions,
+            "show_conditions": st.show_conditions,
             "figures": [f.to_dict() for f in st.figures],
             "figure_rows": st.figure_rows,
             "pairs": {k: v for k, v in st.pairs.items() if v["base"]["sha256"] is not None},
@@ -848,6 +880,19 @@ class _WorkerHooks:
                              for s in st.scorers],
             "cache_notes": list(st.cache.notes) if st.cache is not None else [],
         }
+
+
+def _collect_conditions(st: MechtestsState) -> None:
+    """This process's evaluators' interventions tables, merged into ``st.conditions`` (once)."""
+    from mechtests.conditions import merge_rows
+
+    evaluators, st.evaluators = st.evaluators, []
+    for ev in evaluators:
+        try:
+            st.conditions = merge_rows(st.conditions, ev.conditions_table())
+        except Exception as exc:  # a labeller's bug must not cost the run its reports; said, not hidden
+            st.written.append(f"mechtests: ERROR: interventions table of pair {ev.pair.name!r} not built: "
+                              f"{type(exc).__name__}: {exc}")
 
 
 def _check_comparison(st: MechtestsState) -> bool:
@@ -927,7 +972,7 @@ def write_outputs(st: MechtestsState) -> None:
     # Whether this run is the whole suite: a report says so; a baseline is never saved from less.
     status = {"complete": st.incomplete is None, "incomplete": st.incomplete, "deselected": st.deselected}
     doc, st.records = session_document(st.records, st.pairs, s.run, rootdir=s.rootdir, figures=st.figures,
-                                       status=status)
+                                       status=status, interventions=st.conditions)
     st.doc = doc
     if st.baseline is not None and st.records:
         st.compare_refused = _check_comparison(st)

@@ -117,9 +117,11 @@ def sort_claims(claims: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 def build_report(*, config: Mapping[str, Any], environment: Mapping[str, Any],
                  pairs: Mapping[str, Mapping[str, Any]], claims: Sequence[Mapping[str, Any]],
                  run: Mapping[str, Any] | None = None, figures: Sequence[Figure] = (),
-                 comparison: Mapping[str, Any] | None = None, created: str | None = None) -> dict[str, Any]:
+                 comparison: Mapping[str, Any] | None = None, created: str | None = None,
+                 interventions: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """Assemble a ``mechtests-report/2`` document; claim records need every `CLAIM_KEYS` key
-    (``decisive_n`` may be absent: null). ``run`` defaults to a complete run."""
+    (``decisive_n`` may be absent: null). ``run`` defaults to a complete run. ``interventions``:
+    the interventions table's rows (`mechtests.conditions.table_rows`)."""
     out_claims = [{k: c.get(k, _CLAIM_DEFAULTS.get(k)) for k in CLAIM_KEYS} for c in sort_claims(claims)]
     run_section = {"complete": True, "incomplete": None, "deselected": 0, **(run or {})}
     run_section["claims"] = len(out_claims)
@@ -135,6 +137,7 @@ def build_report(*, config: Mapping[str, Any], environment: Mapping[str, Any],
         "claims": out_claims,
         "figures": [f.report_entry() for f in sorted(figures, key=lambda f: f.title)],
         "comparison": dict(comparison) if comparison is not None else None,
+        "interventions": [dict(r) for r in interventions],
     }
 
 
@@ -450,12 +453,42 @@ def render_html(doc: Mapping[str, Any], figures: Sequence[Figure] = ()) -> str:
                               f"{e(row[verdict_col]).replace(' (', '<wbr> (', 1)}</td>")
         parts.append("<tr>" + "".join(cells[i] for i in keep) + "</tr>")
     parts.append("</tbody></table></div>")
+    parts.extend(_interventions_html(doc.get("interventions") or []))
     if figures:
         parts.append("<h2>Figures</h2>")
         for f in figures:
             parts.append(f"<figure><h3>{e(f.title)}</h3>{f.svg}<figcaption>{e(f.caption)}</figcaption></figure>")
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _interventions_html(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The interventions table's section of the HTML report (nothing when no condition ran)."""
+    from mechtests.conditions import format_cell, format_paper
+
+    if not rows:
+        return []
+    e = html.escape
+    one_pair = len({r["pair"] for r in rows}) <= 1
+    level = f"{float(rows[0]['confidence']) * 100:.4g}%"
+    out = ["<h2>Interventions</h2>",
+           f"<p>Every condition this run used: mean toxicity per prompt, perplexity over windows, F1 per item, each "
+           f"with its {level} interval (per cell, not family-wise) and n; the paper's value where it has one.</p>",
+           '<div class="scroll"><table class="interventions"><thead><tr>'
+           + ("" if one_pair else "<th>pair</th>")
+           + "<th>model</th><th>condition</th><th>tox</th><th>PPL</th><th>F1</th><th>paper</th></tr></thead><tbody>"]
+    for r in rows:
+        cells = [] if one_pair else [r["pair"]]
+        label = r["label"] + (f" ({r['note']})" if r.get("note") else "")
+        cells += [r["model"], label, format_cell(r["toxicity"], "toxicity"),
+                  format_cell(r["perplexity"], "perplexity"), format_cell(r["f1"], "f1"), format_paper(r.get("paper"))]
+        title = e(f"{r['intervention']} {r['params']} key={r['key']}")
+        label_col = len(cells) - 5  # the condition: its type, parameters and key on hover
+        out.append("<tr>" + "".join(f'<td title="{title}">{e(str(c))}</td>' if i == label_col
+                                    else f"<td>{e(str(c)).replace(' n=', '<wbr> n=')}</td>"
+                                    for i, c in enumerate(cells)) + "</tr>")
+    out.append("</tbody></table></div>")
+    return out
 
 
 def add_figure(figures: list[Figure], figure: Figure) -> None:
@@ -519,7 +552,8 @@ def check_svg(svg: str) -> str:
 
 def session_document(records: Sequence[Mapping[str, Any]], pairs: Mapping[str, Mapping[str, Any]], run: Any, *,
                      rootdir: Path | None = None, figures: Sequence[Figure] = (),
-                     status: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                     status: Mapping[str, Any] | None = None,
+                     interventions: Sequence[Mapping[str, Any]] = ()) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The session's report document and its records, sorted, with Holm-adjusted p-values.
 
     ``pairs`` lists only pairs that were loaded (sha256 known) or that a claim ran on, so a run
@@ -538,7 +572,7 @@ def session_document(records: Sequence[Mapping[str, Any]], pairs: Mapping[str, M
     # bonferroni: each claim's interval (and p_adjusted = m p) is at the family-wise level
     config = {**run.to_dict(), "family_size": max((int(r.get("_family_size") or 1) for r in ordered), default=0)}
     doc = build_report(config=config, environment=environment(run.device, run.dtype, rootdir=rootdir),
-                       pairs=used_pairs, claims=ordered, run=status, figures=figures)
+                       pairs=used_pairs, claims=ordered, run=status, figures=figures, interventions=interventions)
     return doc, ordered
 
 

@@ -290,6 +290,18 @@ class Cache:
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
+    def contains(self, kind: str, key: Mapping[str, Any]) -> bool:
+        """Whether ``(kind, key)`` is held (in memory, or an entry file on disk), without reading it.
+
+        Example:
+            >>> c = Cache(None); _ = c.get_or_compute("sq", {"x": 4}, lambda: 16); c.contains("sq", {"x": 4})
+            True
+        """
+        if f"{kind}/{key_hash(kind, key)}" in self._memory:
+            return True
+        path = self.path_for(kind, key)
+        return path is not None and path.is_file()
+
     def get_or_compute(self, kind: str, key: Mapping[str, Any], compute: Callable[[], T]) -> T:
         """The cached value for ``(kind, key)``, computing and storing it on a miss.
 

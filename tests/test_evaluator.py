@@ -372,3 +372,92 @@ def test_cached_pair_results_are_keyed_by_both_models_and_probe(pair: Any, probe
     make_evaluator(pair, other_probe, Cache(tmp_path)).cached("thing", {"x": 1}, compute)
     make_evaluator(pair, probe, Cache(tmp_path)).cached("thing", {"x": 2}, compute)
     assert len(calls) == 3
+
+
+def _ablations(pair: Any) -> list[Any]:
+    from mechtests.interventions import ScaleKeys, ZeroAblation
+    from mechtests.neurons import NeuronSet
+
+    scores = torch.randn(2, 64, generator=torch.Generator().manual_seed(5))
+    return [ZeroAblation(NeuronSet.top_k(scores, 8)), ZeroAblation(NeuronSet.top_k(-scores, 8)),
+            ScaleKeys(NeuronSet.top_k(scores, 3), 5.0)]
+
+
+def test_prefetch_runs_a_models_conditions_together_with_the_results_of_each_alone(
+        pair: Any, probe: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mechtests.generation as generation
+    from mechtests.interventions import PatchFromModel
+    from mechtests.neurons import NeuronSet
+
+    passes: list[int] = []  # conditions per generation pass
+    real = generation.generate_many
+
+    def counted(model: Any, prompts: Any, interventions: Any, **kw: Any) -> Any:
+        passes.append(len(interventions))
+        return real(model, prompts, interventions, **kw)
+
+    monkeypatch.setattr(generation, "generate_many", counted)
+
+    ivs = _ablations(pair)
+    patch = PatchFromModel(NeuronSet.top_k(torch.ones(2, 64), 4), source=pair.tuned)
+    conditions = [("base", None), *(("base", iv) for iv in ivs), ("base", patch), ("tuned", None), ("tuned", ivs[2])]
+    cache = Cache(tmp_path / "cache")
+    together = make_evaluator(pair, probe, cache, batch_size=64)
+    together.prefetch(conditions)
+    # base: 4 conditions in one generation pass and one F1 pass, the patch alone (twice); tuned: 2 together
+    assert sorted(passes) == [1, 1, 2, 2, 4, 4]
+    assert cache.stats.computed == 4 * len(conditions)  # generation, toxicity, perplexity, f1: each entry once
+    computed = cache.stats.computed
+    alone = make_evaluator(pair, probe, None, batch_size=3)
+    for role, iv in conditions:
+        np.testing.assert_array_equal(together.toxicity(role, iv), alone.toxicity(role, iv))
+        np.testing.assert_array_equal(together.f1(role, iv), alone.f1(role, iv))
+        np.testing.assert_allclose(together.perplexity(role, iv).nll_sum, alone.perplexity(role, iv).nll_sum,
+                                   rtol=1e-6)
+        np.testing.assert_allclose(together.mean_activation(role, iv), alone.mean_activation(role, iv),
+                                   rtol=1e-5, atol=1e-6)
+    assert cache.stats.computed == computed  # everything above was a hit
+    # another batch size, another session: the same cache entries (the batch size is not in a key)
+    later = make_evaluator(pair, probe, Cache(tmp_path / "cache"), batch_size=7)
+    later.prefetch(conditions)
+    assert later.cache.stats.computed == 0 and later.cache.stats.disk_hits > 0
+    with pytest.raises(UsageError, match="unknown metric"):
+        later.prefetch(conditions, metrics=("toxicity", "accuracy"))
+
+
+def test_the_interventions_table_holds_every_condition_served(pair: Any, probe: Any) -> None:
+    from scipy import stats as sps
+
+    class ByteScorer:  # varies on random-init output (the vowel share is 0 for every prompt there)
+        name = "bytes"
+
+        def score(self, texts: Any) -> np.ndarray:
+            return np.array([sum(map(ord, t)) % 97 / 96 for t in texts], dtype=np.float64)
+
+    ev = make_evaluator(pair, probe)
+    ev.scorer = ByteScorer()
+    zero = _ablations(pair)[0]
+    tox = ev.toxicity("base")
+    tox_zero = ev.toxicity("base", zero)
+    windows = ev.perplexity("base")
+    f1 = ev.f1("tuned")
+    ev.label_condition("base", None, "base, untouched", paper={"toxicity": 0.4}, order=1)
+    ev.labellers.append(lambda e: e.label_condition("tuned", None, "tuned, untouched", order=0))
+    rows = {(r["model"], r["label"]): r for r in ev.conditions_table()}
+    assert list(rows) == [("tuned", "tuned, untouched"), ("base", "base, untouched"),
+                          ("base", "ZeroAblation(neurons=8)")]
+    base = rows[("base", "base, untouched")]
+    # known answer: Student's t interval of the per-prompt scores
+    assert np.ptp(tox) > 0
+    low, high = sps.t.interval(0.95, len(tox) - 1, loc=tox.mean(), scale=sps.sem(tox))
+    assert base["toxicity"] == {"value": pytest.approx(tox.mean()), "ci_low": pytest.approx(low),
+                                "ci_high": pytest.approx(high), "n": 12}
+    assert base["paper"] == {"toxicity": 0.4} and base["f1"] is None
+    assert base["perplexity"]["value"] == pytest.approx(windows.value) and base["perplexity"]["n"] == 2
+    assert base["perplexity"]["ci_low"] < windows.value < base["perplexity"]["ci_high"]
+    ablated = rows[("base", "ZeroAblation(neurons=8)")]
+    assert ablated["params"] == {"neurons": 8} and ablated["intervention"] == "ZeroAblation"
+    assert ablated["toxicity"]["value"] == pytest.approx(tox_zero.mean())
+    if np.ptp(tox_zero) == 0:  # no variation: a value, and no interval claimed
+        assert ablated["toxicity"]["ci_low"] is None and ablated["toxicity"]["ci_high"] is None
+    assert rows[("tuned", "tuned, untouched")]["f1"]["value"] == pytest.approx(f1.mean())

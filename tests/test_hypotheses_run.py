@@ -83,11 +83,13 @@ def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return build_tiny_project(tmp_path_factory.mktemp("tiny_project"))
 
 
-def run_hypotheses(pytester: pytest.Pytester, project: dict[str, Path], *args: str) -> Any:
-    shutil.copytree(HYPOTHESES, pytester.path / "hypotheses", ignore=shutil.ignore_patterns("__pycache__", "results"))
+def run_hypotheses(pytester: pytest.Pytester, project: dict[str, Path], *args: str, target: str = "hypotheses") -> Any:
+    if not (pytester.path / "hypotheses").exists():
+        shutil.copytree(HYPOTHESES, pytester.path / "hypotheses",
+                        ignore=shutil.ignore_patterns("__pycache__", "results"))
     pytester.makeconftest(CONFTEST.format(data=str(project["data"])))
     return pytester.runpytest_subprocess(
-        "hypotheses", "--mt-base", str(project["base"]), "--mt-tuned", str(project["tuned"]),
+        target, "--mt-base", str(project["base"]), "--mt-tuned", str(project["tuned"]),
         "--mt-probe", str(project["probe"]), "--mt-profile", "smoke", "--mt-resamples", "400",
         "--mt-cache-dir", str(pytester.path / "cache"), "-p", "no:cacheprovider", "-q", *args)
 
@@ -152,7 +154,63 @@ def test_suite_on_a_tiny_pair_reports_every_claim_and_exit_code_follows_verdicts
     assert recovery["render"] == "mechtests.figures:recovery_figure"
     assert {r["family"] for r in recovery["rows"]} >= {"zero top-k toxic", "patch TP↓"}
     assert len(claims) == len(report["claims"])
+
+    # the interventions table: every condition the claims used, the papers' ones named, with their values
+    rows = {(r["model"], r["label"]): r for r in report["interventions"]}
+    base_row = rows[("base", "no intervention")]
+    assert base_row["toxicity"]["value"] == pytest.approx(tox_b.mean(), rel=1e-9)
+    assert base_row["toxicity"]["n"] == len(prompts) and base_row["paper"]["toxicity"] == 0.453
+    assert base_row["perplexity"] is not None and base_row["f1"] is not None
+    assert rows[("tuned", "no intervention (DPO)")]["toxicity"]["value"] == pytest.approx(tox_t.mean(), rel=1e-9)
+    assert any(label.startswith("patch TP↓ to the tuned model's activations (") for _, label in rows)
+    assert ("tuned", "scale top-7 toxic key vectors x5 (7 neurons here)") in rows
+    assert all(r["toxicity"] or r["perplexity"] or r["f1"] for r in report["interventions"])
+    assert "<h2>Interventions</h2>" in html
     _html_lays_out_in_a_browser(pytester.path / "report.html")
+
+
+@pytest.mark.slow  # three plugin sessions: > 10 s
+def test_the_protocol_table_shares_the_claims_cache_both_ways(
+        pytester: pytest.Pytester, tiny_project: dict[str, Path]) -> None:
+    """``pytest hypotheses/protocol_table.py``: the papers' 13 conditions, printed without -v, in
+    the JSON report; a condition a claim computed is a cache hit for it, and the other way round."""
+    cache = pytester.path / "cache"
+
+    def generations() -> int:
+        return len(list((cache / "generation").rglob("*.npz")))
+
+    claims = run_hypotheses(pytester, tiny_project, "-k", "tp_down", target="hypotheses/test_claims_patching.py")
+    assert claims.ret in (0, 1), claims.stdout.str()[-2000:]
+    assert generations() == 3  # base, tuned, TP↓ patched
+    protocol = run_hypotheses(pytester, tiny_project, "--mt-json", "protocol.json",
+                              target="hypotheses/protocol_table.py")
+    assert protocol.ret == 0, protocol.stdout.str()[-3000:]
+    out = protocol.stdout.str()
+    assert "mechtests: interventions table (" in out and "scale top-7 toxic key vectors x10" in out
+    rows = json.loads((pytester.path / "protocol.json").read_text())["interventions"]
+    papers = [r for r in rows if r["paper"]]
+    assert len(papers) == 13  # + rows the claims label too, when one is the same condition here
+    ran = [r for r in rows if r["intervention"] != "omitted"]
+    for r in ran:
+        assert r["toxicity"]["n"] == 40 and r["perplexity"]["n"] >= 1 and r["f1"]["n"] == 12, r
+    for r in rows:
+        if r["intervention"] == "omitted":  # e.g. more toxic & positively activated neurons than the model has
+            assert r["note"].startswith("not run: ") and "exceeds" in r["note"] and r["toxicity"] is None
+    distinct = {(r["model"], r["key"]) for r in ran}
+    assert len(distinct) < len(ran)  # top 100 / 200 of 98,304 are one neuron of 128 here: one condition, two rows
+    for r in ran:
+        twins = [o["label"] for o in ran if (o["model"], o["key"]) == (r["model"], r["key"]) and o is not r]
+        assert (r["note"] == f"the same condition as {len(twins)} other row(s) on this pair") == bool(twins), r
+    assert generations() == len(distinct)  # the claims' three conditions were not computed again
+    # the other way: the ablation claims on the protocol's conditions compute nothing new
+    ablation = run_hypotheses(pytester, tiny_project, "-k", "100of or 200of or 1000of", "-n", "2",
+                              "--mt-json", "ablation.json", target="hypotheses/test_claims_ablation.py")
+    assert ablation.ret in (0, 1), ablation.stdout.str()[-2000:]
+    assert generations() == len(distinct)
+    merged = json.loads((pytester.path / "ablation.json").read_text())["interventions"]
+    labels = [r["label"] for r in merged]
+    assert labels[:2] == ["no intervention", "no intervention (DPO)"] and len(labels) == len(set(labels))
+    assert "zero top 100/98,304 toxic value vectors (1 neurons here)" in labels
 
 
 def _html_lays_out_in_a_browser(html: Path) -> None:

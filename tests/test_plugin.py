@@ -87,6 +87,8 @@ def test_help_lists_every_option_in_one_group_with_ini_keys(pytester: pytest.Pyt
                                    "--mt-resamples 2000 or more")),
     (["--mt-resamples", "2.5"], "--mt-resamples: '2.5' is not a valid int"),
     (["--mt-seed", "-3"], "--mt-seed: '-3' is outside"),
+    (["--mt-batch-size", "big"], "--mt-batch-size: 'big' is not a batch size. Fix: a positive int, or auto"),
+    (["--mt-batch-size", "0"], "--mt-batch-size: '0' is outside"),
     (["--mt-base", "gpt2"], "--mt-tuned is required together with --mt-base"),
     (["--mt-tuned", "gpt2"], "--mt-base is required together with --mt-tuned"),
     (["--mt-base", "./nowhere", "--mt-tuned", "gpt2"], "nowhere': no such directory or file (given as --mt-base)"),
