@@ -35,6 +35,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="generation batch size")
     group.addoption("--mt-bench-rounds", type=int, default=int(os.environ.get("MT_BENCH_ROUNDS", "3")),
                     help="timed rounds per benchmark (plus one warm-up round)")
+    group.addoption("--mt-bench-window", type=int, default=int(os.environ.get("MT_BENCH_WINDOW", "1024")),
+                    help="perplexity window in tokens (papers: 1,024; at most the model's context)")
+    group.addoption("--mt-bench-windows", type=int, default=int(os.environ.get("MT_BENCH_WINDOWS", "4")),
+                    help="perplexity windows per condition")
     group.addoption("--mt-bench-device", default=os.environ.get("MT_BENCH_DEVICE", "cpu"))
     group.addoption("--mt-bench-dtype", default=os.environ.get("MT_BENCH_DTYPE", "float32"),
                     choices=("float32", "bfloat16", "float16"))
@@ -48,6 +52,8 @@ def _settings(config: pytest.Config) -> BenchSettings:
         tokens=config.getoption("--mt-bench-tokens"),
         batch=config.getoption("--mt-bench-batch"),
         rounds=config.getoption("--mt-bench-rounds"),
+        window=config.getoption("--mt-bench-window"),
+        windows=config.getoption("--mt-bench-windows"),
         device=config.getoption("--mt-bench-device"),
         dtype=config.getoption("--mt-bench-dtype"),
         root=Path(config.getoption("--mt-bench-root")),

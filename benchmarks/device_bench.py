@@ -8,7 +8,11 @@ each dtype, on the GPT-2-medium-shaped random-init pair (`benchmarks/shapes.py`)
    plain engine generation;
 2. the papers' protocol on a subset, extrapolated (`benchmarks/protocol.py`);
 3. memory: peak `torch.cuda.max_memory_allocated` while collecting statistics for N = 64 and
-   N = 1,199 prompts x 20 tokens (on a CPU: use `benchmarks/memory_probe.py`, a process per N).
+   N = 1,199 prompts x 20 tokens (on a CPU: use `benchmarks/memory_probe.py`, a process per N);
+4. `table` (issue 13): the papers' whole interventions table at the papers' sizes (1,199 prompts
+   x 20 tokens, 2,000 F1 sentences, 281 windows of 1,024 tokens; synthetic text), the 13
+   conditions computed together as `hypotheses/protocol_table.py` does (`Evaluator.prefetch`,
+   `--mt-batch-size auto`), wall seconds per metric and peak CUDA memory; goal <= 60 s in bfloat16.
 
 Steps run in that order per dtype and are skipped (and listed as skipped) once the budget is
 spent, so a result file is always written. One JSON file per dtype goes to `--out`.
@@ -138,6 +142,47 @@ def protocol(pair: Any, *, device: str, dtype: str, n_prompts: int, n_f1: int, w
     return run_on_pair(pair, sizes, device=device, dtype=dtype)
 
 
+def table(pair: Any, *, device: str, n_prompts: int = 1199, n_f1: int = 2000, windows: int = 281) -> dict[str, Any]:
+    """The whole table at the papers' sizes: every condition together, per metric (see module doc)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from benchmarks.protocol import _together
+    from benchmarks.shapes import synthetic_prompts
+    from mechtests.config import run_config
+    from mechtests.data import TextSet
+    from mechtests.probes import Probe
+
+    window = min(pair.base.n_ctx, 1024)
+    text = " ".join(synthetic_prompts(windows * window // 8 + 100, seed=2))
+    data = SimpleNamespace(challenge=TextSet("synthetic-challenge", synthetic_prompts(n_prompts, seed=0)),
+                           probe_data=None, perplexity_text=text,
+                           f1_sentences=TextSet("synthetic-f1", synthetic_prompts(n_f1, seed=1, length=(70, 90))))
+    probe = Probe(torch.randn(pair.base.d_model, generator=torch.Generator().manual_seed(0)), 0.0)
+    scorer = None
+    try:
+        from mechtests.scoring import make_scorer
+
+        scorer = make_scorer("offline")
+    except Exception:  # no scorer wheel on the host: generation, perplexity and F1 still timed
+        pass
+    config = run_config("full", device=device, n_prompts=n_prompts, n_f1=n_f1, n_perplexity_windows=windows)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    out = _together(pair, data, probe, scorer, config, (), device=device,
+                    full_rows={"toxicity": n_prompts, "f1": n_f1, "perplexity": windows},
+                    subset_rows={"toxicity": n_prompts, "f1": n_f1, "perplexity": windows})
+    _sync(device)
+    out["wall_s"] = time.perf_counter() - start
+    out["goal"] = "<= 60 s in bfloat16 on one H100/H200"
+    out["sizes"] = {"prompts": n_prompts, "f1": n_f1, "windows": windows, "window": window}
+    if device.startswith("cuda"):
+        out["peak_allocated_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
@@ -155,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol-f1", type=int, default=128)
     parser.add_argument("--protocol-windows", type=int, default=8)
     parser.add_argument("--protocol-batch", type=int, default=64)
-    parser.add_argument("--steps", default="speed,protocol,memory")
+    parser.add_argument("--steps", default="table,speed,protocol,memory")
     args = parser.parse_args(argv)
     budget = Budget(args.budget)
     import torch
@@ -171,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = [s for s in args.steps.split(",") if s]
     dtypes = [d for d in args.dtypes.split(",") if d]
     # Rough share of the budget each step may start with; later steps are skipped, not cut.
-    min_left = {"speed": 20.0, "protocol": 40.0, "memory": 15.0}
+    min_left = {"table": 60.0, "speed": 20.0, "protocol": 40.0, "memory": 15.0}
     for i, dtype in enumerate(dtypes):
         doc: dict[str, Any] = {"schema": "mechtests-device-bench/1", "environment": _environment(args.device),
                                "shape": args.shape, "dtype": dtype, "build_checkpoints_s": build_s,
@@ -194,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
                 elif step == "memory":
                     doc["memory"] = memory(pair, device=args.device, batch=args.memory_batch,
                                            ns=tuple(int(n) for n in args.memory_ns.split(",")))
+                elif step == "table":
+                    doc["table"] = table(pair, device=args.device)
                 elif step == "protocol":
                     doc["protocol"] = protocol(pair, device=args.device, dtype=dtype, n_prompts=args.protocol_prompts,
                                                n_f1=args.protocol_f1, windows=args.protocol_windows,

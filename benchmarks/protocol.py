@@ -15,6 +15,13 @@ goes to `--out` (and stdout).
     python -m benchmarks.protocol --shape gpt2-medium --n-prompts 32 --out cpu.json
     python -m benchmarks.protocol --shape gpt2-medium --device cuda --dtype bfloat16 --n-prompts 256 \
         --batch 128 --out gpu-bf16.json
+
+``--together`` also runs the 13 conditions the way ``hypotheses/protocol_table.py`` does
+(`Evaluator.prefetch`: the conditions of one model in one pass per metric, rows of a batch
+carrying different conditions) on a fresh evaluator of the same pair, after the one-by-one run,
+and reports both and their ratio. Its extrapolation is per *row* (prompt x condition) at the
+rows per pass it ran with: at the papers' sizes every pass of either mode is full, so only the
+ragged last batches differ; the subset's ratio is the gain at the subset's size.
 """
 
 from __future__ import annotations
@@ -134,7 +141,7 @@ def _eval_data(shape_name: str | None, n_prompts: int, n_f1: int) -> Any:
 
 
 def run(base_dir: Path, tuned_dir: Path, sizes: Sizes, *, device: str, dtype: str, seed: int = 0,
-        only: tuple[str, ...] = (), skip_parts: tuple[str, ...] = ()) -> dict[str, Any]:
+        only: tuple[str, ...] = (), skip_parts: tuple[str, ...] = (), together: bool = False) -> dict[str, Any]:
     """Load the pair, then `run_on_pair`."""
     import torch
 
@@ -143,13 +150,41 @@ def run(base_dir: Path, tuned_dir: Path, sizes: Sizes, *, device: str, dtype: st
     t0 = time.perf_counter()
     pair = load_pair(base_dir, tuned_dir, name="bench", device=device, dtype=getattr(torch, dtype))
     load_s = time.perf_counter() - t0
-    out = run_on_pair(pair, sizes, device=device, dtype=dtype, seed=seed, only=only, skip_parts=skip_parts)
+    out = run_on_pair(pair, sizes, device=device, dtype=dtype, seed=seed, only=only, skip_parts=skip_parts,
+                      together_mode=together)
     out["load_s"] = load_s
     return out
 
 
+def _together(pair: Any, data: Any, probe: Any, scorer: Any, config: Any, skip_parts: tuple[str, ...], *,
+              device: str, full_rows: dict[str, int], subset_rows: dict[str, int]) -> dict[str, Any]:
+    """The 13 conditions through `Evaluator.prefetch` on a fresh evaluator (nothing shared with the
+    one-by-one run): seconds per metric, and an extrapolation per condition-row at full passes."""
+    from mechtests.evaluator import Evaluator
+
+    ev = Evaluator(pair, probe=probe, scorer=scorer, data=data, config=config, cache=None)
+    built = [(role, make) for _, role, make in conditions(ev)]
+    # the selections read the plain passes' mean activations: those two run first, as in the table
+    setup = _timed(lambda: [ev.generation(role) for role in ("base", "tuned")], device)
+    ivs = [(role, make()) for role, make in built]
+    parts: dict[str, float] = {"toxicity": setup}
+    for metric in ("toxicity", "perplexity", "f1"):
+        if metric in skip_parts:
+            continue
+        # without a scorer the generation pass (continuations, statistics) is still timed, unscored
+        run = "generation" if metric == "toxicity" and scorer is None else metric
+        parts[metric] = parts.get(metric, 0.0) + _timed(lambda run=run: ev.prefetch(ivs, metrics=(run,)), device)
+    # linear in prompts / windows / sentences: the subset's passes were (nearly) full already
+    extrapolated = sum(t * full_rows[m] / subset_rows[m] for m, t in parts.items())
+    return {"parts_s": parts, "measured_s": sum(parts.values()),
+            "batch_rows": {"generation": ev.generation_config().batch_size,
+                           "perplexity": ev.batch_rows("perplexity", ev.perplexity_window())},
+            "extrapolated_full_protocol_s": extrapolated, "extrapolated_full_protocol_h": extrapolated / 3600}
+
+
 def run_on_pair(pair: Any, sizes: Sizes, *, device: str, dtype: str, seed: int = 0,
-                only: tuple[str, ...] = (), skip_parts: tuple[str, ...] = ()) -> dict[str, Any]:
+                only: tuple[str, ...] = (), skip_parts: tuple[str, ...] = (),
+                together_mode: bool = False) -> dict[str, Any]:
     """Measure every condition of the papers' protocol on the subset; timings and extrapolation."""
     import torch
 
@@ -209,6 +244,12 @@ def run_on_pair(pair: Any, sizes: Sizes, *, device: str, dtype: str, seed: int =
         sys.stderr.write(json.dumps(row) + "\n")
     measured = sum(sum(v for k, v in r.items() if k.endswith("_s") and k != "extrapolated_s") for r in rows)
     total = sum(r["extrapolated_s"] for r in rows)
+    together = None
+    if together_mode and not only:
+        together = _together(pair, data, probe, scorer, config, skip_parts, device=device,
+                             full_rows={"toxicity": FULL_PROMPTS, "f1": FULL_F1, "perplexity": FULL_PPL_WINDOWS},
+                             subset_rows={"toxicity": n_prompts, "f1": n_f1, "perplexity": n_windows})
+        together["ratio_measured"] = measured / together["measured_s"]
     out: dict[str, Any] = {
         "schema": "mechtests-protocol-timing/1",
         "environment": _environment(device),
@@ -220,7 +261,7 @@ def run_on_pair(pair: Any, sizes: Sizes, *, device: str, dtype: str, seed: int =
                    "max_new_tokens": sizes.max_new_tokens, "data": data_source},
         "full": {"n_prompts": FULL_PROMPTS, "n_f1": FULL_F1, "perplexity_windows": FULL_PPL_WINDOWS},
         "scorer": None if scorer is None else scorer.name, "scorer_error": scorer_error,
-        "setup_s": setup_s, "conditions": rows, "measured_s": measured,
+        "setup_s": setup_s, "conditions": rows, "measured_s": measured, "together": together,
         "extrapolated_full_protocol_s": total, "extrapolated_full_protocol_h": total / 3600,
         "complete": not only and len(rows) == 13 and not skip_parts and scorer is not None,
     }
@@ -243,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--only", default="", help="comma list of condition names to run")
     parser.add_argument("--skip", default="", help="comma list of parts to skip: toxicity,perplexity,f1")
+    parser.add_argument("--together", action="store_true",
+                        help="then run the 13 conditions together (Evaluator.prefetch) and report the ratio")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.shape:
@@ -259,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = Sizes(n_prompts=args.n_prompts, n_f1=args.n_f1 or args.n_prompts, n_perplexity_windows=args.ppl_windows,
                   batch_size=args.batch, max_new_tokens=args.tokens)
     result = run(Path(base_dir), Path(tuned_dir), sizes, device=args.device, dtype=args.dtype,
-                 only=tuple(s for s in args.only.split(",") if s), skip_parts=tuple(s for s in args.skip.split(",") if s))
+                 only=tuple(s for s in args.only.split(",") if s), skip_parts=tuple(s for s in args.skip.split(",") if s),
+                 together=args.together)
     text = json.dumps(result, indent=2)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

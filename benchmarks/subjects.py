@@ -22,6 +22,8 @@ class BenchSettings:
     device: str
     dtype: str
     root: Path
+    window: int = 1024
+    windows: int = 4
 
     @property
     def torch_dtype(self) -> Any:

@@ -58,6 +58,10 @@ _EXPORTS: dict[str, str] = {
     "TextSet": "mechtests.data", "load_prompts": "mechtests.data", "load_labelled": "mechtests.data",
     "make_scorer": "mechtests.scoring", "ToxicityScorer": "mechtests.scoring",
     "RunConfig": "mechtests.config", "run_config": "mechtests.config",
+    # a notebook session: what pytest builds for one pair, from the same options
+    "session": "mechtests.builders", "Session": "mechtests.builders",
+    # several conditions in one pass; the interventions table
+    "row_batchable": "mechtests.interventions", "ConditionLog": "mechtests.conditions",
     # errors a caller may catch
     "MechtestsError": "mechtests.errors", "UsageError": "mechtests.errors", "CheckpointError": "mechtests.errors",
     "DataError": "mechtests.errors", "NumericalError": "mechtests.errors",

@@ -262,7 +262,8 @@ OPTIONS: tuple[Option, ...] = (
            "the TransformerBridge otherwise; bridge: always the TransformerBridge (slower, every hook point)"),
     Option("seed", "INT", "seed of every random choice: bootstrap, probe split (default 0)"),
     Option("batch_size", "INT|auto", "rows (prompt x condition) per forward pass: auto (default) from the device's "
-           "free memory and the model's sizes, or a positive int; never changes a result"),
+           "free memory and the model's sizes, or a positive int (perplexity windows get the same token budget); "
+           "never changes a result"),
     Option("json", "PATH", "write the mechtests-report/2 JSON report to PATH (schema: mechtests/schemas/)"),
     Option("html", "PATH", "write a self-contained HTML report (claims table and figures) to PATH"),
     Option("save", "NAME", "store this run as the next save of baseline NAME (history kept: NAME is the latest, "

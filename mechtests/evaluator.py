@@ -152,6 +152,8 @@ class Evaluator:
         self._memory: dict[str, Any] = {}
         # Every condition whose metrics this evaluator served, for the interventions table.
         self.conditions = ConditionLog()
+        # rows per forward pass each kind of pass used ("auto" resolved), for the report
+        self.rows_used: dict[str, int] = {}
         # Called as ``labeller(evaluator)`` before the table is built: names the conditions it
         # knows (the reference suite labels the papers' 13 and gives the paper's values).
         self.labellers: list[Callable[[Evaluator], None]] = []
@@ -226,18 +228,30 @@ class Evaluator:
         )
 
     def batch_rows(self, kind: str, tokens: int) -> int:
-        """Rows per forward pass: the run's ``batch_size``, or for ``"auto"`` what the device's free
-        memory holds (`mechtests.generation.auto_batch_rows`, decided once per kind and session)."""
+        """Rows per forward pass: for ``"auto"`` what the device's free memory holds
+        (`mechtests.generation.auto_batch_rows`, decided once per kind and session); a number is
+        rows of the generation protocol (prompt + new tokens), so a perplexity window of ``tokens``
+        gets the same token budget (128 rows of 52 tokens: 6 windows of 1,024).
+
+        Example:
+            >>> ev.batch_rows("perplexity", 1024)  # with --mt-batch-size 128  # doctest: +SKIP
+            6
+        """
         setting = _setting(self.config, "batch_size", "auto")
         if setting != "auto":
-            return int(setting)
+            generation_tokens = int(_setting(self.config, "max_new_tokens", 20)) + int(
+                _setting(self.config, "max_prompt_tokens", 32))
+            rows = int(setting) if kind == "generation" else max(1, int(setting) * generation_tokens // tokens)
+        else:
 
-        def compute() -> int:
-            from mechtests.generation import auto_batch_rows
+            def compute() -> int:
+                from mechtests.generation import auto_batch_rows
 
-            return auto_batch_rows(self.model("base"), tokens, kind=kind)
+                return auto_batch_rows(self.model("base"), tokens, kind=kind)
 
-        return int(self.memo(f"batch_rows:{kind}:{tokens}", compute))
+            rows = int(self.memo(f"batch_rows:{kind}:{tokens}", compute))
+        self.rows_used[kind] = rows  # what was assumed, for the report's inputs
+        return rows
 
     def _generation_key(self, role: Role, iv: Any, gen_cfg: Any, **extra: Any) -> dict[str, Any]:
         # The batch size never changes a result (a row does not depend on its batch-mates, tested),
@@ -413,16 +427,19 @@ class Evaluator:
         (`mechtests.generation.generate_many`). Conditions already cached are skipped; those that
         cannot share a batch (`interventions.row_batchable`, e.g. `PatchFromModel`) run alone.
         Results are those of computing each condition alone (tested) and land in the same cache
-        entries, so a later ``toxicity(role, iv)`` is a hit, in this run or the next.
+        entries, so a later ``toxicity(role, iv)`` is a hit, in this run or the next. ``metrics``:
+        any of ``toxicity`` (generation and scoring), ``generation`` (unscored: continuations and
+        neuron statistics), ``perplexity``, ``f1``.
 
         Example:
             >>> ev.prefetch([("base", None), ("base", ZeroAblation(top100)), ("tuned", None)])  # doctest: +SKIP
         """
         from mechtests.interventions import row_batchable
 
-        unknown = set(metrics) - {"toxicity", "perplexity", "f1"}
+        unknown = set(metrics) - {"generation", "toxicity", "perplexity", "f1"}
         if unknown:
-            raise UsageError(f"prefetch: unknown metric(s) {sorted(unknown)}; use toxicity, perplexity, f1")
+            raise UsageError(f"prefetch: unknown metric(s) {sorted(unknown)}; use generation (continuations and "
+                             "neuron statistics, unscored), toxicity, perplexity, f1")
         for role in ROLES:
             seen: dict[str, Any] = {}
             for r, intervention in conditions:
@@ -430,7 +447,7 @@ class Evaluator:
                 if r == role and row_batchable(iv):
                     seen.setdefault(iv.key(), iv)
             together = list(seen.values())
-            if "toxicity" in metrics:
+            if "toxicity" in metrics or "generation" in metrics:
                 gen_cfg = self.generation_config()
                 self._generate_together(role, [iv for iv in together
                                                if not self._present("generation", self._generation_key(role, iv, gen_cfg))])
@@ -447,10 +464,13 @@ class Evaluator:
         mem_key = kind + ":" + json.dumps(key, sort_keys=True, default=str)
         return mem_key in self._memory or (self.cache is not None and self.cache.contains(kind, dict(key)))
 
-    def _groups(self, ivs: list[Any], *, per_condition_bytes: int = 0) -> list[list[Any]]:
-        """``ivs`` in groups that run together: at least 2 each (one alone takes the plain path),
-        few enough that their statistics accumulators stay under `TOGETHER_BYTES`."""
-        most = max(1, TOGETHER_BYTES // per_condition_bytes) if per_condition_bytes else len(ivs)
+    @staticmethod
+    def _groups(ivs: list[Any], *, rows: int, per_condition_bytes: int = 0) -> list[list[Any]]:
+        """``ivs`` in groups that run together (none for fewer than 2: one alone takes the plain
+        path): no more conditions than ``rows`` per pass holds (a pass has at least one prompt or
+        window per condition), and few enough that their statistics accumulators stay under
+        `TOGETHER_BYTES`."""
+        most = max(1, min(rows, TOGETHER_BYTES // per_condition_bytes if per_condition_bytes else len(ivs)))
         return [ivs[i : i + most] for i in range(0, len(ivs), most)] if len(ivs) > 1 else []
 
     def _generate_together(self, role: Role, ivs: list[Any]) -> None:
@@ -460,7 +480,7 @@ class Evaluator:
         model = self.model(role)
         stats_bytes = 8 * gen_cfg.n_blocks * model.n_layers * model.d_mlp
         total = len(self.prompts)
-        for group in self._groups(ivs, per_condition_bytes=stats_bytes):
+        for group in self._groups(ivs, rows=gen_cfg.batch_size, per_condition_bytes=stats_bytes):
             label = f"generation {role} x{len(group)} conditions together"
             started = time.perf_counter()
             self._report(label, 0, total, "prompts", started, False)
@@ -483,7 +503,7 @@ class Evaluator:
         from mechtests.metrics import perplexity_windows_many
 
         window = self.perplexity_window()
-        for group in self._groups(ivs):
+        for group in self._groups(ivs, rows=self.batch_rows("perplexity", window)):
 
             def compute(group: list[Any] = group) -> list[tuple[np.ndarray, np.ndarray]]:
                 with torch.inference_mode():
@@ -499,7 +519,7 @@ class Evaluator:
         from mechtests.metrics import f1_scores_many
 
         gen_cfg = self.generation_config()
-        for group in self._groups(ivs):
+        for group in self._groups(ivs, rows=gen_cfg.batch_size):
             label = f"f1 {role} x{len(group)} conditions together"
 
             def compute(group: list[Any] = group) -> list[np.ndarray]:

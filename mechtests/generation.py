@@ -139,9 +139,12 @@ class _StatsCollector:
 
 
 # Rows per forward pass when the batch size is "auto": at most these many, fewer when memory is
-# short. CPU: the measured knee on the default pair (2 cores: 32 -> 128 rows is 1.4x the prompts
-# per second, 256 no better); GPU: enough rows to fill an H100's matmuls at GPT-2-medium widths.
-AUTO_ROWS_CAP = {"cpu": {"generation": 128, "perplexity": 8}, "cuda": {"generation": 1024, "perplexity": 64}}
+# short. CPU generation: the measured knee on the default pair (2 cores: 32 -> 128 rows is 1.4x the
+# prompts per second, 256 no better). CPU perplexity: one window per pass; windows shared between
+# conditions were slower there (0.70x at 6 windows of 1,024 tokens on the GPT-2-medium shape, 0.86x
+# at 20 of 128 on the default pair: the [rows, window, vocabulary] logits leave the caches;
+# docs/PERFORMANCE.md). GPU: enough rows to fill an H100's matmuls at GPT-2-medium widths.
+AUTO_ROWS_CAP = {"cpu": {"generation": 128, "perplexity": 1}, "cuda": {"generation": 1024, "perplexity": 64}}
 # Share of the free memory a pass may take (the rest: the other model of the pair, the
 # allocator's slack, the scorer).
 AUTO_MEMORY_SHARE = {"cpu": 0.25, "cuda": 0.5}

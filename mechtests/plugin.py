@@ -290,18 +290,15 @@ def mt_pair(request: pytest.FixtureRequest) -> PairSpec:
 @pytest.fixture(scope="session")
 def model_pair(mt_pair: PairSpec, mt_config: RunConfig, request: pytest.FixtureRequest) -> Any:
     """Base and tuned model of the pair, loaded once per session with identical flags."""
-    from mechtests.models import load_pair
+    from mechtests.builders import load_model_pair
 
     st = _state(request.config)
     base, tuned = _pair_sources(st, mt_pair)
-    pair = load_pair(base, tuned, name=mt_pair.name, device=mt_config.device, dtype=mt_config.torch_dtype(),
-                     backend=mt_config.backend)
+    pair = load_model_pair(st.settings, mt_pair, zoo=st.zoo_pair() if mt_pair.is_default else None,
+                           record=lambda section, values: _record_inputs(st, mt_pair.name, section, values))
     info = st.pairs.setdefault(mt_pair.name, {})
     info.update({"base": {"source": base.location, "sha256": pair.base.fingerprint},
                  "tuned": {"source": tuned.location, "sha256": pair.tuned.fingerprint}})
-    for role, model in (("base", pair.base), ("tuned", pair.tuned)):
-        _record_inputs(st, mt_pair.name, role,
-                       {**(model.load_record.to_dict() if model.load_record else {}), "sha256": model.fingerprint})
     return pair
 
 
@@ -322,14 +319,12 @@ def eval_data(mt_pair: PairSpec, request: pytest.FixtureRequest) -> Any:
     """The pair's evaluation data, each role read on first use: its own option (--mt-prompts,
     --mt-probe-data, --mt-perplexity-data, --mt-f1-data), else --mt-data's (or the pair's data
     directory's) file, else the embedded pair's when no data directory is given."""
-    from mechtests.eval_data import EvalData
-    from mechtests.preflight import data_sources
-    from mechtests.zoo import ZOO_DIR
+    from mechtests.builders import load_eval_data
 
     st = _state(request.config)
     data = st.eval_data.get(mt_pair.name)  # pre-flight's, when it ran in this process
     if data is None:
-        data = st.eval_data[mt_pair.name] = EvalData(sources=data_sources(st.settings, mt_pair, ZOO_DIR / "data"))
+        data = st.eval_data[mt_pair.name] = load_eval_data(st.settings, mt_pair)
     return data
 
 
@@ -342,71 +337,25 @@ def probe(model_pair: Any, mt_pair: PairSpec, mt_config: RunConfig, mt_cache: Ca
     A probe file without a bias gets one fitted on the probe data (or --mt-probe-bias), every
     probe file's sign is checked on labelled data, and the report records what was read and done.
     """
-    from mechtests.probes import load_probe, prepare_probe, probe_scores, train_probe
+    from mechtests.builders import load_probe_for
 
     st = _state(request.config)
-    path = st.settings.probe or mt_pair.probe or (st.zoo_pair().probe_path if mt_pair.is_default else None)
-    eval_data = request.getfixturevalue("eval_data")
-    base = model_pair.base
-    if path is None:
-        data = eval_data.probe_data  # only needed (and read) to train one
-        key = {"protocol": "train_probe/1", "base": base.fingerprint, "data": data.sha256, "seed": mt_config.seed}
-        trained = mt_cache.get_or_compute("probe", key, lambda: train_probe(base, data, seed=mt_config.seed).probe)
-        _record_inputs(st, mt_pair.name, "probe", {
-            "source": None, "trained": {"data": data.name, "sha256": data.sha256, "n": len(data), "seed": mt_config.seed},
-            "hook_name": trained.hook(base), "pooling": trained.pooling, "bias": trained.bias})
-        return trained
-    bias = st.settings.probe_bias if isinstance(st.settings.probe_bias, float) else None
-    loaded = load_probe(path, d_model=base.d_model, hook_name=st.settings.probe_hook, bias=bias)
-    data = eval_data.probe_data if eval_data.available("probe") else None
-
-    def scores(p: Any, texts: Any) -> Any:
-        key = {"protocol": "probe_scores/1", "base": base.fingerprint, "probe": loaded.metadata["sha256"],
-               "hook": p.hook(base), "pooling": p.pooling, "data": texts.sha256}
-        return mt_cache.get_or_compute("probe_scores", key, lambda: probe_scores(base, p, texts))
-
-    where = "--mt-probe" if st.settings.probe else f"probe of pair {mt_pair.name!r}"
-    ready, record = prepare_probe(base, loaded, data, seed=mt_config.seed, where=f"{where} {path}", scores=scores)
-    _record_inputs(st, mt_pair.name, "probe", record)
-    return ready
+    return load_probe_for(st.settings, mt_pair, model_pair, request.getfixturevalue("eval_data"), mt_cache,
+                          zoo=st.zoo_pair() if mt_pair.is_default else None,
+                          record=lambda section, values: _record_inputs(st, mt_pair.name, section, values))
 
 
 @pytest.fixture(scope="session")
 def scorer(mt_config: RunConfig, request: pytest.FixtureRequest) -> Any:
-    """The toxicity scorer named by --mt-scorer (offline classifier by default)."""
-    from mechtests.scoring import make_scorer
+    """The toxicity scorer named by --mt-scorer (offline classifier by default); a remote one's
+    requests and cache hits go to the run summary."""
+    from mechtests.builders import make_run_scorer
+    from mechtests.scoring import TextScoreCache
 
-    st = _state(request.config)
-    settings = st.settings
-    if mt_config.scorer == "perspective":
-        return _perspective(st, settings)
-    path = settings.detoxify_path
-    return make_scorer(mt_config.scorer, path=path) if path is not None else make_scorer(mt_config.scorer)
-
-
-def _perspective(st: MechtestsState, settings: Settings) -> Any:
-    """Perspective behind a per-text score cache (under the cache dir), with one QPS budget for
-    every process of the run (and any other run on this machine with the same URL and key)."""
-    import hashlib
-    import os
-    import tempfile
-
-    from mechtests.scoring import (
-        PERSPECTIVE_KEY_ENV,
-        PERSPECTIVE_URL,
-        PerspectiveScorer,
-        TextScoreCache,
-    )
-
-    options = dict(settings.perspective)
-    budget = f"{options.get('url', PERSPECTIVE_URL)}\n{os.environ.get(PERSPECTIVE_KEY_ENV, '')}"
-    tag = hashlib.sha256(budget.encode()).hexdigest()[:16]  # the key's hash names the budget; never the key
-    client = PerspectiveScorer(**options, rate_file=Path(tempfile.gettempdir()) / f"mechtests-perspective-{tag}.rate")
-    identity = hashlib.sha256(client.identity.encode()).hexdigest()[:16]
-    path = settings.cache_dir / "scores" / f"perspective-{identity}.jsonl" if settings.cache_dir is not None else None
-    cached = TextScoreCache(client, path)
-    st.scorers.append(cached)
-    return cached
+    made = make_run_scorer(_state(request.config).settings)
+    if isinstance(made, TextScoreCache):
+        _state(request.config).scorers.append(made)
+    return made
 
 
 @pytest.fixture(scope="session")
@@ -888,6 +837,8 @@ def _collect_conditions(st: MechtestsState) -> None:
 
     evaluators, st.evaluators = st.evaluators, []
     for ev in evaluators:
+        if ev.rows_used:  # --mt-batch-size auto resolved from free memory: what it came to is recorded
+            _record_inputs(st, ev.pair.name, "batch_rows", {**ev.rows_used, "setting": st.settings.run.batch_size})
         try:
             st.conditions = merge_rows(st.conditions, ev.conditions_table())
         except Exception as exc:  # a labeller's bug must not cost the run its reports; said, not hidden

@@ -150,19 +150,34 @@ def preflight_pair(settings: Settings, spec: PairSpec, *, zoo: Any, zoo_data: Pa
     return checked
 
 
+def probe_file(settings: Settings, spec: PairSpec, zoo: Any) -> Path | None:
+    """The probe file a pair uses: ``--mt-probe``, else the pair's ``probe``, else for the embedded
+    pair its toxicity probe — unless labelled probe data was given for it (``--mt-probe-data`` or
+    the pair's ``probe_data``): that is another concept's data, so a probe is trained on it rather
+    than checked against a toxicity probe. None: a probe is trained on the probe data."""
+    explicit = settings.probe or spec.probe
+    if explicit is not None:
+        return explicit
+    if spec.is_default and zoo is not None and settings.data_paths(spec)["probe"] is None:
+        return Path(zoo.probe_path)
+    return None
+
+
 def _check_probe(settings: Settings, spec: PairSpec, zoo: Any, base: Inspection, data: EvalData,
                  lines: list[str], *, needed: bool) -> dict[str, Any] | None:
     """A given probe file is always checked; what it lacks matters only when a test uses it."""
     from mechtests.probes import load_probe
 
-    path = settings.probe or spec.probe or (zoo.probe_path if spec.is_default else None)
+    path = probe_file(settings, spec, zoo)
     if path is None:
         if not needed:
             return None
         if not data.available("probe"):
             raise UsageError(f"pair {spec.name!r}: no probe is given and there is no labelled probe data to train one. "
                              f"Fix: pass --mt-probe FILE, or {ROLE_OPTIONS['probe']} FILE (or probe.jsonl in --mt-data)")
-        lines.append(f"  probe: trained on the probe data with the base model (seed {settings.run.seed})")
+        because = (" (labelled probe data was given, so the embedded pair's toxicity probe is not used)"
+                   if spec.is_default else "")
+        lines.append(f"  probe: trained on the probe data with the base model (seed {settings.run.seed}){because}")
         return {"source": None, "trained": True}
     bias = settings.probe_bias if isinstance(settings.probe_bias, float) else None
     probe = load_probe(path, d_model=base.facts.d_model, hook_name=settings.probe_hook, bias=bias)

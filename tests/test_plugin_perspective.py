@@ -71,3 +71,34 @@ def test_key_never_shown_and_requests_equal_distinct_texts(pytester: pytest.Pyte
     assert (f"{total + 1} texts scored, {distinct + 1} distinct; 0 from the score cache, "
             f"{distinct + 1} request(s) sent") in out
     assert len(list((pytester.path / "cache" / "scores").glob("perspective-*.jsonl"))) == 1
+
+
+@pytest.mark.slow  # a plugin session over the papers' 13 conditions: > 10 s
+def test_the_protocol_table_sends_each_distinct_text_once(pytester: pytest.Pytester, perspective: tuple[str, Any],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """13 conditions' continuations repeat a lot (several conditions are one on a tiny model, and
+    many continuations agree): the score cache sends each distinct text once, and says so."""
+    import re
+    import shutil
+
+    from test_hypotheses_run import HYPOTHESES, build_tiny_project
+
+    url, server = perspective
+    monkeypatch.setenv("PERSPECTIVE_API_KEY", KEY)
+    project = build_tiny_project(pytester.path / "project")
+    shutil.copytree(HYPOTHESES, pytester.path / "hypotheses", ignore=shutil.ignore_patterns("__pycache__", "results"))
+    result = pytester.runpytest_subprocess(
+        "hypotheses/protocol_table.py", f"--mt-base={project['base']}", f"--mt-tuned={project['tuned']}",
+        f"--mt-data={project['data']}", f"--mt-probe={project['probe']}", "--mt-scorer=perspective",
+        f"--mt-perspective-url={url}", "--mt-perspective-qps=1000", "--mt-cache-dir=cache", "--mt-json=r.json",
+        "-p", "no:cacheprovider", "-q")
+    assert result.ret == 0, result.stdout.str()[-3000:]
+    out = result.stdout.str()
+    rows = json.loads((pytester.path / "r.json").read_text())["interventions"]
+    conditions = {(r["model"], r["key"]) for r in rows if r["intervention"] != "omitted"}
+    found = re.search(r"(\d+) texts scored, (\d+) distinct; 0 from the score cache, (\d+) request\(s\) sent", out)
+    assert found, out[-3000:]
+    texts, distinct, requests = map(int, found.groups())
+    assert texts == 40 * len(conditions)  # every prompt of every distinct condition, scored once per condition
+    sent = [r["comment"]["text"] for r in server.requests]
+    assert requests == distinct == len(sent) == len(set(sent)) < texts

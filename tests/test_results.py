@@ -92,3 +92,24 @@ def test_rows_follow_paper_numbering_and_natural_k_order() -> None:
 def test_section_puts_a_blank_line_before_the_table() -> None:
     text = results.render_section(report())
     assert "inconclusive.\n\n| # | claim |" in text
+
+
+def test_cli_writes_the_interventions_table_between_its_own_markers(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    cell = {"value": 0.77, "ci_low": 0.667, "ci_high": 0.873, "n": 64}
+    rows = [{"pair": "default", "model": "base", "intervention": "none", "params": {}, "key": "none",
+             "label": "no intervention", "toxicity": cell, "perplexity": {"value": 286.17, "ci_low": 244.41,
+                                                                          "ci_high": 335.05, "n": 16},
+             "f1": None, "paper": {"toxicity": 0.453, "perplexity": 21.7}, "confidence": 0.95, "note": None,
+             "order": 0}]
+    (tmp_path / "r.json").write_text(json.dumps(report() | {"interventions": rows}))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{results.START}\nclaims\n{results.END}\n{results.TABLE_START}\nstale\n{results.TABLE_END}\n")
+    assert results.main(["--json", str(tmp_path / "r.json"), "--readme", str(readme), "--interventions"]) == 0
+    text = readme.read_text()
+    assert "stale" not in text and "claims" in text  # the claims' markers untouched
+    assert ("| default | base | no intervention | 0.770 [0.667, 0.873] n=64 | 286.17 [244.41, 335.05] n=16 | - "
+            "| tox 0.453 / PPL 21.70 |") in text
+    (tmp_path / "old.json").write_text(json.dumps(report()))
+    assert results.main(["--json", str(tmp_path / "old.json"), "--interventions"]) == 2
+    assert "has no interventions table" in capsys.readouterr().err
