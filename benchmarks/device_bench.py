@@ -200,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--protocol-f1", type=int, default=128)
     parser.add_argument("--protocol-windows", type=int, default=8)
     parser.add_argument("--protocol-batch", type=int, default=64)
+    parser.add_argument("--table-prompts", type=int, default=1199, help="step table: prompts (papers: 1,199)")
+    parser.add_argument("--table-f1", type=int, default=2000, help="step table: F1 sentences (papers: 2,000)")
+    parser.add_argument("--table-windows", type=int, default=281, help="step table: perplexity windows (papers: 281)")
     parser.add_argument("--steps", default="table,speed,protocol,memory")
     args = parser.parse_args(argv)
     budget = Budget(args.budget)
@@ -240,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
                     doc["memory"] = memory(pair, device=args.device, batch=args.memory_batch,
                                            ns=tuple(int(n) for n in args.memory_ns.split(",")))
                 elif step == "table":
-                    doc["table"] = table(pair, device=args.device)
+                    doc["table"] = table(pair, device=args.device, n_prompts=args.table_prompts, n_f1=args.table_f1,
+                                         windows=args.table_windows)
                 elif step == "protocol":
                     doc["protocol"] = protocol(pair, device=args.device, dtype=dtype, n_prompts=args.protocol_prompts,
                                                n_f1=args.protocol_f1, windows=args.protocol_windows,
