@@ -2,8 +2,9 @@
 
 The plugin provides ``model_pair``, ``evaluator``, ``claim``, ``probe``, ``eval_data`` and
 ``mt_config``, and for claim authors ``selections`` (the papers' neuron selections) and
-``attribution`` (the block-bootstrap attribution inputs); this file adds a session recorder that
-turns recovered-fraction results into the HTML report's figures.
+``attribution`` (the block-bootstrap attribution inputs); this file turns the claims' results
+into the HTML report's figures (through the plugin's ``pytest_mechtests_claim`` hook) and names
+the papers' conditions in the interventions table (``pytest_mechtests_evaluator``).
 """
 
 from __future__ import annotations
@@ -18,27 +19,34 @@ import pytest
 
 from mechtests.evaluator import BlockAttribution
 
+# The claims whose recovered fraction goes into the recovery-vs-k figure, by family (k: the
+# claim's ``neurons`` parameter).
+RECOVERY_FAMILIES = {"zero_ablation_not_enough": "zero top-k toxic",
+                     "zero_positive_ablation_not_enough": "zero top-k toxic & positive",
+                     "tp_down_patch_is_partial": "patch TP↓", "all_groups_patch_emulates_dpo": "patch all four groups"}
+_recovery_points = pytest.StashKey[list[dict[str, Any]]]()
+
+
+def pytest_mechtests_claim(item: pytest.Item, result: Any) -> None:
+    """Every recovered-fraction claim, pass or fail, becomes a point of the recovery figure."""
+    family = RECOVERY_FAMILIES.get(result.name)
+    e = result.estimate
+    if family is None or result.pair is None or not all(math.isfinite(v) for v in (e.value, e.ci_low, e.ci_high)):
+        return
+    item.config.stash.setdefault(_recovery_points, []).append({
+        "pair": result.pair, "family": family, "k": max(int(result.params.get("neurons", 1)), 1),
+        "estimate": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high})
+
 
 @dataclasses.dataclass
 class FigureRecorder:
-    """Collects recovered-fraction results across tests, for the recovery-vs-k figure."""
+    """The attributions the claims used, for the attribution figures."""
 
-    points: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     attributions: dict[str, BlockAttribution] = dataclasses.field(default_factory=dict)
 
-    def recovery(self, pair: str, family: str, k: int, claim: Any) -> None:
-        """Record the latest claim the ``claim`` fixture stated in this test (pass or fail: the
-        test's outcome is only set after its body)."""
-        if not claim.results:
-            return
-        e = claim.results[-1].estimate
-        if all(math.isfinite(v) for v in (e.value, e.ci_low, e.ci_high)):
-            self.points.append({"pair": pair, "family": family, "k": k, "estimate": e.value,
-                                "ci_low": e.ci_low, "ci_high": e.ci_high})
 
-
-@pytest.fixture(scope="session")
-def figure_recorder(mt_figures: Any) -> Iterator[FigureRecorder]:
+@pytest.fixture(scope="session", autouse=True)
+def figure_recorder(mt_figures: Any, pytestconfig: pytest.Config) -> Iterator[FigureRecorder]:
     """Session recorder; at the end it adds the papers' figures to the ``--mt-html`` report
     (teardown runs before the plugin writes the report at session finish)."""
     recorder = FigureRecorder()
@@ -51,8 +59,9 @@ def figure_recorder(mt_figures: Any) -> Iterator[FigureRecorder]:
         for title, svg, caption, data in figures.attribution_figures(attr):
             add(f"{title} ({pair})", svg, caption, data={"pair": pair, **data})
     # Under pytest-xdist each worker saw some of the points: hand over rows, drawn once at the end.
-    for pair in sorted({p["pair"] for p in recorder.points}):
-        pts = [p for p in recorder.points if p["pair"] == pair]
+    points = pytestconfig.stash.get(_recovery_points, [])
+    for pair in sorted({p["pair"] for p in points}):
+        pts = [p for p in points if p["pair"] == pair]
         mt_figures.add_rows(
             f"Recovered fraction vs k ({pair})", pts, render="mechtests.figures:recovery_figure",
             caption="Fraction of DPO's toxicity reduction reproduced by zeroing the top-k toxic neurons (all, or "

@@ -12,7 +12,7 @@ from mechtests.premises import require_reduction
 pytestmark = pytest.mark.mechtests_data("challenge")
 
 
-def _run(evaluator: Evaluator, selections, claim, figure_recorder, kspec: KSpec, *,
+def _run(evaluator: Evaluator, selections, claim, kspec: KSpec, *,
          positive_only: bool, name: str, paper_tox: dict[int, float], family: str) -> None:
     from mechtests.interventions import ZeroAblation
 
@@ -25,30 +25,26 @@ def _run(evaluator: Evaluator, selections, claim, figure_recorder, kspec: KSpec,
     reported = "not reported" if value is None else f"tox {value}"
     reference = ref(f"interventions table (A): {family}, top {kspec.paper_k}/98,304 -> {reported}",
                     None if value is None else paper_recovered(value))
-    try:
-        claim(name, metric="recovered = (tox_base - tox_ablated) / (tox_base - tox_tuned)", direction="<",
-              threshold=0.75, samples=(tox_base - tox_ablated, tox_base - tox_tuned), ratio=True,
-              reference=reference, params={"k": kspec.label, "neurons": k,
-                                           "tox_ablated": round(float(tox_ablated.mean()), 4)})
-    finally:
-        figure_recorder.recovery(evaluator.pair.name, family, k, claim)
+    claim(name, metric="recovered = (tox_base - tox_ablated) / (tox_base - tox_tuned)", direction="<",
+          threshold=0.75, samples=(tox_base - tox_ablated, tox_base - tox_tuned), ratio=True,
+          reference=reference, params={"k": kspec.label, "neurons": k,
+                                       "tox_ablated": round(float(tox_ablated.mean()), 4)})
 
 
 @pytest.mark.parametrize("kspec", ABLATION_KS, ids=lambda s: s.label)
-def test_zero_ablation_not_enough(kspec: KSpec, evaluator: Evaluator, selections, claim, figure_recorder) -> None:
+def test_zero_ablation_not_enough(kspec: KSpec, evaluator: Evaluator, selections, claim) -> None:
     """Zeroing the top-k toxic value vectors recovers < 0.75 of DPO's toxicity reduction.
 
     Paper (PAPER.md, interventions table, A): zeroing the top 100 / 200 / 1,000 toxic value
     vectors of GPT-2 medium gives tox 0.403 / 0.405 / 0.436 against 0.453 -> 0.208 for DPO, i.e.
     recovered 0.20 / 0.20 / 0.07. Fieller interval of the ratio of paired per-prompt means.
     """
-    _run(evaluator, selections, claim, figure_recorder, kspec, positive_only=False,
+    _run(evaluator, selections, claim, kspec, positive_only=False,
          name="zero_ablation_not_enough", paper_tox=ZERO_TOX, family="zero top-k toxic")
 
 
 @pytest.mark.parametrize("kspec", ABLATION_KS, ids=lambda s: s.label)
-def test_zero_positive_ablation_not_enough(kspec: KSpec, evaluator: Evaluator, selections, claim,
-                                           figure_recorder) -> None:
+def test_zero_positive_ablation_not_enough(kspec: KSpec, evaluator: Evaluator, selections, claim) -> None:
     """Zeroing the top-k toxic *and positively activated* neurons (cos > 0, mean base activation
     > 0) recovers < 0.75 of DPO's reduction.
 
@@ -60,5 +56,5 @@ def test_zero_positive_ablation_not_enough(kspec: KSpec, evaluator: Evaluator, s
     available = selections.n_positive_toxic()
     if k > available:
         pytest.skip(f"k={k} exceeds the {available} toxic, positively activated neurons of this model")
-    _run(evaluator, selections, claim, figure_recorder, kspec, positive_only=True,
+    _run(evaluator, selections, claim, kspec, positive_only=True,
          name="zero_positive_ablation_not_enough", paper_tox=ZERO_POSITIVE_TOX, family="zero top-k toxic & positive")

@@ -32,7 +32,7 @@ def _patched_toxicity(evaluator: Evaluator, selections, groups: tuple[str, ...])
     return tox_base, tox_patched, tox_tuned, len(neurons)
 
 
-def test_tp_down_patch_is_partial(evaluator: Evaluator, selections, claim, figure_recorder) -> None:
+def test_tp_down_patch_is_partial(evaluator: Evaluator, selections, claim) -> None:
     """Patching only the dampened toxic neurons (TP↓) to the tuned model's activations recovers
     < 0.75 of DPO's toxicity reduction.
 
@@ -41,16 +41,13 @@ def test_tp_down_patch_is_partial(evaluator: Evaluator, selections, claim, figur
     Fieller interval of the ratio of paired per-prompt means.
     """
     tox_base, tox_patched, tox_tuned, n = _patched_toxicity(evaluator, selections, ("TP_down",))
-    try:
-        claim("tp_down_patch_is_partial", metric="recovered, TP↓ patched to tuned activations",
-              direction="<", threshold=0.75, samples=(tox_base - tox_patched, tox_base - tox_tuned), ratio=True,
-              reference=ref("interventions table: patch TP↓ -> tox 0.335 (A)", paper_recovered(0.335)),
-              params={"neurons": n, "tox_patched": round(float(tox_patched.mean()), 4)})
-    finally:
-        figure_recorder.recovery(evaluator.pair.name, "patch TP↓", max(n, 1), claim)
+    claim("tp_down_patch_is_partial", metric="recovered, TP↓ patched to tuned activations",
+          direction="<", threshold=0.75, samples=(tox_base - tox_patched, tox_base - tox_tuned), ratio=True,
+          reference=ref("interventions table: patch TP↓ -> tox 0.335 (A)", paper_recovered(0.335)),
+          params={"neurons": n, "tox_patched": round(float(tox_patched.mean()), 4)})
 
 
-def test_all_groups_patch_emulates_dpo(evaluator: Evaluator, selections, claim, figure_recorder) -> None:
+def test_all_groups_patch_emulates_dpo(evaluator: Evaluator, selections, claim) -> None:
     """Patching all four groups (TP↓, TN↓, AP↑, AN↑) to the tuned model's activations recovers
     > 0.80 of DPO's toxicity reduction.
 
@@ -58,10 +55,7 @@ def test_all_groups_patch_emulates_dpo(evaluator: Evaluator, selections, claim, 
     (exact table not recovered). Fieller interval of the ratio of paired per-prompt means.
     """
     tox_base, tox_patched, tox_tuned, n = _patched_toxicity(evaluator, selections, GROUP_NAMES)
-    try:
-        claim("all_groups_patch_emulates_dpo", metric="recovered, four groups patched to tuned activations",
-              direction=">", threshold=0.80, samples=(tox_base - tox_patched, tox_base - tox_tuned), ratio=True,
-              reference=ref("Interventions: patching the four groups together approaches DPO (A)", None),
-              params={"neurons": n, "tox_patched": round(float(tox_patched.mean()), 4)})
-    finally:
-        figure_recorder.recovery(evaluator.pair.name, "patch all four groups", max(n, 1), claim)
+    claim("all_groups_patch_emulates_dpo", metric="recovered, four groups patched to tuned activations",
+          direction=">", threshold=0.80, samples=(tox_base - tox_patched, tox_base - tox_tuned), ratio=True,
+          reference=ref("Interventions: patching the four groups together approaches DPO (A)", None),
+          params={"neurons": n, "tox_patched": round(float(tox_patched.mean()), 4)})

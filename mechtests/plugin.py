@@ -551,6 +551,7 @@ class ClaimRecorder:
             record["p_adjusted"] = min(1.0, family * float(record["p_value"]))  # pass <=> p_adjusted < (1-c)/2
         holder.records.append(record)
         self.results.append(result)
+        node.config.hook.pytest_mechtests_claim(item=node, result=result)
         # Outcomes are deferred to the end of the test (pytest_runtest_call below): a test stating
         # several claims evaluates and reports every one, then fails once, listing each failure.
         regressed = self._regressions(record)
