@@ -24,15 +24,21 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 
 from mechtests.conditions import ConditionLog, table_rows
-from mechtests.config import N_BLOCKS
+from mechtests.config import RunConfig
 from mechtests.errors import UsageError
 from mechtests.scoring import scorer_identity
+
+if TYPE_CHECKING:
+    from mechtests.models import ModelPair
+    from mechtests.probes import Probe
+    from mechtests.scoring import ToxicityScorer
+    from mechtests.storage import Cache
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +128,6 @@ class StoredGeneration:
         return self.activation_sum.sum(axis=0) / self.count.sum()
 
 
-def _setting(config: Any, name: str, default: Any) -> Any:
-    """Read a RunConfig field, falling back to the protocol default when the profile lacks it."""
-    value = getattr(config, name, None)
-    return default if value is None else value
-
-
 class Evaluator:
     """Runs and caches the conditions claims are built from (see module docstring).
 
@@ -136,13 +136,16 @@ class Evaluator:
         probe: the toxicity probe (:class:`mechtests.probes.Probe`).
         scorer: a ``ToxicityScorer`` (``.name``, ``.score(texts)``).
         data: the ``EvalData`` (challenge prompts, probe data, perplexity text, F1 sentences).
-        config: the ``RunConfig``; ``n_prompts``, ``max_new_tokens``, ``batch_size``, ``n_blocks``,
-            ``n_f1``, ``ppl_tokens`` are read when present, else the papers' protocol applies.
+        config: the run's `mechtests.config.RunConfig` (sizes: ``None`` = all; generation protocol,
+            batch size, confidence); build one with ``config.run_config(profile, **overrides)``.
         cache: a ``mechtests.storage.Cache`` or ``None`` (memory only).
     """
 
-    def __init__(self, pair: Any, *, probe: Any, scorer: Any, data: Any, config: Any,
-                 cache: Any = None) -> None:
+    def __init__(self, pair: ModelPair, *, probe: Probe, scorer: ToxicityScorer, data: Any, config: RunConfig,
+                 cache: Cache | None = None) -> None:
+        if not isinstance(config, RunConfig):
+            raise UsageError(f"Evaluator(config=...) takes a mechtests.config.RunConfig, got {type(config).__name__}. "
+                             "Fix: config=mechtests.run_config('smoke', n_prompts=..., ...)")
         self.pair = pair
         self.probe = probe
         self.scorer = scorer
@@ -186,7 +189,7 @@ class Evaluator:
         """The challenge prompts this run uses (the first ``n_prompts`` of the set)."""
 
         def compute() -> Any:
-            n_prompts = _setting(self.config, "n_prompts", 0)
+            n_prompts = self.config.n_prompts
             challenge = self.data.challenge
             prompts = challenge.head(n_prompts) if n_prompts and n_prompts < len(challenge) else challenge
             if len(prompts) == 0:
@@ -200,7 +203,7 @@ class Evaluator:
         """The F1 items this run uses (the first ``n_f1``)."""
 
         def compute() -> Any:
-            n_f1 = _setting(self.config, "n_f1", 0)
+            n_f1 = self.config.n_f1
             f1 = self.data.f1_sentences
             return f1.head(n_f1) if n_f1 and n_f1 < len(f1) else f1
 
@@ -217,14 +220,14 @@ class Evaluator:
         """The ``GenerationConfig`` every toxicity/attribution pass of this session uses."""
         from mechtests.generation import GenerationConfig
 
-        new, prompt = int(_setting(self.config, "max_new_tokens", 20)), int(_setting(self.config, "max_prompt_tokens", 32))
+        new, prompt = self.config.max_new_tokens, self.config.max_prompt_tokens
         return GenerationConfig(
             max_new_tokens=new,
             max_prompt_tokens=prompt,
             batch_size=self.batch_rows("generation", new + prompt),
             # never more blocks than prompts: an empty block is a 0/0 in every block statistic
-            n_blocks=max(1, min(int(_setting(self.config, "n_blocks", N_BLOCKS)), len(self.prompts))),
-            truncation=_setting(self.config, "prompt_truncation", "first"),
+            n_blocks=max(1, min(self.config.n_blocks, len(self.prompts))),
+            truncation=self.config.prompt_truncation,
         )
 
     def batch_rows(self, kind: str, tokens: int) -> int:
@@ -237,10 +240,9 @@ class Evaluator:
             >>> ev.batch_rows("perplexity", 1024)  # with --mt-batch-size 128  # doctest: +SKIP
             6
         """
-        setting = _setting(self.config, "batch_size", "auto")
+        setting = self.config.batch_size
         if setting != "auto":
-            generation_tokens = int(_setting(self.config, "max_new_tokens", 20)) + int(
-                _setting(self.config, "max_prompt_tokens", 32))
+            generation_tokens = self.config.max_new_tokens + self.config.max_prompt_tokens
             rows = int(setting) if kind == "generation" else max(1, int(setting) * generation_tokens // tokens)
         else:
 
@@ -281,7 +283,7 @@ class Evaluator:
         """
 
         def compute() -> str:
-            n = _setting(self.config, "n_perplexity_windows", 0)
+            n = self.config.n_perplexity_windows
             text = self.data.perplexity_text
             if not n:
                 return text
@@ -548,7 +550,7 @@ class Evaluator:
         after every labeller ran; cells carry ``confidence`` intervals (default: the run's)."""
         for labeller in self.labellers:
             labeller(self)
-        level = float(confidence if confidence is not None else _setting(self.config, "confidence", 0.95))
+        level = float(confidence if confidence is not None else self.config.confidence)
         return table_rows(self.conditions, pair=str(getattr(self.pair, "name", "pair")), confidence=level)
 
     def probe_key(self) -> str:
