@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from mt_reference import FIGURE_NOTES
 
 from mechtests.evaluator import BlockAttribution
 
@@ -56,7 +57,7 @@ def figure_recorder(mt_figures: Any, pytestconfig: pytest.Config) -> Iterator[Fi
     add = mt_figures.add
 
     for pair, attr in sorted(recorder.attributions.items()):
-        for title, svg, caption, data in figures.attribution_figures(attr):
+        for title, svg, caption, data in figures.attribution_figures(attr, notes=FIGURE_NOTES):
             add(f"{title} ({pair})", svg, caption, data={"pair": pair, **data})
     # Under pytest-xdist each worker saw some of the points: hand over rows, drawn once at the end.
     points = pytestconfig.stash.get(_recovery_points, [])

@@ -13,6 +13,16 @@ import dataclasses
 PAPER_NEURONS = 98_304
 # A = Yang et al. 2024 (ablation is not enough), B = Lee et al. 2024 (DPO and toxicity); GPT-2 medium.
 PAPER = "PAPER.md"
+# PAPER.md's "Claims to encode", numbered: the README's results table lists the reference claims in
+# this order, with "#" (python -m mechtests.results --numbering hypotheses/mt_reference.py:PAPER_CLAIMS).
+PAPER_CLAIMS: dict[str, int] = {
+    "dpo_reduces_toxicity": 1, "dpo_perplexity_cost": 1, "dpo_f1_cost": 1, "probe_separates_toxic_text": 2,
+    "weights_stay_close": 3, "top_toxic_neurons_dampened": 4, "zero_ablation_not_enough": 5,
+    "zero_positive_ablation_not_enough": 5, "tp_down_patch_is_partial": 6, "tp_down_is_a_minority": 7,
+    "every_group_contributes": 7, "anti_toxic_promotion_matters": 7, "adjustments_are_noisy_fraction": 8,
+    "adjustments_are_noisy_gross": 8, "all_groups_patch_emulates_dpo": 9, "unaligning_restores_toxicity": 10,
+    "probe_subtraction_detoxifies": 11, "attribution_is_complete": 12, "reduction_in_later_layers": 13,
+}
 # DPO's toxicity reduction on GPT-2 medium (PAPER.md): 0.453 -> 0.208.
 PAPER_TOX_BASE, PAPER_TOX_TUNED = 0.453, 0.208
 
@@ -64,3 +74,11 @@ ABLATION_KS: tuple[KSpec, ...] = (frac(100), frac(200), frac(1000), frac(2000))
 # Paper toxicity for each ablation (PAPER.md interventions table); None where not reported.
 ZERO_TOX = {100: 0.403, 200: 0.405, 1000: 0.436}
 ZERO_POSITIVE_TOX = {100: 0.384, 200: 0.366, 1000: 0.320, 2000: 0.319}
+
+
+# The papers' values beside the attribution figures (figures.attribution_figures(notes=...)).
+FIGURE_NOTES = {
+    "Share of the probe-projected reduction per group": "Paper A (GPT-2 medium): TP↓ 31.8%, TN↓ 23.9%, AP↑ 7.0%, AN↑ 37.3%.",
+    "Reduction per layer": "Paper A: the reduction concentrates in later layers.",
+    "Cumulative share over ranked neurons": "Paper A: the top 1,720 of 98,304 carry ~99% of the net.",
+}

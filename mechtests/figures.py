@@ -2,7 +2,7 @@
 
 Each chart function returns one ``<svg>`` element as a string that an HTML page can inline.
 Coordinates are computed here with a linear scale and "nice" ticks; text is XML-escaped.
-:func:`attribution_figures` and :func:`recovery_figure` draw the papers' figures from a
+:func:`attribution_figures` and :func:`recovery_figure` draw the attribution and recovery figures from a
 :class:`mechtests.evaluator.BlockAttribution` and from recorded claim results.
 
 Example:
@@ -324,10 +324,11 @@ def _rounded(values: Any, digits: int = 6) -> list[float | None]:
             for v in np.asarray(values, dtype=np.float64).reshape(-1)]
 
 
-def attribution_figures(attr: Any, *, confidence: float = 0.95, n_resamples: int = 500,
-                        seed: int = 0) -> list[tuple[str, str, str, dict[str, Any]]]:
-    """The papers' attribution figures as ``(title, svg, caption, data)`` from a ``BlockAttribution``;
-    ``data`` is what the figure draws (JSON-ready), for the report.
+def attribution_figures(attr: Any, *, confidence: float = 0.95, n_resamples: int = 500, seed: int = 0,
+                        notes: Mapping[str, str] | None = None) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """The attribution figures as ``(title, svg, caption, data)`` from a ``BlockAttribution``;
+    ``data`` is what the figure draws (JSON-ready), for the report. ``notes``: a sentence to add to
+    a figure's caption, by title (the reference suite gives the papers' values there).
 
     Group shares are the claims' cross-fitted shares (`BlockAttribution.share`) with percentile
     intervals from a bootstrap of each half of the blocks within itself.
@@ -347,8 +348,7 @@ def attribution_figures(attr: Any, *, confidence: float = 0.95, n_resamples: int
              bar_chart(labels, values, lows=lows.tolist(), highs=highs.tolist(), title="Group shares of the reduction",
                        ylabel="share", colors=[GROUP_COLORS[label] for label in labels]),
              (f"Bars: share of the four groups' total reduction; whiskers: {confidence:.0%} block-bootstrap "
-              "interval; neurons sorted into groups on one half of the prompts, their reduction summed on the other. "
-              "Paper A (GPT-2 medium): TP↓ 31.8%, TN↓ 23.9%, AP↑ 7.0%, AN↑ 37.3%."),
+              "interval; neurons sorted into groups on one half of the prompts, their reduction summed on the other."),
              {"group": labels, "share": _rounded(values), "ci_low": _rounded(lows), "ci_high": _rounded(highs),
               "confidence": confidence, "n_resamples": n_resamples, "n_blocks": int(attr.n_blocks)})]
     red, base, tuned = attr.reduction()
@@ -356,7 +356,7 @@ def attribution_figures(attr: Any, *, confidence: float = 0.95, n_resamples: int
     figs.append(("Reduction per layer",
                  bar_chart([str(i) for i in range(attr.n_layers)], per_layer.tolist(), title="Net reduction per layer",
                            xlabel="layer", ylabel="sum of proj_base - proj_tuned", colors=[NEUTRAL]),
-                 "Paper A: the reduction concentrates in later layers.",
+                 "Sum over each layer's neurons of the probe-projected reduction (mean activations, all prompts).",
                  {"layer": list(range(attr.n_layers)), "net_reduction": _rounded(per_layer)}))
     masks = group_masks(attr.cosines, base, tuned)
     cats = np.full(red.size, "other", dtype=object)
@@ -382,9 +382,11 @@ def attribution_figures(attr: Any, *, confidence: float = 0.95, n_resamples: int
                                         tuple(float(cum[i]) for i in idx))],
                                 title="Cumulative share of the net reduction", xlabel="top-n neurons by reduction",
                                 ylabel="share of net", log_x=True, hline=1.0, colors=[NEUTRAL]),
-                     "Neurons ranked by reduction; paper A: the top 1,720 of 98,304 carry ~99% of the net.",
+                     "Neurons ranked by reduction: the share of the net reduction the top n carry.",
                      {"top_n": [int(i + 1) for i in idx], "share": _rounded(cum[idx])}))
-    return figs
+    extra = dict(notes or {})
+    return [(title, svg, f"{caption} {extra[title]}" if title in extra else caption, data)
+            for title, svg, caption, data in figs]
 
 
 RECOVERY_RANGE = (-1.0, 2.0)

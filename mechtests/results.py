@@ -28,15 +28,41 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 # the interventions table (report section ``interventions``) has markers of its own
 TABLE_START, TABLE_END = "<!-- interventions:start -->", "<!-- interventions:end -->"
 VERDICT_MARK = {"pass": "pass", "fail": "**FAIL**", "inconclusive": "inconclusive"}
-# PAPER.md's "Claims to encode", numbered: reference claims are listed in this order, with "#".
-PAPER_CLAIMS: dict[str, int] = {
-    "dpo_reduces_toxicity": 1, "dpo_perplexity_cost": 1, "dpo_f1_cost": 1, "probe_separates_toxic_text": 2,
-    "weights_stay_close": 3, "top_toxic_neurons_dampened": 4, "zero_ablation_not_enough": 5,
-    "zero_positive_ablation_not_enough": 5, "tp_down_patch_is_partial": 6, "tp_down_is_a_minority": 7,
-    "every_group_contributes": 7, "anti_toxic_promotion_matters": 7, "adjustments_are_noisy_fraction": 8,
-    "adjustments_are_noisy_gross": 8, "all_groups_patch_emulates_dpo": 9, "unaligning_restores_toxicity": 10,
-    "probe_subtraction_detoxifies": 11, "attribution_is_complete": 12, "reduction_in_later_layers": 13,
-}
+# A numbering of claims (claim name -> its number in the source the suite encodes), e.g. the
+# reference suite's ``hypotheses/mt_reference.py:PAPER_CLAIMS``; the library knows none.
+Numbering = Mapping[str, int]
+
+
+def load_numbering(spec: str) -> dict[str, int]:
+    """``PATH.py:NAME`` (a dict in a Python file, loaded without importing its package) or a JSON
+    file: the ``#`` column and row order of the results table.
+
+    Example:
+        >>> load_numbering("hypotheses/mt_reference.py:PAPER_CLAIMS")["weights_stay_close"]  # doctest: +SKIP
+        3
+    """
+    import importlib.util
+
+    path_text, _, name = spec.partition(":")
+    path = Path(path_text)
+    if not path.is_file():
+        raise UsageError(f"--numbering {spec!r}: no file {path_text!r}. Fix: PATH.py:NAME or a JSON file.")
+    if path.suffix == ".json" and not name:
+        value: Any = json.loads(path.read_text(encoding="utf-8"))
+    else:
+        module_spec = importlib.util.spec_from_file_location(f"_mechtests_numbering_{path.stem}", path)
+        if module_spec is None or module_spec.loader is None or not name:
+            raise UsageError(f"--numbering {spec!r}: expected PATH.py:NAME (a dict of claim -> number) or a JSON file.")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[module_spec.name] = module  # dataclasses there look their module up while it runs
+        try:
+            module_spec.loader.exec_module(module)
+        finally:
+            sys.modules.pop(module_spec.name, None)
+        value = getattr(module, name, None)
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, int) for k, v in value.items()):
+        raise UsageError(f"--numbering {spec!r} is not a mapping of claim name -> int.")
+    return dict(value)
 
 
 def load_report(path: Path) -> dict[str, Any]:
@@ -81,22 +107,24 @@ def _natural(text: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
-def ordered_claims(claims: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """PAPER.md's claims first, in PAPER.md's order; then any others in report order;
+def ordered_claims(claims: Sequence[Mapping[str, Any]], numbering: Numbering | None = None
+                   ) -> list[Mapping[str, Any]]:
+    """Numbered claims first, in the numbering's order; then any others in report order;
     parametrized variants in natural order of their test id."""
+    order = dict(numbering or {})
     first_seen: dict[str, int] = {}
     for i, c in enumerate(claims):
         first_seen.setdefault(str(c.get("claim")), i)
 
     def key(c: Mapping[str, Any]) -> tuple[Any, ...]:
         name = str(c.get("claim"))
-        rank = list(PAPER_CLAIMS).index(name) if name in PAPER_CLAIMS else len(PAPER_CLAIMS) + first_seen[name]
+        rank = list(order).index(name) if name in order else len(order) + first_seen[name]
         return (rank, _natural(str(c.get("nodeid", ""))))
 
     return sorted(claims, key=key)
 
 
-def render_table(report: Mapping[str, Any]) -> str:
+def render_table(report: Mapping[str, Any], numbering: Numbering | None = None) -> str:
     """The results table (Markdown) for every claim in ``report``, in report order.
 
     Example:
@@ -108,7 +136,8 @@ def render_table(report: Mapping[str, Any]) -> str:
     """
     lines = ["| # | claim | parameters | pair | metric | estimate | CI | asserts | verdict | paper (GPT-2 medium) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
-    for c in ordered_claims(report["claims"]):
+    order = dict(numbering or {})
+    for c in ordered_claims(report["claims"], order):
         ref = c.get("reference") or None
         paper = "" if ref is None else f"{_num(ref.get('value'))} ({ref.get('source', '')})"
         threshold = c.get("threshold")
@@ -116,7 +145,7 @@ def render_table(report: Mapping[str, Any]) -> str:
             asserts = f"{c.get('direction')} [{', '.join(_num(t) for t in threshold)}]"
         else:
             asserts = f"{c.get('direction')} {_num(threshold)}"
-        row = [str(PAPER_CLAIMS.get(str(c.get("claim")), "")), str(c.get("claim", "")), _params(c.get("params")),
+        row = [str(order.get(str(c.get("claim")), "")), str(c.get("claim", "")), _params(c.get("params")),
                str(c.get("pair", "")), str(c.get("metric", "")),
                _num(c.get("estimate")), f"[{_num(c.get('ci_low'))}, {_num(c.get('ci_high'))}]", asserts,
                VERDICT_MARK.get(str(c.get("verdict")), str(c.get("verdict"))), paper]
@@ -124,7 +153,8 @@ def render_table(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_section(report: Mapping[str, Any], *, source: str = "report.json") -> str:
+def render_section(report: Mapping[str, Any], *, source: str = "report.json",
+                   numbering: Numbering | None = None) -> str:
     """Header lines (pairs, profile, counts) plus the table: what goes between the markers."""
     claims: Sequence[Mapping[str, Any]] = report["claims"]
     counts = {v: sum(1 for c in claims if c.get("verdict") == v) for v in ("pass", "fail", "inconclusive")}
@@ -147,7 +177,7 @@ def render_section(report: Mapping[str, Any], *, source: str = "report.json") ->
             f"{counts['inconclusive']} inconclusive.",
             "",
             ""]
-    return "\n".join(head) + render_table(report)
+    return "\n".join(head) + render_table(report, numbering)
 
 
 def render_interventions(report: Mapping[str, Any], *, source: str = "report.json") -> str:
@@ -201,6 +231,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mechtests.results", description=__doc__.splitlines()[0])
     parser.add_argument("--json", required=True, type=Path, help="a report written by pytest --mt-json")
     parser.add_argument("--readme", type=Path, help="file whose results markers to fill (default: print)")
+    parser.add_argument("--numbering", metavar="PATH.py:NAME|FILE.json",
+                        help="claim name -> number: the '#' column and row order (e.g. "
+                             "hypotheses/mt_reference.py:PAPER_CLAIMS)")
     parser.add_argument("--interventions", action="store_true",
                         help=f"render the report's interventions table instead (markers {TABLE_START} ... {TABLE_END})")
     args = parser.parse_args(argv)
@@ -210,7 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             section = render_interventions(report, source=args.json.name)
             markers = {"start_marker": TABLE_START, "end_marker": TABLE_END}
         else:
-            section, markers = render_section(report, source=args.json.name), {}
+            numbering = load_numbering(args.numbering) if args.numbering else None
+            section, markers = render_section(report, source=args.json.name, numbering=numbering), {}
         if args.readme is None:
             print(section)
             return 0

@@ -10,6 +10,8 @@ import pytest
 from mechtests import results
 from mechtests.errors import DataError, UsageError
 
+HYPOTHESES = Path(__file__).resolve().parents[1] / "hypotheses"
+
 
 def report(**over: object) -> dict:
     claim = {"nodeid": "hypotheses/test_claims_toxicity.py::test_x[default]", "claim": "dpo_reduces_toxicity",
@@ -25,7 +27,7 @@ def report(**over: object) -> dict:
 
 
 def test_table_row_known_answer() -> None:
-    table = results.render_table(report(params={"k": "frac100", "neurons": 4}))
+    table = results.render_table(report(params={"k": "frac100", "neurons": 4}), {"dpo_reduces_toxicity": 1})
     assert table.splitlines()[2] == ("| 1 | dpo_reduces_toxicity | k=frac100, neurons=4 | default | 1 - tox_tuned / tox_base "
                                      "| 0.612 | [0.500, 0.700] | > 0.300 | pass | 0.540 (PAPER.md table 1) |")
 
@@ -82,11 +84,26 @@ def test_rows_follow_paper_numbering_and_natural_k_order() -> None:
               dict(base, claim="zero_ablation_not_enough", nodeid="a.py::test_z[default-1000of98304]"),
               dict(base, claim="zero_ablation_not_enough", nodeid="a.py::test_z[default-100of98304]"),
               dict(base, claim="weights_stay_close", nodeid="w.py::test_w[default]")]
-    rows = results.render_table(dict(report(), claims=claims)).splitlines()[2:]
+    numbering = results.load_numbering(str(HYPOTHESES / "mt_reference.py") + ":PAPER_CLAIMS")
+    rows = results.render_table(dict(report(), claims=claims), numbering).splitlines()[2:]
     assert [r.split(" | ")[1] for r in rows] == ["weights_stay_close", "zero_ablation_not_enough",
                                                  "zero_ablation_not_enough", "my_own_claim"]
     assert [r.split(" | ")[0] for r in rows] == ["| 3", "| 5", "| 5", "| "]
-    assert "100of" in claims[2]["nodeid"] and rows[1] == results.render_table(dict(report(), claims=[claims[2]])).splitlines()[2]
+    assert "100of" in claims[2]["nodeid"]
+    assert rows[1] == results.render_table(dict(report(), claims=[claims[2]]), numbering).splitlines()[2]
+    # without a numbering: no "#", report order (the library knows no paper)
+    plain = results.render_table(dict(report(), claims=claims)).splitlines()[2:]
+    assert plain[0].split(" | ")[1] == "my_own_claim" and all(r.startswith("|  |") for r in plain)
+
+
+def test_a_numbering_is_a_python_dict_or_json(tmp_path: Path) -> None:
+    (tmp_path / "n.json").write_text(json.dumps({"a": 1}))
+    assert results.load_numbering(str(tmp_path / "n.json")) == {"a": 1}
+    (tmp_path / "bad.json").write_text(json.dumps({"a": "one"}))
+    for bad, message in ((str(tmp_path / "bad.json"), "not a mapping"), ("nowhere.py:X", "no file"),
+                         (str(HYPOTHESES / "mt_reference.py") + ":NO_SUCH", "not a mapping")):
+        with pytest.raises(UsageError, match=message):
+            results.load_numbering(bad)
 
 
 def test_section_puts_a_blank_line_before_the_table() -> None:
