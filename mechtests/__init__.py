@@ -33,11 +33,11 @@ _EXPORTS: dict[str, str] = {
     "Estimate": "mechtests.stats", "bootstrap_estimate": "mechtests.stats", "proportion_estimate": "mechtests.stats",
     "ratio_estimate": "mechtests.stats", "mean_estimate": "mechtests.stats", "sign_fraction_estimate": "mechtests.stats",
     "transformed": "mechtests.stats", "family_confidence": "mechtests.stats", "holm": "mechtests.stats",
-    # effects on a pair
-    "Evaluator": "mechtests.evaluator", "BlockAttribution": "mechtests.evaluator",
-    "PerplexityWindows": "mechtests.evaluator", "recovered": "mechtests.evaluator",
-    "relative_reduction": "mechtests.evaluator", "ratio": "mechtests.evaluator", "GROUP_NAMES": "mechtests.evaluator",
-    "MIRROR_NAMES": "mechtests.evaluator",
+    # running conditions; effects on a pair (torch-free claim statistics)
+    "Evaluator": "mechtests.evaluator", "PerplexityWindows": "mechtests.evaluator",
+    "BlockAttribution": "mechtests.effects", "recovered": "mechtests.effects",
+    "relative_reduction": "mechtests.effects", "ratio": "mechtests.effects", "GROUP_NAMES": "mechtests.effects",
+    "MIRROR_NAMES": "mechtests.effects", "group_masks": "mechtests.effects",
     # interventions
     "Intervention": "mechtests.interventions", "NoIntervention": "mechtests.interventions",
     "ZeroAblation": "mechtests.interventions", "MeanAblation": "mechtests.interventions",
