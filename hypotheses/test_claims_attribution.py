@@ -16,6 +16,7 @@ from __future__ import annotations
 import pytest
 from mt_reference import ref
 
+from mechtests.effects import GROUP_LABELS
 from mechtests.evaluator import GROUP_NAMES, BlockAttribution, Evaluator
 from mechtests.premises import require_change
 
@@ -23,7 +24,7 @@ from mechtests.premises import require_change
 pytestmark = pytest.mark.mechtests_data("challenge")
 
 PAPER_SHARES = {"TP_down": 0.318, "TN_down": 0.239, "AP_up": 0.070, "AN_up": 0.373}
-LABELS = {"TP_down": "TP↓", "TN_down": "TN↓", "AP_up": "AP↑", "AN_up": "AN↑"}
+LABELS = GROUP_LABELS
 
 
 @pytest.fixture

@@ -28,8 +28,14 @@ if TYPE_CHECKING:
 # Plain functions of per-prompt arrays / per-block sums, so claims (and users' own claims) can
 # hand them to a bootstrap unchanged.
 
+# The eight neuron groups of PAPER.md (cos sign x base activation sign x direction of change):
+# the one definition of their names and display labels (neurons.py, figures and reports use these).
 GROUP_NAMES: tuple[str, ...] = ("TP_down", "TN_down", "AP_up", "AN_up")
 MIRROR_NAMES: tuple[str, ...] = ("TP_up", "TN_up", "AP_down", "AN_down")
+GROUP_LABELS: dict[str, str] = {
+    "TP_down": "TP↓", "TN_down": "TN↓", "AP_up": "AP↑", "AN_up": "AN↑",
+    "TP_up": "TP↑", "TN_up": "TN↑", "AP_down": "AP↓", "AN_down": "AN↓",
+}
 
 
 def ratio(num: Any, den: Any) -> Any:

@@ -21,6 +21,8 @@ from xml.sax.saxutils import escape
 
 import numpy as np
 
+from mechtests.effects import GROUP_LABELS
+
 WIDTH, HEIGHT = 560, 320
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 64, 16, 32, 56
 FONT_SIZE = 11
@@ -313,8 +315,7 @@ def cumulative_share(values: np.ndarray) -> np.ndarray:
     return np.cumsum(v) / total
 
 
-GROUP_DISPLAY = {"TP_down": "TP↓", "TN_down": "TN↓", "AP_up": "AP↑", "AN_up": "AN↑",
-                 "TP_up": "TP↑", "TN_up": "TN↑", "AP_down": "AP↓", "AN_down": "AN↓"}
+GROUP_DISPLAY = GROUP_LABELS  # one definition: mechtests.effects
 
 
 def _rounded(values: Any, digits: int = 6) -> list[float | None]:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import torch
 
+from mechtests.effects import GROUP_LABELS, GROUP_NAMES, MIRROR_NAMES  # noqa: F401 (GROUP_LABELS re-exported)
 from mechtests.errors import UsageError
 
 if TYPE_CHECKING:
@@ -27,12 +28,7 @@ if TYPE_CHECKING:
     from mechtests.models import LoadedModel
     from mechtests.probes import Probe
 
-GROUPS = ("TP_down", "TN_down", "AP_up", "AN_up")
-MIRRORS = ("TP_up", "TN_up", "AP_down", "AN_down")
-GROUP_LABELS = {
-    "TP_down": "TP↓", "TN_down": "TN↓", "AP_up": "AP↑", "AN_up": "AN↑",
-    "TP_up": "TP↑", "TN_up": "TN↑", "AP_down": "AP↓", "AN_down": "AN↓",
-}
+GROUPS, MIRRORS = GROUP_NAMES, MIRROR_NAMES  # the names this module always used
 
 
 @dataclass(frozen=True)
