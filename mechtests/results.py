@@ -22,7 +22,7 @@ from typing import Any
 
 from mechtests.errors import DataError, UsageError
 from mechtests.stats import family_confidence, min_resamples
-from mechtests.storage import READABLE_SCHEMAS, REPORT_SCHEMA  # noqa: F401 (REPORT_SCHEMA: the doctest)
+from mechtests.storage import REPORT_SCHEMA  # noqa: F401 (REPORT_SCHEMA: the doctest)
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 # the interventions table (report section ``interventions``) has markers of its own
@@ -66,17 +66,13 @@ def load_numbering(spec: str) -> dict[str, int]:
 
 
 def load_report(path: Path) -> dict[str, Any]:
-    """Read and validate a JSON report (schema, claims list); errors name the file and the fix."""
-    try:
-        report = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"report {str(path)!r} does not exist. Fix: run pytest with --mt-json {path} first.") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"report {str(path)!r} is not valid JSON ({exc}). Fix: rerun pytest with --mt-json.") from None
-    if not isinstance(report, dict) or report.get("schema") not in READABLE_SCHEMAS:
-        found = report.get("schema") if isinstance(report, dict) else type(report).__name__
-        raise DataError(f"report {str(path)!r} has schema {found!r}, expected one of {', '.join(READABLE_SCHEMAS)}. "
-                        "Fix: write it with this version's --mt-json.")
+    """Read and validate a JSON report (`storage.load_report`: schema, and the shipped JSON Schema
+    for ``/2``) that has a claims list; errors name the file and the fix."""
+    from mechtests.storage import load_report as read_report
+
+    if not Path(path).exists():
+        raise UsageError(f"report {str(path)!r} does not exist. Fix: run pytest with --mt-json {path} first.")
+    report = read_report(Path(path), kind="report", fix="write it with this version's pytest --mt-json")
     if not isinstance(report.get("claims"), list):
         raise DataError(f"report {str(path)!r} has no 'claims' list. Fix: write it with --mt-json.")
     return report

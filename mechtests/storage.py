@@ -39,7 +39,7 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from mechtests.errors import UsageError
+from mechtests.errors import DataError, UsageError
 
 try:  # POSIX advisory locks; without them (Windows) workers may just compute twice.
     import fcntl
@@ -492,25 +492,27 @@ class BaselineStore:
                 staged.unlink()
 
 
-def load_report(path: Path) -> dict[str, Any]:
+def load_report(path: Path, *, kind: str = "baseline", fix: str = "re-create it with --mt-save") -> dict[str, Any]:
     """Read a report/baseline document: a ``/2`` one must match the shipped JSON Schema, a ``/1``
-    one (older mechtests) is read as it is; anything else is a usage error naming the fix."""
+    one (older mechtests) is read as it is; anything else is a `DataError` naming the file
+    (``kind``: what it is called in the message) and ``fix``. The one reader of reports
+    (baselines, --mt-compare, ``python -m mechtests.results``)."""
     try:
         doc = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"baseline {str(path)!r} is not readable JSON: {exc}. Fix: re-create it with --mt-save.") from exc
+        raise DataError(f"{kind} {str(path)!r} is not readable JSON: {exc}. Fix: {fix}.") from exc
     found = doc.get("schema") if isinstance(doc, dict) else None
     if found not in READABLE_SCHEMAS:
-        raise UsageError(f"baseline {str(path)!r} is not a mechtests report (schema {found!r}; this mechtests reads "
-                         f"{', '.join(READABLE_SCHEMAS)}). Fix: re-create it with --mt-save.")
+        raise DataError(f"{kind} {str(path)!r} is not a mechtests report (schema {found!r}; this mechtests reads "
+                        f"{', '.join(READABLE_SCHEMAS)}). Fix: {fix}.")
     if found == REPORT_SCHEMA:
         from mechtests.report import check_report
 
         try:
             check_report(doc)
         except ValueError as exc:
-            raise UsageError(f"baseline {str(path)!r} is a damaged {REPORT_SCHEMA} document ({exc}). "
-                             "Fix: re-create it with --mt-save, or restore the file.") from None
+            raise DataError(f"{kind} {str(path)!r} is a damaged {REPORT_SCHEMA} document ({exc}). "
+                            f"Fix: {fix}, or restore the file.") from None
     return doc
 
 

@@ -61,15 +61,20 @@ def test_cli_prints_without_readme(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "| dpo_reduces_toxicity |" in capsys.readouterr().out
 
 
+@pytest.mark.writes_invalid_reports  # a damaged /2 report, on purpose
 def test_bad_inputs_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(UsageError, match="does not exist"):
         results.load_report(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(DataError, match="not valid JSON"):
+    with pytest.raises(DataError, match="not readable JSON"):
         results.load_report(tmp_path / "bad.json")
     (tmp_path / "old.json").write_text(json.dumps({"schema": "mechtests-report/0", "claims": []}))
-    with pytest.raises(DataError, match="expected one of mechtests-report/1, mechtests-report/2"):
+    with pytest.raises(DataError, match="this mechtests reads mechtests-report/1, mechtests-report/2"):
         results.load_report(tmp_path / "old.json")
+    # a /2 report is checked against the shipped schema: a damaged one never renders a table
+    (tmp_path / "damaged.json").write_text(json.dumps({"schema": "mechtests-report/2", "claims": []}))
+    with pytest.raises(DataError, match="damaged mechtests-report/2 document"):
+        results.load_report(tmp_path / "damaged.json")
     with pytest.raises(UsageError, match="exactly one"):
         results.replace_between_markers("no markers", "x")
     (tmp_path / "r.json").write_text(json.dumps(report()))
