@@ -168,6 +168,8 @@ class Settings:
     save: str | None = None
     compare: Path | None = None
     compare_fail: str | None = None
+    # --mt-compare-fail parsed (once, here); --mt-gate alone means "verdict"; () when nothing is compared
+    tolerances: tuple[Any, ...] = ()
     gate: Path | None = None
     baseline_name: str | None = None  # --mt-gate / --mt-compare as given (NAME, NAME@N or a path)
     baseline_dir: Path = Path(".mechtests/baselines")
@@ -697,10 +699,13 @@ def resolve_settings(src: Sources, *, rootdir: Path) -> Settings:
     if gate is not None and compare is not None and gate.resolve() != compare.resolve():
         raise UsageError(f"{where_g} and {where_c} name different baselines ({gate}, {compare}). Fix: give one; "
                          "--mt-gate compares against its baseline itself.")
+    tolerances: tuple[Any, ...] = ()
     if fail_v is not None:
         if compare is None and gate is None:
             raise UsageError(f"{where_f} needs --mt-compare NAME|PATH: there is nothing to compare against.")
-        parse_compare_fail(str(fail_v), where=where_f)
+        tolerances = parse_compare_fail(str(fail_v), where=where_f)
+    elif gate is not None:
+        tolerances = parse_compare_fail("verdict")  # a gate fails on a worse verdict unless told otherwise
     strict_v, where_st, _ = get("compare_strict")
     compare_strict = _flag(strict_v, where_st) if strict_v is not None else False
     if compare_strict and compare is None and gate is None:
@@ -716,6 +721,7 @@ def resolve_settings(src: Sources, *, rootdir: Path) -> Settings:
         save=_name(save_v, where_s) if save_v is not None else None,
         compare=compare,
         compare_fail=str(fail_v) if fail_v is not None else None,
+        tolerances=tolerances,
         gate=gate,
         baseline_name=str(gate_v if gate_v is not None else compare_v) if (gate or compare) is not None else None,
         compare_strict=compare_strict,

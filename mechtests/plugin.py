@@ -151,20 +151,13 @@ def _state(config: pytest.Config) -> MechtestsState:
         st = MechtestsState(settings=settings, is_worker=hasattr(config, "workerinput"))
         baseline_path = settings.gate or settings.compare
         if baseline_path is not None:
-            from mechtests.storage import (
-                config_differences,
-                index_claims,
-                load_report,
-                parse_compare_fail,
-            )
+            from mechtests.storage import config_differences, index_claims, load_report
 
             st.baseline = load_report(baseline_path)
             # One pair against a baseline of (at most) one pair: match claims whatever the pairs are called.
             st.ignore_pair = len(settings.pairs) == 1 and len(st.baseline.get("pairs") or {}) <= 1
             st.baseline_index = index_claims(st.baseline, ignore_pair=st.ignore_pair)
-            expr = settings.compare_fail or ("verdict" if settings.gate is not None else None)
-            if expr:
-                st.tolerances = parse_compare_fail(expr)
+            st.tolerances = settings.tolerances
             differences = config_differences(st.baseline.get("config") or {}, settings.run.to_dict())
             if differences and settings.compare_strict:
                 raise MtUsageError(f"--mt-compare-strict: this run's settings differ from baseline {baseline_path}: "
