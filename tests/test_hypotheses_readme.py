@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from test_hypotheses_run import CONFTEST, build_tiny_project
+from tiny_project import CONFTEST, build_tiny_project, run_claims
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -24,19 +24,6 @@ def readme_example() -> str:
 def project(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     # module scope: built (torch imported) before pytester snapshots sys.modules
     return build_tiny_project(tmp_path_factory.mktemp("readme_project"))
-
-
-def run_claims(pytester: pytest.Pytester, project: dict[str, Path], files: dict[str, str], *args: str,
-               conftest: str | None = None) -> pytest.RunResult:
-    """Write ``files`` (name -> code) under my_claims/ and run them on the tiny pair in a subprocess."""
-    (pytester.path / "my_claims").mkdir(exist_ok=True)
-    for name, code in files.items():
-        (pytester.path / "my_claims" / name).write_text(code)
-    pytester.makeconftest(conftest if conftest is not None else CONFTEST.format(data=str(project["data"])))
-    return pytester.runpytest_subprocess(
-        "my_claims", "--mt-base", str(project["base"]), "--mt-tuned", str(project["tuned"]),
-        "--mt-probe", str(project["probe"]), "--mt-no-cache", "--mt-json", "r.json", "-p", "no:cacheprovider", "-q",
-        *args)
 
 
 @pytest.mark.slow  # a full plugin session (or several): > 10 s

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import torch
-from test_hypotheses_run import build_tiny_project
+from tiny_project import build_tiny_project
 
 FACTOR = 5.0
 TOP = 7

@@ -81,7 +81,7 @@ def test_the_protocol_table_sends_each_distinct_text_once(pytester: pytest.Pytes
     import re
     import shutil
 
-    from test_hypotheses_run import HYPOTHESES, build_tiny_project
+    from tiny_project import HYPOTHESES, build_tiny_project
 
     url, server = perspective
     monkeypatch.setenv("PERSPECTIVE_API_KEY", KEY)

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_hypotheses_readme import run_claims
-from test_hypotheses_run import build_tiny_project
+from tiny_project import build_tiny_project, run_claims
 
 import mechtests as mt
 
