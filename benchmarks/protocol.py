@@ -40,9 +40,6 @@ from typing import Any
 # The papers' sizes (PAPER.md). Wikitext-2-raw test is 287,644 GPT-2 tokens (as counted by the
 # common HF perplexity recipe): 281 non-overlapping 1,024-token windows.
 FULL_PROMPTS, FULL_F1, FULL_PPL_WINDOWS, PAPER_NEURONS = 1199, 2000, 281, 98_304
-ABLATION_K = (100, 200, 1000)
-POSITIVE_K = (100, 200, 1000, 2000)
-SCALES = (2.0, 5.0, 10.0)
 
 
 @dataclass(frozen=True)
@@ -58,41 +55,43 @@ class Sizes:
     n_blocks: int = 20
 
 
-def _k(paper_k: int, n_neurons: int) -> int:
-    from mechtests.neurons import k_for_fraction
-
-    return k_for_fraction(paper_k / PAPER_NEURONS, n_neurons)
-
-
 def conditions(ev: Any) -> list[tuple[str, str, Callable[[], Any]]]:
-    """(name, role, intervention factory) of the papers' 13 conditions, in dependency order."""
-    import torch
+    """(name, role, intervention factory) of the papers' 13 conditions, in dependency order: the
+    reference suite's one definition (`hypotheses/mt_protocol.py`), built lazily so each
+    condition's selection is timed with it. A condition the pair cannot run (more toxic &
+    positively activated neurons asked for than it has) is clamped to what it has, as before."""
+    from mechtests.interventions import ZeroAblation
 
-    from mechtests.interventions import PatchFromModel, ScaleKeys, ZeroAblation
-    from mechtests.neurons import classify_neurons, positively_activated, top_k_by_cosine
+    protocol = _reference_protocol()
 
-    base = ev.model("base")
-    n = base.n_layers * base.d_mlp
+    def make(c: Any) -> Callable[[], Any]:
+        def build() -> Any:
+            try:
+                return c.build(ev)
+            except protocol.Unavailable:  # benchmarks time the work: the largest set the pair has
+                return ZeroAblation(ev.memo("bench:positive", lambda: _all_positive(ev)))
 
-    def positive_mask() -> Any:
-        return positively_activated(ev.cosines(), torch.from_numpy(ev.mean_activation("base")))
+        return build
 
-    def tp_down() -> Any:
-        groups = classify_neurons(ev.cosines(), torch.from_numpy(ev.mean_activation("base")),
-                                  torch.from_numpy(ev.mean_activation("tuned")))
-        return PatchFromModel(groups["TP_down"], source=ev.model("tuned"))
+    return [(c.name, c.role, make(c)) for c in protocol.PROTOCOL]
 
-    def positive(k: int) -> Any:
-        mask = positive_mask()
-        return ZeroAblation(top_k_by_cosine(ev.cosines(), min(_k(k, n), int(mask.sum())), among=mask))
 
-    out: list[tuple[str, str, Callable[[], Any]]] = [("base", "base", lambda: None), ("tuned", "tuned", lambda: None)]
-    out += [(f"zero_top{k}", "base", lambda k=k: ZeroAblation(top_k_by_cosine(ev.cosines(), _k(k, n))))
-            for k in ABLATION_K]
-    out += [(f"zero_positive_top{k}", "base", lambda k=k: positive(k)) for k in POSITIVE_K]
-    out.append(("patch_tp_down", "base", tp_down))
-    out += [(f"unalign_x{s:g}", "tuned", lambda s=s: ScaleKeys(top_k_by_cosine(ev.cosines(), 7), s)) for s in SCALES]
-    return out
+def _reference_protocol() -> Any:
+    """``hypotheses/mt_protocol.py`` (with ``hypotheses/`` on the path, as pytest puts it)."""
+    import importlib
+
+    hypotheses = str(Path(__file__).resolve().parents[1] / "hypotheses")
+    if hypotheses not in sys.path:
+        sys.path.insert(0, hypotheses)
+    return importlib.import_module("mt_protocol")
+
+
+def _all_positive(ev: Any) -> Any:
+    """Every toxic & positively activated neuron of the pair."""
+    from mechtests.selections import NeuronSelections
+
+    sel = NeuronSelections(ev)
+    return sel.top_toxic(sel.n_positive_toxic(), positive_only=True)
 
 
 def _timed(fn: Callable[[], Any], device: str) -> float:
