@@ -436,7 +436,8 @@ class Evaluator:
         together: one generation pass (toxicity, neuron statistics), one perplexity pass and one
         F1 pass per model, each row of a batch carrying its own condition
         (`mechtests.generation.generate_many`). Conditions already cached are skipped; those that
-        cannot share a batch (`interventions.row_batchable`, e.g. `PatchFromModel`) run alone.
+        cannot share a batch (not `interventions.row_batchable`: a foreign intervention that did
+        not declare it) run alone.
         Results are those of computing each condition alone (tested) and land in the same cache
         entries, so a later ``toxicity(role, iv)`` is a hit, in this run or the next. ``metrics``:
         any of ``toxicity`` (generation and scoring), ``generation`` (unscored: continuations and

@@ -165,8 +165,8 @@ class PatchFromModel:
     generation), and its activations replace the patched model's at every position.
     """
 
-    # the source model runs on the whole batch's tokens: never shares a batch with other conditions
-    row_batchable: ClassVar[bool] = False
+    # in a shared batch the source runs on this condition's rows only (`_RowView.observe_inputs`)
+    row_batchable: ClassVar[bool] = True
 
     neurons: NeuronSet
     source: LoadedModel
@@ -178,7 +178,7 @@ class PatchFromModel:
     def applied(self, model: LoadedModel) -> Iterator[LoadedModel]:
         _check_fits(neurons := self.neurons, model)
         _check_fits(neurons, self.source)
-        if self.source is model or not len(neurons):
+        if self.source is _unwrapped(model) or not len(neurons):
             # Patching a model from itself on the same tokens is the identity; running it as its
             # own source would also fire the caller's hooks (e.g. statistics) twice.
             yield model
@@ -345,8 +345,9 @@ class Compose:
 
 def row_batchable(intervention: object) -> bool:
     """Whether ``intervention`` may share a batch with other conditions (`row_batched`): it only
-    installs hooks through ``model.hooks`` that rewrite the rows they are given. Interventions from
-    elsewhere must say so with ``row_batchable = True``; without it they run alone.
+    installs hooks through ``model.hooks`` that rewrite the rows they are given (and follows the
+    tokens, if at all, through ``model.observe_inputs``, which then shows its rows only).
+    Interventions from elsewhere must say so with ``row_batchable = True``; without it they run alone.
 
     Example:
         >>> row_batchable(None), row_batchable(NoIntervention())
@@ -394,9 +395,25 @@ class _RowView:
               ) -> contextlib.AbstractContextManager[object]:
         return self._model.hooks([(name, _on_rows(fn, self._index, self._layout, name)) for name, fn in pairs])
 
-    def observe_inputs(self, fn: Callable[..., None]) -> contextlib.AbstractContextManager[object]:
-        raise UsageError("an intervention that observes the model's inputs cannot share a batch with other "
-                         "conditions. Fix: give it row_batchable = False")
+    def observe_inputs(self, fn: Callable[[ForwardInputs], None]) -> contextlib.AbstractContextManager[object]:
+        """The model's inputs as this condition's rows only (so a source model run in lockstep, as
+        `PatchFromModel`'s, sees the tokens, mask and positions of exactly the rows it patches)."""
+        from mechtests.models import ForwardInputs
+
+        index, count = self._index, self._layout.count
+
+        def own_rows(inputs: ForwardInputs) -> None:
+            mask, positions = inputs.attention_mask, inputs.position_ids
+            fn(ForwardInputs(inputs.input_ids[index::count], None if mask is None else mask[index::count],
+                             None if positions is None else positions[index::count], inputs.continues_cache,
+                             inputs.uses_cache))
+
+        return self._model.observe_inputs(own_rows)
+
+
+def _unwrapped(model: object) -> object:
+    """The model behind a row view (`_RowView`), or ``model`` itself."""
+    return model._model if isinstance(model, _RowView) else model
 
 
 @contextlib.contextmanager

@@ -32,14 +32,18 @@ PROMPTS = TextSet("p", ("hello there", "a", "the quick brown fox jumps", "why no
 TEXT = " ".join(PROMPTS.texts * 6)
 
 
-def conditions(model) -> list:
-    """Five conditions whose effects differ: none, two ablations, key scaling, steering, composed."""
+def conditions(model, source=None) -> list:
+    """Conditions whose effects differ: none, an ablation, key scaling, steering, composed, and with
+    a ``source``, a patch from it run in lockstep on its own rows."""
     scores = torch.randn(model.n_layers, model.d_mlp, generator=torch.Generator().manual_seed(0))
     top = NeuronSet.top_k(scores, 20)
     direction = torch.randn(model.d_model, generator=torch.Generator().manual_seed(1))
     steer = SubtractDirection(model.mlp_out_hook(model.n_layers - 1), direction, 3.0)
-    return [None, ZeroAblation(top), ScaleKeys(NeuronSet.top_k(scores, 5), 4.0), steer,
-            Compose(ZeroAblation(NeuronSet.top_k(-scores, 10)), steer)]
+    out = [None, ZeroAblation(top), ScaleKeys(NeuronSet.top_k(scores, 5), 4.0), steer,
+           Compose(ZeroAblation(NeuronSet.top_k(-scores, 10)), steer)]
+    if source is not None:
+        out.append(PatchFromModel(NeuronSet.top_k(scores, 30), source=source))
+    return out
 
 
 @pytest.fixture(scope="module", params=["auto", "bridge"])
@@ -54,7 +58,7 @@ def pairs_by_backend(request: pytest.FixtureRequest, tiny_checkpoints: dict[str,
 def test_generation_together_equals_each_alone(pairs_by_backend: dict[str, ModelPair], arch: str,
                                                batch_size: int) -> None:
     model = pairs_by_backend[arch].base
-    ivs = conditions(model)
+    ivs = conditions(model, pairs_by_backend[arch].tuned)
     cfg = GenerationConfig(max_new_tokens=6, max_prompt_tokens=8, batch_size=batch_size, n_blocks=3)
     together = generate_many(model, PROMPTS, ivs, config=cfg, collect_stats=True)
     alone = [generate(model, PROMPTS, config=GenerationConfig(max_new_tokens=6, max_prompt_tokens=8, batch_size=4,
@@ -76,7 +80,7 @@ def test_generation_together_equals_each_alone(pairs_by_backend: dict[str, Model
 @pytest.mark.parametrize("arch", ["gpt2", "llama"])
 def test_perplexity_and_f1_together_equal_each_alone(pairs_by_backend: dict[str, ModelPair], arch: str) -> None:
     model = pairs_by_backend[arch].base
-    ivs = conditions(model)
+    ivs = conditions(model, pairs_by_backend[arch].tuned)
     together = perplexity_windows_many(model, TEXT, ivs, window=16, batch_size=7)
     for iv, (nll, n) in zip(ivs, together, strict=True):
         nll_alone, n_alone = perplexity_windows(model, TEXT, window=16, intervention=iv, batch_size=3)
@@ -104,7 +108,7 @@ def test_only_row_batchable_interventions_share_a_batch(tiny_pairs: dict[str, Mo
     pair = tiny_pairs["gpt2"]
     top = NeuronSet.top_k(torch.ones(pair.base.n_layers, pair.base.d_mlp), 3)
     patch = PatchFromModel(top, source=pair.tuned)
-    assert not row_batchable(patch) and not row_batchable(Compose(ZeroAblation(top), patch))
+    assert row_batchable(patch) and row_batchable(Compose(ZeroAblation(top), patch))
     assert row_batchable(None) and row_batchable(Compose(ZeroAblation(top)))
 
     class Foreign:  # someone else's intervention: it never said its hooks only touch their rows
@@ -116,11 +120,13 @@ def test_only_row_batchable_interventions_share_a_batch(tiny_pairs: dict[str, Mo
 
     assert not row_batchable(Foreign())
     cfg = GenerationConfig(max_new_tokens=2, max_prompt_tokens=8)
-    for refused in (patch, Foreign()):
-        with pytest.raises(UsageError, match="cannot share a batch"):
-            generate_many(pair.base, PROMPTS, [None, refused], config=cfg)
-    # alone, each still runs
-    assert generate_many(pair.base, PROMPTS, [patch], config=cfg)[0].new_tokens.shape == (len(PROMPTS), 2)
+    assert not row_batchable(Compose(ZeroAblation(top), Foreign()))
+    with pytest.raises(UsageError, match="cannot share a batch"):
+        generate_many(pair.base, PROMPTS, [None, Foreign()], config=cfg)
+    # a model patched from itself is the identity, in a shared batch too
+    itself = PatchFromModel(top, source=pair.base)
+    alone, shared = generate_many(pair.base, PROMPTS, [None, itself], config=cfg)
+    assert torch.equal(alone.new_tokens, shared.new_tokens)
 
 
 def test_a_hook_tensor_without_the_batch_rows_is_refused(tiny_pairs: dict[str, ModelPair]) -> None:

@@ -404,8 +404,9 @@ def test_prefetch_runs_a_models_conditions_together_with_the_results_of_each_alo
     cache = Cache(tmp_path / "cache")
     together = make_evaluator(pair, probe, cache, batch_size=64)
     together.prefetch(conditions)
-    # base: 4 conditions in one generation pass and one F1 pass, the patch alone (twice); tuned: 2 together
-    assert sorted(passes) == [1, 1, 2, 2, 4, 4]
+    # base: 5 conditions (the lockstep patch among them) in one generation pass and one F1 pass;
+    # tuned: 2 together
+    assert sorted(passes) == [2, 2, 5, 5]
     assert cache.stats.computed == 4 * len(conditions)  # generation, toxicity, perplexity, f1: each entry once
     computed = cache.stats.computed
     alone = make_evaluator(pair, probe, None, batch_size=3)
