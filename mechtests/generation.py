@@ -140,11 +140,13 @@ class _StatsCollector:
 
 # Rows per forward pass when the batch size is "auto": at most these many, fewer when memory is
 # short. CPU generation: the measured knee on the default pair (2 cores: 32 -> 128 rows is 1.4x the
-# prompts per second, 256 no better). CPU perplexity: one window per pass; windows shared between
-# conditions were slower there (0.70x at 6 windows of 1,024 tokens on the GPT-2-medium shape, 0.86x
-# at 20 of 128 on the default pair: the [rows, window, vocabulary] logits leave the caches;
-# docs/PERFORMANCE.md). GPU: enough rows to fill an H100's matmuls at GPT-2-medium widths.
-AUTO_ROWS_CAP = {"cpu": {"generation": 128, "perplexity": 1}, "cuda": {"generation": 1024, "perplexity": 64}}
+# prompts per second, 256 no better). CPU perplexity: at most 1,024 tokens per pass (one window of
+# 1,024, eight of 128: what the engine always used); more windows per pass were slower there (0.70x
+# at 6 windows of 1,024 tokens on the GPT-2-medium shape, 0.86x at 20 of 128 on the default pair:
+# the [rows, window, vocabulary] logits leave the caches; docs/PERFORMANCE.md). GPU: enough rows to
+# fill an H100's matmuls at GPT-2-medium widths.
+AUTO_ROWS_CAP = {"cpu": {"generation": 128, "perplexity": 8}, "cuda": {"generation": 1024, "perplexity": 64}}
+AUTO_TOKENS_CAP = {"cpu": {"perplexity": 1024}}
 # Share of the free memory a pass may take (the rest: the other model of the pair, the
 # allocator's slack, the scorer).
 AUTO_MEMORY_SHARE = {"cpu": 0.25, "cuda": 0.5}
@@ -186,7 +188,8 @@ def row_bytes(model: LoadedModel, tokens: int, *, kind: str = "generation", prom
 
 def auto_batch_rows(model: LoadedModel, tokens: int, *, kind: str = "generation", prompt_tokens: int = 32) -> int:
     """Rows per forward pass for ``batch_size="auto"``: the share of the device's free memory
-    (`AUTO_MEMORY_SHARE`) over `row_bytes`, at most `AUTO_ROWS_CAP`, at least 1.
+    (`AUTO_MEMORY_SHARE`) over `row_bytes`, at most `AUTO_ROWS_CAP` rows (and `AUTO_TOKENS_CAP`
+    tokens), at least 1.
 
     Example:
         >>> auto_batch_rows(model, 52) <= AUTO_ROWS_CAP["cpu"]["generation"]  # doctest: +SKIP
@@ -195,6 +198,9 @@ def auto_batch_rows(model: LoadedModel, tokens: int, *, kind: str = "generation"
     device = torch.device(model.device)
     family = "cuda" if device.type == "cuda" else "cpu"
     cap = AUTO_ROWS_CAP[family][kind]
+    tokens_cap = AUTO_TOKENS_CAP.get(family, {}).get(kind)
+    if tokens_cap is not None:
+        cap = max(1, min(cap, tokens_cap // max(1, tokens)))
     free = free_memory_bytes(device)
     if free is None:
         return cap

@@ -154,4 +154,6 @@ def test_auto_batch_rows_follow_free_memory(tiny_pairs: dict[str, ModelPair],
     monkeypatch.setattr(generation, "free_memory_bytes", lambda device: None)
     assert auto_batch_rows(model, 52) == AUTO_ROWS_CAP["cpu"]["generation"]
     monkeypatch.setattr(generation, "free_memory_bytes", lambda device: 1 << 50)
-    assert auto_batch_rows(model, 1024, kind="perplexity") == AUTO_ROWS_CAP["cpu"]["perplexity"]
+    # CPU perplexity: 1,024 tokens per pass at most (one window of 1,024, eight of 128)
+    assert auto_batch_rows(model, 1024, kind="perplexity") == 1
+    assert auto_batch_rows(model, 128, kind="perplexity") == AUTO_ROWS_CAP["cpu"]["perplexity"] == 8
