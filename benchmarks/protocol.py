@@ -39,7 +39,7 @@ from typing import Any
 
 # The papers' sizes (PAPER.md). Wikitext-2-raw test is 287,644 GPT-2 tokens (as counted by the
 # common HF perplexity recipe): 281 non-overlapping 1,024-token windows.
-FULL_PROMPTS, FULL_F1, FULL_PPL_WINDOWS, PAPER_NEURONS = 1199, 2000, 281, 98_304
+FULL_PROMPTS, FULL_F1, FULL_PPL_WINDOWS = 1199, 2000, 281
 
 
 @dataclass(frozen=True)

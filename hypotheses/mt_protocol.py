@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from mt_reference import PAPER_NEURONS
+from mt_reference import frac
 
 from mechtests.evaluator import Evaluator
 
@@ -40,8 +40,9 @@ class ProtocolCondition:
 
 
 def _k(ev: Evaluator, paper_k: int) -> int:
+    """k of GPT-2 medium's 98,304 neurons scaled to this model: the claims' own rule (`mt_reference.frac`)."""
     base = ev.model("base")
-    return max(1, round(paper_k / PAPER_NEURONS * base.n_layers * base.d_mlp))
+    return frac(paper_k).resolve(base.n_layers * base.d_mlp)
 
 
 class Unavailable(Exception):
