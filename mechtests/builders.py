@@ -27,8 +27,15 @@ from mechtests.errors import UsageError
 
 if TYPE_CHECKING:
     from mechtests.claims import ClaimResult
+    from mechtests.effects import BlockAttribution
+    from mechtests.eval_data import EvalData
     from mechtests.evaluator import Evaluator
+    from mechtests.models import ModelPair
+    from mechtests.probes import Probe
+    from mechtests.scoring import ToxicityScorer
+    from mechtests.selections import NeuronSelections
     from mechtests.storage import Cache
+    from mechtests.zoo import ZooPair
 
 # what a builder read, for the report's ``pairs.NAME.inputs`` (section -> values)
 Record = Callable[[str, Mapping[str, Any]], None]
@@ -38,7 +45,8 @@ def _ignore(section: str, values: Mapping[str, Any]) -> None:
     return None
 
 
-def load_model_pair(settings: Settings, spec: PairSpec, *, zoo: Any = None, record: Record = _ignore) -> Any:
+def load_model_pair(settings: Settings, spec: PairSpec, *, zoo: ZooPair | None = None,
+                    record: Record = _ignore) -> ModelPair:
     """Base and tuned model of ``spec`` with the run's device, dtype and backend (`models.load_pair`);
     ``zoo``: the embedded pair's files when ``spec`` is the default pair."""
     from mechtests.models import load_pair
@@ -52,7 +60,7 @@ def load_model_pair(settings: Settings, spec: PairSpec, *, zoo: Any = None, reco
     return pair
 
 
-def load_eval_data(settings: Settings, spec: PairSpec) -> Any:
+def load_eval_data(settings: Settings, spec: PairSpec) -> EvalData:
     """The pair's `EvalData`, each role read on first use (its option > the data directory > the
     embedded pair's), as `preflight.data_sources` resolves them."""
     from mechtests.eval_data import EvalData
@@ -62,8 +70,8 @@ def load_eval_data(settings: Settings, spec: PairSpec) -> Any:
     return EvalData(sources=data_sources(settings, spec, ZOO_DIR / "data"))
 
 
-def load_probe_for(settings: Settings, spec: PairSpec, pair: Any, data: Any, cache: Cache, *, zoo: Any = None,
-                   record: Record = _ignore) -> Any:
+def load_probe_for(settings: Settings, spec: PairSpec, pair: ModelPair, data: EvalData, cache: Cache, *,
+                   zoo: ZooPair | None = None, record: Record = _ignore) -> Probe:
     """The run's probe: the file `preflight.probe_file` names (--mt-probe, the pair's, the zoo's for
     the default pair without labelled data of its own), else one trained on the probe data with the
     base model (cached by base fingerprint, data and seed: any concept's labels). A file probe
@@ -97,7 +105,7 @@ def load_probe_for(settings: Settings, spec: PairSpec, pair: Any, data: Any, cac
     return ready
 
 
-def make_run_scorer(settings: Settings) -> Any:
+def make_run_scorer(settings: Settings) -> ToxicityScorer:
     """The scorer named by --mt-scorer; Perspective behind a per-text score cache (under the cache
     dir) with one QPS budget for every process of the run (the key's hash names the budget)."""
     from mechtests.scoring import make_scorer
@@ -128,10 +136,10 @@ class Session:
     settings: Settings
     spec: PairSpec
     cache: Cache
-    pair: Any
-    data: Any
-    probe: Any
-    scorer: Any
+    pair: ModelPair
+    data: EvalData
+    probe: Probe
+    scorer: ToxicityScorer
     evaluator: Evaluator
     inputs: dict[str, dict[str, Any]]
 
@@ -141,14 +149,14 @@ class Session:
         return self.settings.run
 
     @property
-    def selections(self) -> Any:
+    def selections(self) -> NeuronSelections:
         """The papers' neuron selections on this pair (the plugin's ``selections`` fixture)."""
         from mechtests.selections import NeuronSelections
 
         return NeuronSelections(self.evaluator)
 
     @property
-    def attribution(self) -> Any:
+    def attribution(self) -> BlockAttribution:
         """The block attribution of this pair (the plugin's ``attribution`` fixture)."""
         from mechtests.evaluator import BlockAttribution
 

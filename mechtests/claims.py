@@ -29,13 +29,10 @@ import numpy as np
 
 from mechtests.errors import UsageError
 from mechtests.stats import (
-    DIRECTIONS,
     MIN_UNITS,
-    Direction,
     Estimate,
     Estimator,
     Statistic,
-    Threshold,
     bootstrap_estimate,
     min_resamples,
     n_to_decide,
@@ -43,6 +40,7 @@ from mechtests.stats import (
     ratio_estimate,
     validate_confidence,
 )
+from mechtests.thresholds import Direction, Threshold, check_threshold, format_threshold
 
 Verdict = Literal["pass", "fail", "inconclusive"]
 _CLAIM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
@@ -164,46 +162,15 @@ class ClaimResult:
         }
 
 
-def format_threshold(direction: str, threshold: Threshold) -> str:
-    if direction == "within":
-        lo, hi = threshold  # type: ignore[misc]
-        return f"within ({lo:.4g}, {hi:.4g})"
-    return f"{direction} {threshold:.4g}"
-
-
 def validate_threshold(direction: str, threshold: Any, *, where: str = "claim") -> Threshold:
-    """Check a direction/threshold pair; an impossible threshold is a `UsageError`.
+    """Check a direction/threshold pair (`thresholds.check_threshold`, the one rule); an impossible
+    threshold is a `UsageError`.
 
     Example:
         >>> validate_threshold("within", [0.1, 0.2])
         (0.1, 0.2)
     """
-    if direction not in DIRECTIONS:
-        raise UsageError(f"{where}: direction {direction!r} is not one of {DIRECTIONS}.")
-    if direction == "within":
-        if not isinstance(threshold, (tuple, list)) or len(threshold) != 2:
-            raise UsageError(f"{where}: direction 'within' needs threshold=(low, high), got {threshold!r}.")
-        lo, hi = (_finite(v, where) for v in threshold)
-        if not lo < hi:
-            raise UsageError(f"{where}: impossible threshold: low {lo} is not below high {hi}. "
-                             "Fix: give (low, high) with low < high.")
-        return (lo, hi)
-    if isinstance(threshold, (tuple, list)):
-        raise UsageError(f"{where}: direction {direction!r} needs one number, got {threshold!r} "
-                         "(an interval needs direction='within').")
-    return _finite(threshold, where)
-
-
-def _finite(v: Any, where: str) -> float:
-    if isinstance(v, bool):
-        raise UsageError(f"{where}: threshold {v!r} is not a number.")
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise UsageError(f"{where}: threshold {v!r} is not a number.") from None
-    if not math.isfinite(f):
-        raise UsageError(f"{where}: threshold {v!r} is not finite. Fix: give a finite number.")
-    return f
+    return check_threshold(threshold, direction, where=where)
 
 
 def verdict_for(est: Estimate, threshold: Threshold, direction: Direction) -> Verdict:

@@ -23,20 +23,23 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from mechtests.interventions import Intervention
 
 METRICS = ("toxicity", "perplexity", "f1")
 METRIC_LABELS = {"toxicity": "tox", "perplexity": "PPL", "f1": "F1"}
 
 
-def intervention_key(intervention: Any) -> str:
+def intervention_key(intervention: Intervention | None) -> str:
     """The content identity a condition is filed under (``"none"`` for no intervention)."""
     return "none" if intervention is None else str(intervention.key())
 
 
-def describe_intervention(intervention: Any) -> tuple[str, dict[str, Any]]:
+def describe_intervention(intervention: Intervention | None) -> tuple[str, dict[str, Any]]:
     """``(type name, parameters)`` of an intervention, from its dataclass fields: neuron sets by
     their size, models by their source, numbers and strings as they are (tensors are in the key).
 
@@ -103,21 +106,22 @@ class ConditionLog:
     def __init__(self) -> None:
         self.entries: dict[tuple[str, str], ConditionEntry] = {}
 
-    def _entry(self, role: str, intervention: Any) -> ConditionEntry:
+    def _entry(self, role: str, intervention: Intervention | None) -> ConditionEntry:
         key = intervention_key(intervention)
         if (role, key) not in self.entries:
             name, params = describe_intervention(intervention)
             self.entries[(role, key)] = ConditionEntry(role, key, name, params)
         return self.entries[(role, key)]
 
-    def record(self, role: str, intervention: Any, metric: str, values: Any) -> None:
+    def record(self, role: str, intervention: Intervention | None, metric: str,
+               values: np.ndarray | tuple[np.ndarray, np.ndarray]) -> None:
         """Note that ``metric`` of the condition was served: per-prompt toxicity / per-item F1
         arrays, or ``(nll_sum, n_tokens)`` per perplexity window."""
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; one of {METRICS}")
         self._entry(role, intervention).metrics[metric] = values
 
-    def label(self, role: str, intervention: Any, label: str, *, paper: Mapping[str, float] | None = None,
+    def label(self, role: str, intervention: Intervention | None, label: str, *, paper: Mapping[str, float] | None = None,
               order: float | None = None) -> None:
         """Name a condition (used or not yet: a label alone adds no row) and give the paper's
         values; a second, different label of the same condition is a second row.
@@ -148,7 +152,7 @@ class ConditionLog:
         entry.labels = [ConditionLabel(label, _paper_values(paper), float(order if order is not None else _UNORDERED))]
         self.entries[(role, entry.key)] = entry
 
-    def has(self, role: str, intervention: Any = None, metric: str = "toxicity") -> bool:
+    def has(self, role: str, intervention: Intervention | None = None, metric: str = "toxicity") -> bool:
         """Whether the condition's ``metric`` was served this session."""
         entry = self.entries.get((role, intervention_key(intervention)))
         return entry is not None and metric in entry.metrics

@@ -21,26 +21,28 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from mechtests.checkpoints import ModelSource, classify_source, resolve_pair_sources
 from mechtests.errors import UsageError
+from mechtests.thresholds import Threshold, check_threshold
 
+# Each set of choices is defined once, as a Literal (for the type checker); its tuple of values
+# (for option parsing and messages) is read from it.
 Profile = Literal["smoke", "ci", "full"]
 Inconclusive = Literal["fail", "skip", "pass"]
 Multiplicity = Literal["bonferroni", "none"]
-MULTIPLICITIES: tuple[str, ...] = ("bonferroni", "none")
 ScorerName = Literal["offline", "perspective", "detoxify"]
+Backend = Literal["auto", "bridge"]
+Dtype = Literal["float32", "float64", "float16", "bfloat16"]
+PROFILES: tuple[str, ...] = get_args(Profile)
+INCONCLUSIVE: tuple[str, ...] = get_args(Inconclusive)
+MULTIPLICITIES: tuple[str, ...] = get_args(Multiplicity)
+SCORERS: tuple[str, ...] = get_args(ScorerName)
+BACKENDS: tuple[str, ...] = get_args(Backend)
+DTYPES: tuple[str, ...] = get_args(Dtype)
 #: entry-point group through which packages register scorers (the built-in ones are registered too)
 SCORER_GROUP = "mechtests.scorers"
-Threshold = float | tuple[float, float]
-
-PROFILES: tuple[str, ...] = ("smoke", "ci", "full")
-DTYPES: tuple[str, ...] = ("float32", "float64", "float16", "bfloat16")
-Backend = Literal["auto", "bridge"]
-BACKENDS: tuple[str, ...] = ("auto", "bridge")
-SCORERS: tuple[str, ...] = ("offline", "perspective", "detoxify")
-INCONCLUSIVE: tuple[str, ...] = ("fail", "skip", "pass")
 DEFAULT_PAIR = "default"
 CUSTOM_PAIR = "custom"
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -65,7 +67,7 @@ class RunConfig:
 
     profile: Profile = "smoke"
     device: str = "cpu"
-    dtype: str = "float32"
+    dtype: Dtype = "float32"
     backend: Backend = "auto"
     seed: int = 0
     confidence: float = 0.95
@@ -467,17 +469,9 @@ def _name(value: Any, where: str) -> str:
 
 
 def parse_threshold(value: Any, where: str) -> Threshold:
-    """A number, or ``[low, high]`` with finite ``low < high`` (for ``within`` claims)."""
-    if isinstance(value, bool):
-        raise UsageError(f"{where}: {value!r} is not a threshold. Fix: a number or [low, high].")
-    if isinstance(value, (list, tuple)):
-        if len(value) != 2:
-            raise UsageError(f"{where}: a 'within' threshold is [low, high], got {value!r}.")
-        lo, hi = (_number(v, where, float) for v in value)
-        if not lo < hi:
-            raise UsageError(f"{where}: impossible interval [{lo}, {hi}]: low must be < high.")
-        return (lo, hi)
-    return _number(value, where, float)
+    """A number, or ``[low, high]`` with finite ``low < high`` (for ``within`` claims): the one
+    rule, `thresholds.check_threshold`; the shape is matched to the claim's direction when it runs."""
+    return check_threshold(value, where=where)
 
 
 def _thresholds(table: Any, where: str) -> dict[str, dict[str, Threshold]]:

@@ -21,8 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mechtests.thresholds import Direction, Threshold
+
 if TYPE_CHECKING:
     from mechtests.evaluator import Evaluator
+    from mechtests.stats import Estimate, Estimator
 
 # ---------------------------------------------------------------------------- claim statistics
 # Plain functions of per-prompt arrays / per-block sums, so claims (and users' own claims) can
@@ -350,7 +353,7 @@ class BlockAttribution:
         per_layer = self.block_reductions().reshape(self.n_blocks, self.n_layers, -1).sum(axis=-1)
         return per_layer[:, self.n_layers // 2:].sum(axis=-1), per_layer.sum(axis=-1)
 
-    def toward_toxicity(self) -> Callable[..., Any]:
+    def toward_toxicity(self) -> Estimator:
         """An estimator (``claim(..., estimator=...)``) of the fraction of the neurons that moved
         whose true reduction is negative (toward toxicity): `stats.sign_fraction_estimate` on
         the per-block reductions (a count of signs is a step function: no bootstrap holds it)."""
@@ -358,12 +361,12 @@ class BlockAttribution:
 
         values = self.block_reductions()
 
-        def estimator(confidence: float, threshold: Any, direction: Any) -> Any:
+        def estimator(confidence: float, threshold: Threshold, direction: Direction) -> Estimate:
             return sign_fraction_estimate(values, confidence=confidence, threshold=threshold, direction=direction)
 
         return estimator
 
-    def fraction_dampened(self, mask: np.ndarray) -> Callable[..., Any]:
+    def fraction_dampened(self, mask: np.ndarray) -> Estimator:
         """An estimator (``claim(..., estimator=...)``) of the fraction of the neurons in ``mask``
         whose true mean activation is lower in the tuned model: `stats.sign_fraction_estimate`
         on the per-block activation changes (tuned - base, `_block_totals`)."""
@@ -373,7 +376,7 @@ class BlockAttribution:
         base, tuned = self.block_means()
         values = self._block_totals(tuned[:, flat] - base[:, flat])
 
-        def estimator(confidence: float, threshold: Any, direction: Any) -> Any:
+        def estimator(confidence: float, threshold: Threshold, direction: Direction) -> Estimate:
             return sign_fraction_estimate(values, confidence=confidence, threshold=threshold, direction=direction)
 
         return estimator

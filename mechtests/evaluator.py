@@ -24,7 +24,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -44,7 +44,11 @@ from mechtests.errors import UsageError
 from mechtests.scoring import scorer_identity
 
 if TYPE_CHECKING:
-    from mechtests.models import ModelPair
+    from mechtests.data import F1Items, TextSet
+    from mechtests.eval_data import EvalData
+    from mechtests.generation import GenerationConfig, NeuronStats
+    from mechtests.interventions import Intervention
+    from mechtests.models import LoadedModel, ModelPair
     from mechtests.probes import Probe
     from mechtests.scoring import ToxicityScorer
     from mechtests.storage import Cache
@@ -52,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Role = Literal["base", "tuned"]
+T = TypeVar("T")
 ROLES: tuple[Role, ...] = ("base", "tuned")
 
 # Bump when the meaning of a cached value changes (generation protocol, stored fields), so old
@@ -150,7 +155,7 @@ class Evaluator:
         cache: a ``mechtests.storage.Cache`` or ``None`` (memory only).
     """
 
-    def __init__(self, pair: ModelPair, *, probe: Probe, scorer: ToxicityScorer, data: Any, config: RunConfig,
+    def __init__(self, pair: ModelPair, *, probe: Probe, scorer: ToxicityScorer, data: EvalData, config: RunConfig,
                  cache: Cache | None = None) -> None:
         if not isinstance(config, RunConfig):
             raise UsageError(f"Evaluator(config=...) takes a mechtests.config.RunConfig, got {type(config).__name__}. "
@@ -180,10 +185,10 @@ class Evaluator:
         if self.progress is not None:
             self.progress(label, done, total, unit, elapsed, final)
 
-    def _timed(self, label: str, total: int, unit: str, compute: Callable[[], Any]) -> Callable[[], Any]:
+    def _timed(self, label: str, total: int, unit: str, compute: Callable[[], T]) -> Callable[[], T]:
         """``compute`` wrapped so that running it (a cache miss) reports its start and end."""
 
-        def run() -> Any:
+        def run() -> T:
             started = time.perf_counter()
             self._report(label, 0, total, unit, started, False)
             value = compute()
@@ -194,10 +199,10 @@ class Evaluator:
 
     # Each data role is read on first use, so a claim never needs a file it does not use.
     @property
-    def prompts(self) -> Any:
+    def prompts(self) -> TextSet:
         """The challenge prompts this run uses (the first ``n_prompts`` of the set)."""
 
-        def compute() -> Any:
+        def compute() -> TextSet:
             n_prompts = self.config.n_prompts
             challenge = self.data.challenge
             prompts = challenge.head(n_prompts) if n_prompts and n_prompts < len(challenge) else challenge
@@ -208,10 +213,10 @@ class Evaluator:
         return self.memo("prompts", compute)
 
     @property
-    def f1_sentences(self) -> Any:
+    def f1_sentences(self) -> TextSet | F1Items:
         """The F1 items this run uses (the first ``n_f1``)."""
 
-        def compute() -> Any:
+        def compute() -> TextSet | F1Items:
             n_f1 = self.config.n_f1
             f1 = self.data.f1_sentences
             return f1.head(n_f1) if n_f1 and n_f1 < len(f1) else f1
@@ -219,13 +224,13 @@ class Evaluator:
         return self.memo("f1_sentences", compute)
 
     # ------------------------------------------------------------------ plumbing
-    def model(self, role: Role) -> Any:
+    def model(self, role: Role) -> LoadedModel:
         """The :class:`LoadedModel` playing ``role``."""
         if role not in ROLES:
             raise UsageError(f"role must be 'base' or 'tuned', got {role!r}.")
         return self.pair.base if role == "base" else self.pair.tuned
 
-    def generation_config(self) -> Any:
+    def generation_config(self) -> GenerationConfig:
         """The ``GenerationConfig`` every toxicity/attribution pass of this session uses."""
         from mechtests.generation import GenerationConfig
 
@@ -264,16 +269,16 @@ class Evaluator:
         self.rows_used[kind] = rows  # what was assumed, for the report's inputs
         return rows
 
-    def _generation_key(self, role: Role, iv: Any, gen_cfg: Any, **extra: Any) -> dict[str, Any]:
+    def _generation_key(self, role: Role, iv: Intervention, gen_cfg: GenerationConfig, **extra: Any) -> dict[str, Any]:
         # The batch size never changes a result (a row does not depend on its batch-mates, tested),
         # so it stays out of the key: runs with any batch size share the cache.
         protocol = {k: v for k, v in dataclasses.asdict(gen_cfg).items() if k != "batch_size"}
         return self._key(role, iv, prompts=self.prompts.sha256, generation=protocol, **extra)
 
-    def _perplexity_key(self, role: Role, iv: Any) -> dict[str, Any]:
+    def _perplexity_key(self, role: Role, iv: Intervention) -> dict[str, Any]:
         return self._key(role, iv, text=_sha256(self.perplexity_text), window=self.perplexity_window())
 
-    def _f1_key(self, role: Role, iv: Any) -> dict[str, Any]:
+    def _f1_key(self, role: Role, iv: Intervention) -> dict[str, Any]:
         gen_cfg = self.generation_config()
         # f1/2: items may carry a gold continuation; the prompt is the item's first tokens (no decode).
         return self._key(role, iv, sentences=self.f1_sentences.sha256, f1_protocol=2,
@@ -304,14 +309,14 @@ class Evaluator:
         return self.memo("perplexity_text", compute)
 
     @staticmethod
-    def _intervention(intervention: Any) -> Any:
+    def _intervention(intervention: Intervention | None) -> Intervention:
         if intervention is None:
             from mechtests.interventions import NoIntervention
 
             return NoIntervention()
         return intervention
 
-    def _key(self, role: Role, intervention: Any, **extra: Any) -> dict[str, Any]:
+    def _key(self, role: Role, intervention: Intervention, **extra: Any) -> dict[str, Any]:
         model = self.model(role)
         # The backends agree to float rounding, which can still flip a greedy token: keep apart.
         # The device too: CPU and CUDA kernels round differently, which can flip a greedy token.
@@ -330,7 +335,7 @@ class Evaluator:
         return self._memory[mem_key]
 
     # ------------------------------------------------------------------ conditions
-    def generation(self, role: Role, intervention: Any = None) -> StoredGeneration:
+    def generation(self, role: Role, intervention: Intervention | None = None) -> StoredGeneration:
         """Continuations and neuron statistics of one condition (one generation pass, cached)."""
         iv = self._intervention(intervention)
         gen_cfg = self.generation_config()
@@ -359,7 +364,7 @@ class Evaluator:
         return StoredGeneration(tuple(raw["continuations"]), np.asarray(raw["activation_sum"], dtype=np.float64),
                                 np.asarray(raw["count"], dtype=np.float64))
 
-    def neuron_stats(self, role: Role, intervention: Any = None) -> Any:
+    def neuron_stats(self, role: Role, intervention: Intervention | None = None) -> NeuronStats:
         """:class:`NeuronStats` of the condition, served by the same pass as :meth:`toxicity`."""
         from mechtests.generation import NeuronStats
 
@@ -367,11 +372,11 @@ class Evaluator:
         return NeuronStats(activation_sum=torch.from_numpy(gen.activation_sum),
                            count=torch.from_numpy(gen.count))
 
-    def mean_activation(self, role: Role, intervention: Any = None) -> np.ndarray:
+    def mean_activation(self, role: Role, intervention: Intervention | None = None) -> np.ndarray:
         """``[L, d_mlp]`` float64 mean last-position activation over prompts and steps."""
         return self.generation(role, intervention).mean_activation()
 
-    def toxicity(self, role: Role, intervention: Any = None) -> np.ndarray:
+    def toxicity(self, role: Role, intervention: Intervention | None = None) -> np.ndarray:
         """Per-prompt toxicity of the continuations, float64 ``[N]`` in [0, 1]."""
         iv = self._intervention(intervention)
         gen_cfg = self.generation_config()
@@ -389,7 +394,7 @@ class Evaluator:
         self.conditions.record(role, iv, "toxicity", values)
         return values
 
-    def perplexity(self, role: Role, intervention: Any = None) -> PerplexityWindows:
+    def perplexity(self, role: Role, intervention: Intervention | None = None) -> PerplexityWindows:
         """Per-window NLL over the perplexity text (non-overlapping windows of the model's context)."""
         iv = self._intervention(intervention)
         model = self.model(role)
@@ -410,7 +415,7 @@ class Evaluator:
         self.conditions.record(role, iv, "perplexity", (windows.nll_sum, windows.n_tokens))
         return windows
 
-    def f1(self, role: Role, intervention: Any = None) -> np.ndarray:
+    def f1(self, role: Role, intervention: Intervention | None = None) -> np.ndarray:
         """Per-sentence bag-of-tokens F1 of 20-token greedy continuations, float64 ``[N]``."""
         iv = self._intervention(intervention)
         gen_cfg = self.generation_config()
@@ -430,7 +435,7 @@ class Evaluator:
         self.conditions.record(role, iv, "f1", values)
         return values
 
-    def prefetch(self, conditions: Sequence[tuple[Role, Any]],
+    def prefetch(self, conditions: Sequence[tuple[Role, Intervention | None]],
                  metrics: Sequence[str] = ("toxicity", "perplexity", "f1")) -> None:
         """Compute ``metrics`` of several conditions ahead of their use, the conditions of one model
         together: one generation pass (toxicity, neuron statistics), one perplexity pass and one
@@ -453,7 +458,7 @@ class Evaluator:
             raise UsageError(f"prefetch: unknown metric(s) {sorted(unknown)}; use generation (continuations and "
                              "neuron statistics, unscored), toxicity, perplexity, f1")
         for role in ROLES:
-            seen: dict[str, Any] = {}
+            seen: dict[str, Intervention] = {}
             for r, intervention in conditions:
                 iv = self._intervention(intervention)
                 if r == role and row_batchable(iv):
@@ -477,7 +482,7 @@ class Evaluator:
         return mem_key in self._memory or (self.cache is not None and self.cache.contains(kind, dict(key)))
 
     @staticmethod
-    def _groups(ivs: list[Any], *, rows: int, per_condition_bytes: int = 0) -> list[list[Any]]:
+    def _groups(ivs: list[Intervention], *, rows: int, per_condition_bytes: int = 0) -> list[list[Intervention]]:
         """``ivs`` in groups that run together (none for fewer than 2: one alone takes the plain
         path): no more conditions than ``rows`` per pass holds (a pass has at least one prompt or
         window per condition), and few enough that their statistics accumulators stay under
@@ -485,7 +490,7 @@ class Evaluator:
         most = max(1, min(rows, TOGETHER_BYTES // per_condition_bytes if per_condition_bytes else len(ivs)))
         return [ivs[i : i + most] for i in range(0, len(ivs), most)] if len(ivs) > 1 else []
 
-    def _generate_together(self, role: Role, ivs: list[Any]) -> None:
+    def _generate_together(self, role: Role, ivs: list[Intervention]) -> None:
         from mechtests.generation import generate_many
 
         gen_cfg = self.generation_config()
@@ -511,13 +516,13 @@ class Evaluator:
                        "count": stats.count.double().cpu().numpy()}
                 self._cached("generation", self._generation_key(role, iv, gen_cfg), _given(raw))
 
-    def _perplexity_together(self, role: Role, ivs: list[Any]) -> None:
+    def _perplexity_together(self, role: Role, ivs: list[Intervention]) -> None:
         from mechtests.metrics import perplexity_windows_many
 
         window = self.perplexity_window()
         for group in self._groups(ivs, rows=self.batch_rows("perplexity", window)):
 
-            def compute(group: list[Any] = group) -> list[tuple[np.ndarray, np.ndarray]]:
+            def compute(group: list[Intervention] = group) -> list[tuple[np.ndarray, np.ndarray]]:
                 with torch.inference_mode():
                     return perplexity_windows_many(self.model(role), self.perplexity_text, group, window=window,
                                                    batch_size=self.batch_rows("perplexity", window))
@@ -527,14 +532,14 @@ class Evaluator:
                 raw = {"nll_sum": _np(nll), "n_tokens": _np(n)}
                 self._cached("perplexity", self._perplexity_key(role, iv), _given(raw))
 
-    def _f1_together(self, role: Role, ivs: list[Any]) -> None:
+    def _f1_together(self, role: Role, ivs: list[Intervention]) -> None:
         from mechtests.metrics import f1_scores_many
 
         gen_cfg = self.generation_config()
         for group in self._groups(ivs, rows=gen_cfg.batch_size):
             label = f"f1 {role} x{len(group)} conditions together"
 
-            def compute(group: list[Any] = group) -> list[np.ndarray]:
+            def compute(group: list[Intervention] = group) -> list[np.ndarray]:
                 with torch.inference_mode():
                     return f1_scores_many(self.model(role), self.f1_sentences, group,
                                           prompt_tokens=gen_cfg.max_prompt_tokens,
@@ -545,7 +550,7 @@ class Evaluator:
                 self._cached("f1", self._f1_key(role, iv), _given(_np(values)))
 
     # ------------------------------------------------------------------ the interventions table
-    def label_condition(self, role: Role, intervention: Any, label: str, *,
+    def label_condition(self, role: Role, intervention: Intervention | None, label: str, *,
                         paper: Mapping[str, float] | None = None, order: float | None = None) -> None:
         """Name a condition in the interventions table, with the paper's values beside it
         (``paper``: any of ``toxicity``, ``perplexity``, ``f1``). Labelling computes nothing.
@@ -584,7 +589,7 @@ class Evaluator:
         return self._cached(kind, full, compute)
 
     # ------------------------------------------------------------------ derived, memory only
-    def memo(self, name: str, compute: Callable[[], Any]) -> Any:
+    def memo(self, name: str, compute: Callable[[], T]) -> T:
         """Memoise a cheap derived quantity (cosines, selections) for this session."""
         key = "memo:" + name
         if key not in self._memory:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -30,17 +30,9 @@ from mechtests.data import TRUNCATIONS, TextSet, Truncation, left_padded_batch
 from mechtests.errors import DataError, NumericalError, UsageError
 
 if TYPE_CHECKING:
-    from contextlib import AbstractContextManager
 
+    from mechtests.interventions import Intervention
     from mechtests.models import LoadedModel
-
-
-class SupportsApplied(Protocol):
-    """What generation needs from an intervention (see ``interventions.py``)."""
-
-    def applied(self, model: LoadedModel) -> AbstractContextManager[object]: ...
-
-    def key(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -221,7 +213,7 @@ def check_fits_context(model: LoadedModel, config: GenerationConfig) -> None:
 
 
 def generate(model: LoadedModel, prompts: TextSet | Sequence[str], *, config: GenerationConfig | None = None,
-             intervention: SupportsApplied | None = None, collect_stats: bool = False,
+             intervention: Intervention | None = None, collect_stats: bool = False,
              on_batch: Callable[[int], None] | None = None) -> GenerationResult:
     """Greedy continuations of ``prompts`` (in input order), with ``intervention`` active at every step.
 
@@ -243,7 +235,7 @@ def generate(model: LoadedModel, prompts: TextSet | Sequence[str], *, config: Ge
                          on_batch=on_batch)[0]
 
 
-def generate_many(model: LoadedModel, prompts: TextSet | Sequence[str], interventions: Sequence[SupportsApplied | None],
+def generate_many(model: LoadedModel, prompts: TextSet | Sequence[str], interventions: Sequence[Intervention | None],
                   *, config: GenerationConfig | None = None, collect_stats: bool = False,
                   on_batch: Callable[[int], None] | None = None) -> list[GenerationResult]:
     """`generate` for several conditions of one model in one pass: each batch holds the same
@@ -284,7 +276,7 @@ def generate_many(model: LoadedModel, prompts: TextSet | Sequence[str], interven
             if interventions[0] is not None:  # alone: exactly the intervention's own hooks
                 stack.enter_context(interventions[0].applied(model))
         else:
-            layout = stack.enter_context(row_batched(model, interventions))  # type: ignore[arg-type]
+            layout = stack.enter_context(row_batched(model, interventions))
         if collector is not None:
             stack.enter_context(model.hooks([(model.neuron_hook(layer), collector.hook(layer))
                                              for layer in range(model.n_layers)]))

@@ -50,6 +50,8 @@ import torch
 from mechtests.errors import UsageError
 
 HookFn = Callable[[torch.Tensor], "torch.Tensor | None"]
+#: which module tree a forward call runs: the plain Hugging Face twin or the TransformerBridge
+Running = Literal["plain", "bridge"]
 
 ROUTED_MODEL_TYPES = frozenset({"gpt2", "llama", "mistral", "qwen2"})
 """Hugging Face ``model_type`` values with a route table (others always run the bridge)."""
@@ -247,7 +249,7 @@ class HookPlacement:
         return (self.twin is None or not all(hook.routed for hook in self._active)
                 or self.foreign_bridge_hooks() > 0)
 
-    def place(self) -> Literal["plain", "bridge"]:
+    def place(self) -> Running:
         """Move the active hooks to the tree they belong in; returns that tree."""
         want_bridge = self.wants_bridge()
         if want_bridge != self._on_bridge:

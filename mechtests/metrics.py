@@ -22,7 +22,7 @@ import contextlib
 import math
 from collections import Counter
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ from mechtests.data import F1Items, TextSet
 from mechtests.errors import DataError, NumericalError, UsageError
 
 if TYPE_CHECKING:
+    from mechtests.interventions import Intervention
     from mechtests.models import LoadedModel
     from mechtests.scoring import ToxicityScorer
 
@@ -52,11 +53,11 @@ def toxicity_scores(continuations: Sequence[str], scorer: ToxicityScorer) -> np.
     return scores
 
 
-def _applied(intervention: Any, model: LoadedModel) -> contextlib.AbstractContextManager[object]:
+def _applied(intervention: Intervention | None, model: LoadedModel) -> contextlib.AbstractContextManager[object]:
     return contextlib.nullcontext() if intervention is None else intervention.applied(model)
 
 
-def perplexity_windows(model: LoadedModel, text: str, *, window: int, intervention: Any = None,
+def perplexity_windows(model: LoadedModel, text: str, *, window: int, intervention: Intervention | None = None,
                        batch_size: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """Summed next-token NLL and predicted-token count per non-overlapping window of ``text``.
 
@@ -82,7 +83,7 @@ def perplexity_windows(model: LoadedModel, text: str, *, window: int, interventi
     return perplexity_windows_many(model, text, [intervention], window=window, batch_size=batch_size)[0]
 
 
-def perplexity_windows_many(model: LoadedModel, text: str, interventions: Sequence[Any], *, window: int,
+def perplexity_windows_many(model: LoadedModel, text: str, interventions: Sequence[Intervention | None], *, window: int,
                             batch_size: int = 8) -> list[tuple[np.ndarray, np.ndarray]]:
     """`perplexity_windows` of several conditions of one model in one pass: each forward holds
     the same windows once per condition (row ``r`` carries ``interventions[r % C]``,
@@ -177,7 +178,7 @@ def bag_f1(predicted: Sequence[int], true: Sequence[int]) -> float:
 
 
 def f1_scores(model: LoadedModel, sentences: TextSet | F1Items, *, prompt_tokens: int = 32, new_tokens: int = 20,
-              intervention: Any = None, batch_size: int = 32) -> np.ndarray:
+              intervention: Intervention | None = None, batch_size: int = 32) -> np.ndarray:
     """Bag-of-tokens F1 of each item's greedy continuation against its true continuation.
 
     The prompt is each item's first ``prompt_tokens`` tokens (as the papers' tokenizer call).
@@ -197,7 +198,7 @@ def f1_scores(model: LoadedModel, sentences: TextSet | F1Items, *, prompt_tokens
                           batch_size=batch_size)[0]
 
 
-def f1_scores_many(model: LoadedModel, sentences: TextSet | F1Items, interventions: Sequence[Any], *,
+def f1_scores_many(model: LoadedModel, sentences: TextSet | F1Items, interventions: Sequence[Intervention | None], *,
                    prompt_tokens: int = 32, new_tokens: int = 20, batch_size: int = 32) -> list[np.ndarray]:
     """`f1_scores` of several conditions of one model in one generation pass
     (`mechtests.generation.generate_many`): one per-item array per condition, equal to each alone.

@@ -283,7 +283,7 @@ class LoadedModel:
             yield self
 
     @property
-    def running_backend(self) -> Literal["plain", "bridge"]:
+    def running_backend(self) -> hook_routes.Running:
         """Which module tree the next forward call runs: ``"plain"`` (the twin) or ``"bridge"``."""
         return "bridge" if self._placement.wants_bridge() else "plain"
 

@@ -23,7 +23,7 @@ import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
@@ -40,9 +40,22 @@ from mechtests.errors import MechtestsError
 from mechtests.errors import UsageError as MtUsageError
 
 if TYPE_CHECKING:
-    from mechtests.claims import ClaimResult
+    import numpy as np
+
+    from mechtests.checkpoints import ModelSource
+    from mechtests.claims import ClaimResult, Reference
+    from mechtests.effects import BlockAttribution
+    from mechtests.eval_data import EvalData
+    from mechtests.evaluator import Evaluator
+    from mechtests.models import ModelPair
+    from mechtests.probes import Probe
     from mechtests.report import Figure
+    from mechtests.scoring import ToxicityScorer
+    from mechtests.selections import NeuronSelections
+    from mechtests.stats import Estimate, Estimator, Statistic
     from mechtests.storage import Cache
+    from mechtests.thresholds import Direction, Threshold
+    from mechtests.zoo import ZooPair
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     from mechtests import hookspecs
@@ -94,15 +107,15 @@ class MechtestsState:
     scorers: list[Any] = dataclasses.field(default_factory=list)  # remote scorers, for the run summary
     scorer_lines: list[str] = dataclasses.field(default_factory=list)  # their summaries from xdist workers
     cache_notes: list[str] = dataclasses.field(default_factory=list)  # the cache's notes from xdist workers
-    evaluators: list[Any] = dataclasses.field(default_factory=list)  # this process's, for the interventions table
+    evaluators: list[Evaluator] = dataclasses.field(default_factory=list)  # this process's, for the interventions table
     conditions: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # its rows, workers' merged in
     show_conditions: bool = False  # print the interventions table without -v (a protocol run asked for it)
     written: list[str] = dataclasses.field(default_factory=list)
-    zoo: Any = None
+    zoo: ZooPair | None = None
     family_size: int = 0  # claims the collected tests will state at most (the multiplicity's m)
     started: float = dataclasses.field(default_factory=time.time)  # cache entries used since are kept
 
-    def zoo_pair(self) -> Any:
+    def zoo_pair(self) -> ZooPair:
         if self.zoo is None:
             from mechtests.zoo import default_pair
 
@@ -281,7 +294,7 @@ def mt_pair(request: pytest.FixtureRequest) -> PairSpec:
 
 
 @pytest.fixture(scope="session")
-def model_pair(mt_pair: PairSpec, mt_config: RunConfig, request: pytest.FixtureRequest) -> Any:
+def model_pair(mt_pair: PairSpec, mt_config: RunConfig, request: pytest.FixtureRequest) -> ModelPair:
     """Base and tuned model of the pair, loaded once per session with identical flags."""
     from mechtests.builders import load_model_pair
 
@@ -301,14 +314,14 @@ def _record_inputs(st: MechtestsState, pair: str, section: str, values: Mapping[
     inputs[section] = {**(inputs.get(section) or {}), **dict(values)}
 
 
-def _pair_sources(st: MechtestsState, spec: PairSpec) -> tuple[Any, Any]:
+def _pair_sources(st: MechtestsState, spec: PairSpec) -> tuple[ModelSource, ModelSource]:
     from mechtests.preflight import pair_sources
 
     return pair_sources(spec, st.zoo_pair() if spec.is_default else None)
 
 
 @pytest.fixture(scope="session")
-def eval_data(mt_pair: PairSpec, request: pytest.FixtureRequest) -> Any:
+def eval_data(mt_pair: PairSpec, request: pytest.FixtureRequest) -> EvalData:
     """The pair's evaluation data, each role read on first use: its own option (--mt-prompts,
     --mt-probe-data, --mt-perplexity-data, --mt-f1-data), else --mt-data's (or the pair's data
     directory's) file, else the embedded pair's when no data directory is given."""
@@ -322,8 +335,8 @@ def eval_data(mt_pair: PairSpec, request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture(scope="session")
-def probe(model_pair: Any, mt_pair: PairSpec, mt_config: RunConfig, mt_cache: Cache,
-          request: pytest.FixtureRequest) -> Any:
+def probe(model_pair: ModelPair, mt_pair: PairSpec, mt_config: RunConfig, mt_cache: Cache,
+          request: pytest.FixtureRequest) -> Probe:
     """The toxicity probe: --mt-probe, else the pair's, else the zoo's (default pair), else one
     trained on the probe data with the base model (cached by base fingerprint, data and seed).
 
@@ -339,7 +352,7 @@ def probe(model_pair: Any, mt_pair: PairSpec, mt_config: RunConfig, mt_cache: Ca
 
 
 @pytest.fixture(scope="session")
-def scorer(mt_config: RunConfig, request: pytest.FixtureRequest) -> Any:
+def scorer(mt_config: RunConfig, request: pytest.FixtureRequest) -> ToxicityScorer:
     """The toxicity scorer named by --mt-scorer (offline classifier by default); a remote one's
     requests and cache hits go to the run summary."""
     from mechtests.builders import make_run_scorer
@@ -352,8 +365,8 @@ def scorer(mt_config: RunConfig, request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture(scope="session")
-def evaluator(model_pair: Any, probe: Any, scorer: Any, eval_data: Any, mt_config: RunConfig,
-              mt_cache: Cache, request: pytest.FixtureRequest) -> Any:
+def evaluator(model_pair: ModelPair, probe: Probe, scorer: ToxicityScorer, eval_data: EvalData, mt_config: RunConfig,
+              mt_cache: Cache, request: pytest.FixtureRequest) -> Evaluator:
     """One `Evaluator` per pair per session: every condition is computed once and shared."""
     from mechtests.evaluator import Evaluator
 
@@ -365,7 +378,7 @@ def evaluator(model_pair: Any, probe: Any, scorer: Any, eval_data: Any, mt_confi
 
 
 @pytest.fixture
-def selections(evaluator: Any) -> Any:
+def selections(evaluator: Evaluator) -> NeuronSelections:
     """The papers' neuron selections on this pair (`mechtests.selections.NeuronSelections`):
     top-k toxic by cosine, the positively activated filter, the eight groups, top-k reduced."""
     from mechtests.selections import NeuronSelections
@@ -374,7 +387,7 @@ def selections(evaluator: Any) -> Any:
 
 
 @pytest.fixture
-def attribution(evaluator: Any) -> Any:
+def attribution(evaluator: Evaluator) -> BlockAttribution:
     """Per-block base/tuned activation sums of this pair (`mechtests.evaluator.BlockAttribution`),
     for claims on the probe-projected reduction (shares, gross ratio, layer share, fractions)."""
     from mechtests.evaluator import BlockAttribution
@@ -455,7 +468,7 @@ class FigureSink:
         Example:
             >>> mt_figures.add_rows("Recovered fraction vs k", [{"pair": "p", "family": "zero", "k": 4,
             ...     "estimate": 0.2, "ci_low": 0.1, "ci_high": 0.3}],
-            ...     render="mechtests.figures:recovery_figure")  # doctest: +SKIP
+            ...     render="mechtests.figures:family_lines")  # doctest: +SKIP
         """
         from mechtests.report import merge_figure_rows, resolve_renderer
 
@@ -491,11 +504,12 @@ class ClaimRecorder:
             name = self._request.getfixturevalue("mt_pair").name
         return name
 
-    def __call__(self, name: str, *, metric: str, direction: str, threshold: Any, samples: Any = None,
-                 statistic: Any = None, estimate: Any = None, reference: Any = None,
+    def __call__(self, name: str, *, metric: str, direction: Direction, threshold: Threshold,
+                 samples: tuple[np.ndarray, ...] | np.ndarray | None = None, statistic: Statistic | None = None,
+                 estimate: Estimate | float | None = None, reference: Reference | tuple[str, float] | None = None,
                  params: Mapping[str, Any] | None = None, paired: bool = True, proportion: bool = False,
-                 ratio: bool = False, unit_size: float = 1.0, estimator: Any = None,
-                 method: str = "BCa") -> ClaimResult:
+                 ratio: bool = False, unit_size: float = 1.0, estimator: Estimator | None = None,
+                 method: Literal["BCa", "percentile"] = "BCa") -> ClaimResult:
         """State a claim; returns its `ClaimResult`; the test fails/skips per the verdict rules once its
         body returns (every claim of the test evaluated and reported first)
         (``proportion=True``: one sample of independent 0/1 outcomes, exact binomial interval;
@@ -529,11 +543,11 @@ class ClaimRecorder:
                                    "or --mt-multiplicity none.")
         try:
             result = evaluate_claim(
-                name, metric=metric, direction=direction,  # type: ignore[arg-type]
+                name, metric=metric, direction=direction,
                 threshold=override if override is not None else threshold, samples=samples, statistic=statistic,
                 estimate=estimate, reference=reference, params=params, pair=pair, paired=paired,
                 confidence=confidence, n_resamples=resamples, seed=run.seed, proportion=proportion,
-                ratio=ratio, unit_size=unit_size, estimator=estimator, method=method)  # type: ignore[arg-type]
+                ratio=ratio, unit_size=unit_size, estimator=estimator, method=method)
         except MtUsageError as exc:
             if override is None:
                 raise
@@ -778,7 +792,7 @@ def _preflight(config: pytest.Config, st: MechtestsState, needs: Mapping[str, se
     """Run ``mechtests.preflight`` for the pairs in ``needs``; print what was read; usage error on a problem."""
     if not needs:
         return
-    from mechtests.checkpoints import Inspection, ModelSource
+    from mechtests.checkpoints import Inspection
     from mechtests.preflight import preflight_pair
     from mechtests.zoo import ZOO_DIR
 

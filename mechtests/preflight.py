@@ -19,12 +19,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mechtests.checkpoints import Inspection, ModelSource, compare_facts, inspect_source
 from mechtests.config import PairSpec, Settings
 from mechtests.errors import UsageError
-from mechtests.eval_data import ROLE_OPTIONS, ROLES, EvalData, resolve_sources
+from mechtests.eval_data import ROLE_OPTIONS, ROLES, DataSources, EvalData, resolve_sources
+
+if TYPE_CHECKING:
+    from mechtests.zoo import ZooPair
 
 DATA_MARKER = "mechtests_data"
 # In the needs of a pair, besides data roles: which fixtures the selected tests use (transitively).
@@ -77,21 +80,24 @@ def _inspect(source: ModelSource, memo: dict[ModelSource, Inspection]) -> Inspec
     return memo[source]
 
 
-def pair_sources(spec: PairSpec, zoo: Any) -> tuple[ModelSource, ModelSource]:
+def pair_sources(spec: PairSpec, zoo: ZooPair | None) -> tuple[ModelSource, ModelSource]:
     """The two sources of a configured pair; the embedded pair's directories for ``default``."""
     if spec.base is None or spec.tuned is None:
+        if zoo is None:  # a caller's mistake, not a user's: only the embedded pair has no sources
+            raise UsageError(f"pair {spec.name!r} names no base/tuned model and no embedded pair was given. "
+                             "Fix: set both --mt-base and --mt-tuned (or the pair's base/tuned keys).")
         return ModelSource(str(zoo.base_dir), "directory"), ModelSource(str(zoo.tuned_dir), "directory")
     return spec.base, spec.tuned
 
 
-def data_sources(settings: Settings, spec: PairSpec, zoo_data: Path) -> Any:
+def data_sources(settings: Settings, spec: PairSpec, zoo_data: Path) -> DataSources:
     """Where each data role of ``spec`` comes from (``eval_data.resolve_sources``)."""
     directory, where = settings.data_directory(spec)
     return resolve_sources(settings.data_paths(spec), directory, directory_where=where, default_directory=zoo_data,
                            all_prompts=settings.all_prompts)
 
 
-def preflight_pair(settings: Settings, spec: PairSpec, *, zoo: Any, zoo_data: Path,
+def preflight_pair(settings: Settings, spec: PairSpec, *, zoo: ZooPair | None, zoo_data: Path,
                    needed_roles: Iterable[str] | None = None,
                    memo: dict[ModelSource, Inspection] | None = None) -> CheckedPair:
     """Check one pair and its data (module docstring).
@@ -150,7 +156,7 @@ def preflight_pair(settings: Settings, spec: PairSpec, *, zoo: Any, zoo_data: Pa
     return checked
 
 
-def probe_file(settings: Settings, spec: PairSpec, zoo: Any) -> Path | None:
+def probe_file(settings: Settings, spec: PairSpec, zoo: ZooPair | None) -> Path | None:
     """The probe file a pair uses: ``--mt-probe``, else the pair's ``probe``, else for the embedded
     pair its toxicity probe — unless labelled probe data was given for it (``--mt-probe-data`` or
     the pair's ``probe_data``): that is another concept's data, so a probe is trained on it rather
@@ -163,7 +169,7 @@ def probe_file(settings: Settings, spec: PairSpec, zoo: Any) -> Path | None:
     return None
 
 
-def _check_probe(settings: Settings, spec: PairSpec, zoo: Any, base: Inspection, data: EvalData,
+def _check_probe(settings: Settings, spec: PairSpec, zoo: ZooPair | None, base: Inspection, data: EvalData,
                  lines: list[str], *, needed: bool) -> dict[str, Any] | None:
     """A given probe file is always checked; what it lacks matters only when a test uses it."""
     from mechtests.probes import load_probe

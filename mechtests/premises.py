@@ -8,9 +8,12 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from mechtests.effects import BlockAttribution
 
 
 def require_reduction(tox_base: Sequence[float] | np.ndarray, tox_tuned: Sequence[float] | np.ndarray) -> None:
@@ -29,7 +32,7 @@ def require_reduction(tox_base: Sequence[float] | np.ndarray, tox_tuned: Sequenc
                     "undefined. See dpo_reduces_toxicity.", pytrace=False)
 
 
-def require_change(attribution: Any) -> None:
+def require_change(attribution: BlockAttribution) -> None:
     """Fail the test clearly when no neuron's probe projection differs between the two models
     (``attribution``: a `BlockAttribution`).
 

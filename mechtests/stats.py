@@ -29,13 +29,11 @@ import numpy as np
 from scipy import special, stats
 
 from mechtests.errors import NumericalError, UsageError
+from mechtests.thresholds import Direction, Threshold, satisfies
 
-Direction = Literal[">", "<", "within"]
-Threshold = float | tuple[float, float]
 Statistic = Callable[..., float | np.ndarray]
 #: ``(confidence, threshold, direction) -> Estimate``: an interval a claim computes itself.
 Estimator = Callable[[float, Threshold, Direction], "Estimate"]
-DIRECTIONS: tuple[str, ...] = (">", "<", "within")
 
 
 @dataclass(frozen=True)
@@ -242,18 +240,8 @@ def beyond_every_resample(dist: np.ndarray, t: Threshold, direction: Direction) 
 def _degenerate_p(value: float, t: Threshold | None, direction: Direction | None) -> float | None:
     if t is None or direction is None:
         return None
-    ok = value_satisfies(value, t, direction)
+    ok = satisfies(value, t, direction)
     return 0.0 if ok else 1.0
-
-
-def value_satisfies(value: float, t: Threshold, direction: Direction) -> bool:
-    """Whether a single number lies strictly on the claimed side of the threshold."""
-    if direction == ">":
-        return value > t  # type: ignore[operator]
-    if direction == "<":
-        return value < t  # type: ignore[operator]
-    lo, hi = t  # type: ignore[misc]
-    return lo < value < hi
 
 
 def bootstrap_estimate(

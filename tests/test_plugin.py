@@ -144,8 +144,8 @@ def test_malformed_compare_fail_expression(pytester: pytest.Pytester) -> None:
 @pytest.mark.parametrize("pyproject, message", [
     ('[tool.mechtests]\nprofil = "ci"\n', "unknown key(s) ['profil'] in [tool.mechtests]"),
     ('[tool.mechtests]\nprofile = "turbo"\n', "[tool.mechtests] profile: 'turbo' is not one of"),
-    ('[tool.mechtests.thresholds]\nmy_claim = [0.6, 0.3]\n', "impossible interval [0.6, 0.3]"),
-    ('[tool.mechtests.thresholds]\nmy_claim = nan\n', "[tool.mechtests.thresholds].my_claim: nan must be finite"),
+    ('[tool.mechtests.thresholds]\nmy_claim = [0.6, 0.3]\n', "impossible threshold [0.6, 0.3]"),
+    ('[tool.mechtests.thresholds]\nmy_claim = nan\n', "[tool.mechtests.thresholds].my_claim: threshold nan is not finite"),
     ('[tool.mechtests.pairs.mine]\nbase = "gpt2"\n', "[tool.mechtests.pairs].mine: missing tuned"),
     ('[tool.mechtests.pairs.default]\nbase = "a"\ntuned = "b"\n', "reserved"),
     ('[tool.mechtests.pairs.mine]\nbase = "gpt2"\ntuned = "gpt2"\nprobe = "nope.pt"\n', "mine.probe: path"),
