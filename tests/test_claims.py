@@ -74,6 +74,37 @@ def test_impossible_thresholds_are_usage_errors(direction: str, threshold: objec
         evaluate_claim("c", metric="m", direction=direction, threshold=threshold, estimate=0.5)  # type: ignore[arg-type]
 
 
+_THRESHOLD_VALUES = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.text(max_size=4), st.none(),
+    st.lists(st.one_of(st.floats(allow_nan=True), st.booleans(), st.text(max_size=3)), max_size=3),
+)
+
+
+@given(value=_THRESHOLD_VALUES, direction=st.sampled_from([">", "<", "within"]))
+@settings(max_examples=300, deadline=None)
+def test_one_threshold_rule_for_claims_and_overrides(value: object, direction: str) -> None:
+    """An override in [tool.mechtests.thresholds] and a threshold given to claim() are read by the
+    same rule: an override is accepted iff it is a valid threshold for some direction, and a claim's
+    threshold iff it is valid for the claim's own direction (a number vs [low, high])."""
+    from mechtests.config import parse_threshold
+
+    def ok(fn: object, *args: object) -> object:
+        try:
+            return fn(*args)  # type: ignore[operator]
+        except UsageError:
+            return None
+
+    as_override = ok(parse_threshold, value, "pyproject")
+    as_claim = ok(validate_threshold, direction, value)
+    if as_claim is not None:
+        assert as_override == as_claim  # the same value, read the same way
+    if as_override is not None:
+        fits = isinstance(as_override, tuple) == (direction == "within")
+        assert (as_claim is not None) == fits
+    else:
+        assert as_claim is None
+
+
 def test_exact_estimate_and_precomputed_estimate() -> None:
     r = evaluate_claim("identity", metric="residual", direction="<", threshold=1e-4, estimate=3e-8)
     assert (r.verdict, r.estimate.method, r.estimate.n, r.estimate.p_value) == ("pass", "exact", None, None)
