@@ -3,7 +3,8 @@
 The plugin provides ``model_pair``, ``evaluator``, ``claim``, ``probe``, ``eval_data`` and
 ``mt_config``, and for claim authors ``selections`` (the papers' neuron selections) and
 ``attribution`` (the block-bootstrap attribution inputs); this file turns the claims' results
-into the HTML report's figures (through the plugin's ``pytest_mechtests_claim`` hook) and names
+into the HTML report's figures (``mt_paper_figures.py``, fed through the plugin's ``pytest_mechtests_claim``
+hook) and names
 the papers' conditions in the interventions table (``pytest_mechtests_evaluator``).
 """
 
@@ -16,19 +17,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+from mt_paper_figures import RECOVERY_CAPTION, RECOVERY_FAMILIES, RECOVERY_RENDER, RECOVERY_TITLE
 from mt_reference import FIGURE_NOTES
 
-from mechtests.evaluator import BlockAttribution
+from mechtests.claims import ClaimResult
+from mechtests.effects import BlockAttribution
+from mechtests.evaluator import Evaluator
+from mechtests.plugin import FigureSink
 
-# The claims whose recovered fraction goes into the recovery-vs-k figure, by family (k: the
-# claim's ``neurons`` parameter).
-RECOVERY_FAMILIES = {"zero_ablation_not_enough": "zero top-k toxic",
-                     "zero_positive_ablation_not_enough": "zero top-k toxic & positive",
-                     "tp_down_patch_is_partial": "patch TP↓", "all_groups_patch_emulates_dpo": "patch all four groups"}
 _recovery_points = pytest.StashKey[list[dict[str, Any]]]()
 
 
-def pytest_mechtests_claim(item: pytest.Item, result: Any) -> None:
+def pytest_mechtests_claim(item: pytest.Item, result: ClaimResult) -> None:
     """Every recovered-fraction claim, pass or fail, becomes a point of the recovery figure."""
     family = RECOVERY_FAMILIES.get(result.name)
     e = result.estimate
@@ -47,7 +47,7 @@ class FigureRecorder:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def figure_recorder(mt_figures: Any, pytestconfig: pytest.Config) -> Iterator[FigureRecorder]:
+def figure_recorder(mt_figures: FigureSink, pytestconfig: pytest.Config) -> Iterator[FigureRecorder]:
     """Session recorder; at the end it adds the papers' figures to the ``--mt-html`` report
     (teardown runs before the plugin writes the report at session finish)."""
     recorder = FigureRecorder()
@@ -63,11 +63,7 @@ def figure_recorder(mt_figures: Any, pytestconfig: pytest.Config) -> Iterator[Fi
     points = pytestconfig.stash.get(_recovery_points, [])
     for pair in sorted({p["pair"] for p in points}):
         pts = [p for p in points if p["pair"] == pair]
-        mt_figures.add_rows(
-            f"Recovered fraction vs k ({pair})", pts, render="mechtests.figures:recovery_figure",
-            caption="Fraction of DPO's toxicity reduction reproduced by zeroing the top-k toxic neurons (all, or "
-            "positively activated only) and by patching groups to the tuned model's activations (k = group "
-            "size); bands: claim CIs. Paper A: ablation 0.07-0.55, TP↓ patch 0.48.")
+        mt_figures.add_rows(f"{RECOVERY_TITLE} ({pair})", pts, render=RECOVERY_RENDER, caption=RECOVERY_CAPTION)
 
 
 def per_prompt(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -75,7 +71,7 @@ def per_prompt(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
     return tuple(np.asarray(a, dtype=np.float64) for a in arrays)
 
 
-def pytest_mechtests_evaluator(evaluator: Any) -> None:
+def pytest_mechtests_evaluator(evaluator: Evaluator) -> None:
     """Name the papers' conditions the claims use in the interventions table, with the paper's values."""
     from mt_protocol import label_conditions
 

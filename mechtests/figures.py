@@ -2,8 +2,11 @@
 
 Each chart function returns one ``<svg>`` element as a string that an HTML page can inline.
 Coordinates are computed here with a linear scale and "nice" ticks; text is XML-escaped.
-:func:`attribution_figures` and :func:`recovery_figure` draw the attribution and recovery figures from a
-:class:`mechtests.evaluator.BlockAttribution` and from recorded claim results.
+:func:`attribution_figures` draws any pair's `mechtests.effects.BlockAttribution` (group shares with the
+claims' own interval method, reduction per layer, change vs cosine, cumulative share);
+:func:`family_lines` draws recorded claim results as one line per family (a rows renderer for
+``mt_figures.add_rows``). Nothing here knows a paper: the reference suite's figures, captions and
+values live in ``hypotheses/`` (``mt_figures.py``, ``mt_reference.py``).
 
 Example:
     >>> svg = bar_chart(["a", "b"], [0.3, 0.7], title="shares")
@@ -16,12 +19,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
 import numpy as np
 
-from mechtests.effects import GROUP_LABELS
+from mechtests.effects import GROUP_LABELS, GROUP_NAMES, group_masks
+
+if TYPE_CHECKING:
+    from mechtests.effects import BlockAttribution
 
 WIDTH, HEIGHT = 560, 320
 MARGIN_LEFT, MARGIN_RIGHT, MARGIN_TOP, MARGIN_BOTTOM = 64, 16, 32, 56
@@ -173,7 +179,7 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], *, lows: Sequence[
     """
     if len(labels) != len(values) or not labels:
         raise ValueError(f"bar_chart needs one value per label, got {len(labels)} labels and {len(values)} values")
-    extra = list(lows or []) + list(highs or [])
+    extra = [v for v in list(lows or []) + list(highs or []) if math.isfinite(v)]  # a NaN bound: no whisker
     ticks, ys = _y_scale(list(values) + extra)
     n = len(labels)
     slot = (WIDTH - MARGIN_LEFT - MARGIN_RIGHT) / n
@@ -186,7 +192,7 @@ def bar_chart(labels: Sequence[str], values: Sequence[float], *, lows: Sequence[
         x = MARGIN_LEFT + i * slot + slot * 0.15
         parts.append(f'<rect x="{x:.1f}" y="{top:.1f}" width="{slot * 0.7:.1f}" height="{bottom - top:.1f}" '
                      f'fill="{color}"><title>{escape(str(labels[i]))}: {_fmt(v)}</title></rect>')
-        if lows is not None and highs is not None:
+        if lows is not None and highs is not None and math.isfinite(lows[i]) and math.isfinite(highs[i]):
             cx = MARGIN_LEFT + (i + 0.5) * slot
             parts.append(f'<line x1="{cx:.1f}" y1="{ys(lows[i]):.1f}" x2="{cx:.1f}" y2="{ys(highs[i]):.1f}" '
                          'stroke="#000" stroke-width="1.5"/>')
@@ -325,31 +331,43 @@ def _rounded(values: Any, digits: int = 6) -> list[float | None]:
             for v in np.asarray(values, dtype=np.float64).reshape(-1)]
 
 
-def attribution_figures(attr: Any, *, confidence: float = 0.95, n_resamples: int = 500, seed: int = 0,
-                        notes: Mapping[str, str] | None = None) -> list[tuple[str, str, str, dict[str, Any]]]:
+def attribution_figures(attr: BlockAttribution, *, confidence: float = 0.95, n_resamples: int = 500,
+                        seed: int = 0, notes: Mapping[str, str] | None = None
+                        ) -> list[tuple[str, str, str, dict[str, Any]]]:
     """The attribution figures as ``(title, svg, caption, data)`` from a ``BlockAttribution``;
     ``data`` is what the figure draws (JSON-ready), for the report. ``notes``: a sentence to add to
     a figure's caption, by title (the reference suite gives the papers' values there).
 
-    Group shares are the claims' cross-fitted shares (`BlockAttribution.share`) with percentile
-    intervals from a bootstrap of each half of the blocks within itself.
-    """
-    from mechtests.evaluator import GROUP_NAMES, group_masks
+    Group shares are the claims' cross-fitted shares (`BlockAttribution.share`) with the claims'
+    interval: `stats.bootstrap_estimate` (BCa) of each half of the blocks resampled within itself,
+    at ``confidence`` per bar.
 
-    rng = np.random.default_rng(seed)
+    Example:
+        >>> figs = attribution_figures(attr)  # doctest: +SKIP
+        >>> [title for title, *_ in figs][:2]  # doctest: +SKIP
+        ['Share of the probe-projected reduction per group', 'Reduction per layer']
+    """
+    from mechtests.errors import NumericalError
+    from mechtests.stats import bootstrap_estimate
+
     point = attr.crossfit_shares()  # the claims' statistic: sorted on one half, summed on the other
-    first, second = attr.folds()
-    halves = (rng.choice(first, (n_resamples, first.size)), rng.choice(second, (n_resamples, second.size)))
-    draws = np.column_stack([attr.share((g,))(*halves) for g in GROUP_NAMES])
-    alpha = (1 - confidence) / 2
-    lows, highs = np.nanquantile(draws, alpha, axis=0), np.nanquantile(draws, 1 - alpha, axis=0)
+    def interval(group: str) -> tuple[float, float]:
+        try:
+            e = bootstrap_estimate(attr.folds(), attr.share((group,)), paired=False, confidence=confidence,
+                                   n_resamples=n_resamples, seed=seed)
+        except NumericalError:  # a resample with no reduction in the four groups: the bar has no whisker
+            return math.nan, math.nan
+        return e.ci_low, e.ci_high
+
+    lows, highs = (np.array(bounds) for bounds in zip(*(interval(g) for g in GROUP_NAMES), strict=True))
     labels = [GROUP_DISPLAY[g] for g in GROUP_NAMES]
     values = [float(point[g]) for g in GROUP_NAMES]
     figs = [("Share of the probe-projected reduction per group",
              bar_chart(labels, values, lows=lows.tolist(), highs=highs.tolist(), title="Group shares of the reduction",
                        ylabel="share", colors=[GROUP_COLORS[label] for label in labels]),
              (f"Bars: share of the four groups' total reduction; whiskers: {confidence:.0%} block-bootstrap "
-              "interval; neurons sorted into groups on one half of the prompts, their reduction summed on the other."),
+              "interval (BCa, as the claims'); neurons sorted into groups on one half of the prompts, their "
+              "reduction summed on the other."),
              {"group": labels, "share": _rounded(values), "ci_low": _rounded(lows), "ci_high": _rounded(highs),
               "confidence": confidence, "n_resamples": n_resamples, "n_blocks": int(attr.n_blocks)})]
     red, base, tuned = attr.reduction()
@@ -390,25 +408,27 @@ def attribution_figures(attr: Any, *, confidence: float = 0.95, n_resamples: int
             for title, svg, caption, data in figs]
 
 
-RECOVERY_RANGE = (-1.0, 2.0)
+def family_lines(points: Sequence[Mapping[str, Any]], *, title: str = "", xlabel: str = "k", ylabel: str = "estimate",
+                 clip: tuple[float, float] | None = None, log_x: bool = True, hline: float | None = None,
+                 hline_label: str = "") -> str:
+    """One line per ``family`` of claim results (x: ``k``, y: ``estimate`` with its
+    ``ci_low``/``ci_high`` band or whisker), e.g. a recovered fraction vs the number of neurons.
+    Usable as a rows renderer (``mt_figures.add_rows(..., render="mechtests.figures:family_lines")``).
 
+    ``clip``: the y range drawn — a ratio's interval can explode when its denominator is small
+    on some resamples, and one wild band must not flatten the figure (the axis label says so).
 
-def recovery_figure(points: Sequence[Mapping[str, Any]], *, clip: tuple[float, float] = RECOVERY_RANGE) -> str:
-    """Recovered fraction vs k per family, with CI bands, from recorded claim points.
-
-    A ratio's bootstrap interval explodes when the tuned model's reduction is small on some
-    resamples; values are clipped to ``clip`` so one wild band does not flatten the figure.
-
-    Args:
-        points: mappings with ``family``, ``k``, ``estimate``, ``ci_low``, ``ci_high``.
-        clip: the y range drawn.
+    Example:
+        >>> svg = family_lines([{"family": "zero", "k": 4, "estimate": 0.2, "ci_low": 0.1, "ci_high": 0.3}])
+        >>> svg.startswith("<svg")
+        True
     """
-    lo, hi = clip
+    lo, hi = clip if clip is not None else (-math.inf, math.inf)
 
     def c(v: Any) -> float:
         return float(min(max(float(v), lo), hi))
 
-    fams: dict[str, list[Any]] = {}
+    fams: dict[str, list[Mapping[str, Any]]] = {}
     for p in points:
         fams.setdefault(str(p["family"]), []).append(p)
     series = []
@@ -416,9 +436,9 @@ def recovery_figure(points: Sequence[Mapping[str, Any]], *, clip: tuple[float, f
         ps = sorted(ps, key=lambda p: p["k"])
         series.append(Series(fam, tuple(float(p["k"]) for p in ps), tuple(c(p["estimate"]) for p in ps),
                              tuple(c(p["ci_low"]) for p in ps), tuple(c(p["ci_high"]) for p in ps)))
-    return line_chart(series, title="Fraction of DPO's toxicity reduction recovered", xlabel="neurons (k)",
-                      ylabel=f"recovered (clipped to [{lo:g}, {hi:g}])", log_x=True, hline=1.0,
-                      hline_label="tuned model", colors=series_colors([s.name for s in series]))
+    shown = f"{ylabel} (clipped to [{lo:g}, {hi:g}])" if clip is not None else ylabel
+    return line_chart(series, title=title, xlabel=xlabel, ylabel=shown, log_x=log_x, hline=hline,
+                      hline_label=hline_label, colors=series_colors([s.name for s in series]))
 
 
 def series_colors(names: Sequence[str]) -> list[str]:

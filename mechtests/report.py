@@ -502,8 +502,8 @@ def resolve_renderer(render: str, title: str) -> Callable[[list[dict[str, Any]]]
     """The function named ``"module:function"`` that draws a rows figure.
 
     Example:
-        >>> resolve_renderer("mechtests.figures:recovery_figure", "t").__name__
-        'recovery_figure'
+        >>> resolve_renderer("mechtests.figures:family_lines", "t").__name__
+        'family_lines'
     """
     module_name, _, function = str(render).partition(":")
     try:
@@ -512,7 +512,7 @@ def resolve_renderer(render: str, title: str) -> Callable[[list[dict[str, Any]]]
         fn = None
     if not callable(fn):
         raise UsageError(f"figure {title!r}: render={render!r} is not an importable 'module:function'. "
-                         "Fix: e.g. render='mechtests.figures:recovery_figure'.")
+                         "Fix: e.g. render='mechtests.figures:family_lines'.")
     return fn
 
 

@@ -130,16 +130,16 @@ def test_one_palette_a_group_has_one_colour_in_every_figure() -> None:
     svg, data = figs["Activation change vs cosine"]
     points = _fills(svg, "circle")
     assert [figures.GROUP_COLORS[g] for g in data["group"]] == points  # each point in its group's colour
-    patch = figures.recovery_figure([{"family": "patch TP↓", "k": 40, "estimate": 0.4, "ci_low": 0.2, "ci_high": 0.6},
-                                     {"family": "zero top-k", "k": 4, "estimate": 0.1, "ci_low": 0.0, "ci_high": 0.2}])
+    patch = figures.family_lines([{"family": "patch TP↓", "k": 40, "estimate": 0.4, "ci_low": 0.2, "ci_high": 0.6},
+                                  {"family": "zero top-k", "k": 4, "estimate": 0.1, "ci_low": 0.0, "ci_high": 0.2}])
     assert figures.GROUP_COLORS["TP↓"] in _fills(patch, "circle")
     assert not set(figures.SERIES_COLORS) & set(figures.GROUP_COLORS.values())
 
 
 def test_every_point_with_an_interval_has_a_whisker_even_a_lone_one() -> None:
     """Patch families are one point each: a band needs two points, a whisker does not."""
-    svg = figures.recovery_figure([{"family": "patch all four groups", "k": 300, "estimate": 0.57,
-                                    "ci_low": 0.30, "ci_high": 0.84}])
+    svg = figures.family_lines([{"family": "patch all four groups", "k": 300, "estimate": 0.57,
+                                 "ci_low": 0.30, "ci_high": 0.84}])
     root = parse(svg)
     whiskers = [el for el in root.iter(f"{SVG}path") if el.get("class") == "whisker"]
     assert len(whiskers) == 1 and not root.findall(f"{SVG}polygon")
@@ -172,17 +172,17 @@ def test_log_ticks_and_thinning_known_answers() -> None:
     assert figures.thin_labels([(0.0, "1"), (5.0, "2"), (30.0, "3")]) == [(0.0, "1"), (30.0, "3")]
 
 
-def test_recovery_figure_one_series_per_family() -> None:
+def test_family_lines_one_series_per_family() -> None:
     pts = [{"family": f, "k": k, "estimate": 0.1 * k, "ci_low": 0.0, "ci_high": 0.5}
            for f in ("zero top-k", "zero top-k positive") for k in (4, 8)]
-    root = parse(figures.recovery_figure(pts))
+    root = parse(figures.family_lines(pts))
     assert len(root.findall(f"{SVG}polyline")) == 2
 
 
-def test_recovery_figure_clips_exploding_intervals() -> None:
+def test_family_lines_clip_exploding_intervals() -> None:
     pts = [{"family": "f", "k": 4, "estimate": 0.2, "ci_low": -8811.0, "ci_high": 0.9},
            {"family": "f", "k": 8, "estimate": 0.3, "ci_low": 0.1, "ci_high": 0.5}]
-    root = parse(figures.recovery_figure(pts))
+    root = parse(figures.family_lines(pts, clip=(-1.0, 2.0)))
     ticks = [float(t.text) for t in root.findall(f"{SVG}text") if t.get("text-anchor") == "end" and t.text
              and t.text.lstrip("-").replace(".", "").isdigit()]
     assert min(ticks) >= -1.0 and max(ticks) <= 2.0

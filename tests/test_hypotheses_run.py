@@ -91,7 +91,7 @@ def test_suite_on_a_tiny_pair_reports_every_claim_and_exit_code_follows_verdicts
         entry = next(f for f in report["figures"] if f["title"].startswith(title))
         assert entry["data"], title
     recovery = next(f for f in report["figures"] if f["title"].startswith("Recovered fraction"))["data"]
-    assert recovery["render"] == "mechtests.figures:recovery_figure"
+    assert recovery["render"] == "mt_paper_figures:recovery_figure"  # the papers' figure: hypotheses/
     assert {r["family"] for r in recovery["rows"]} >= {"zero top-k toxic", "patch TP↓"}
     assert len(claims) == len(report["claims"])
 

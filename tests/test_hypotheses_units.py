@@ -71,3 +71,40 @@ def test_held_out_is_train_probes_test_split(tiny_model) -> None:
     # a probe trained on other data: every example is held out
     other = TextSet("o", texts[:20], data.labels[:20])
     assert len(probe_module.held_out(fit.probe, other)) == 20
+
+
+def test_papers_recovery_figure_is_drawn_from_claim_points() -> None:
+    figs = load("mt_paper_figures")
+    svg = figs.recovery_figure([{"family": "patch TP↓", "k": 40, "estimate": 0.4, "ci_low": -50.0, "ci_high": 0.6},
+                                {"family": "zero top-k toxic", "k": 4, "estimate": 0.1, "ci_low": 0.0, "ci_high": 0.2}])
+    assert "Fraction of DPO&#x27;s toxicity reduction recovered" in svg or "Fraction of DPO's toxicity" in svg
+    assert "clipped to [-1, 2]" in svg and svg.count("<polyline") + svg.count('class="whisker"') >= 2
+    assert figs.RECOVERY_RENDER == "mt_paper_figures:recovery_figure"
+    assert set(figs.RECOVERY_FAMILIES) <= {c for c in load("mt_reference").PAPER_CLAIMS}
+
+
+# The papers' reported values (PAPER.md): none of them may be a constant of the library's code.
+PAPER_VALUES = {0.453, 0.208, 0.318, 0.239, 0.373, 0.403, 0.405, 0.436, 0.384, 0.366, 0.319, 0.335, 0.482, 0.547}
+
+
+def test_the_library_knows_nothing_of_the_papers() -> None:
+    """Paper numbers, captions and claims live under hypotheses/ (issue 12 item 4): the library's code
+    (docstrings aside, where an example may quote one) holds no paper value and no "Paper A/B" text."""
+    import ast
+
+    library = Path(__file__).resolve().parents[1] / "mechtests"
+    found = []
+    for path in sorted(library.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                      and node.body and isinstance(node.body[0], ast.Expr)
+                      and isinstance(node.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Constant) or id(node) in docstrings:
+                continue
+            if isinstance(node.value, float) and round(node.value, 3) in PAPER_VALUES:
+                found.append(f"{path.name}:{node.lineno} {node.value}")
+            if isinstance(node.value, str) and ("Paper A" in node.value or "Paper B" in node.value):
+                found.append(f"{path.name}:{node.lineno} {node.value[:60]!r}")
+    assert not found, found

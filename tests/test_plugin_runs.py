@@ -299,7 +299,7 @@ def test_points(k, mt_figures):
     # one point per test: the figure must hold all six, whichever worker ran which test
     mt_figures.add_rows("gathered", [{"family": "zero", "k": k, "estimate": k / 10,
                                       "ci_low": k / 10 - 0.05, "ci_high": k / 10 + 0.05}],
-                        render="mechtests.figures:recovery_figure", caption="six points")
+                        render="mechtests.figures:family_lines", caption="six points")
 """
 
 
@@ -334,7 +334,7 @@ def test_bad(mt_figures):
 def test_add_rows_rejects_rows_that_are_not_json(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_mti_bad="""
 def test_bad(mt_figures):
-    mt_figures.add_rows("t", [{"k": float("nan")}], render="mechtests.figures:recovery_figure")
+    mt_figures.add_rows("t", [{"k": float("nan")}], render="mechtests.figures:family_lines")
 """)
     result = pytester.runpytest()
     result.assert_outcomes(failed=1)
