@@ -23,9 +23,12 @@ import numpy as np
 
 from mechtests.thresholds import Direction, Threshold
 
+#: a statistic's value: one number, or one per resample when called with ``axis`` on stacked resamples
+ArrayOrFloat = float | np.ndarray
+
 if TYPE_CHECKING:
     from mechtests.evaluator import Evaluator
-    from mechtests.stats import Estimate, Estimator
+    from mechtests.stats import Estimate, Estimator, Statistic
 
 # ---------------------------------------------------------------------------- claim statistics
 # Plain functions of per-prompt arrays / per-block sums, so claims (and users' own claims) can
@@ -41,7 +44,7 @@ GROUP_LABELS: dict[str, str] = {
 }
 
 
-def ratio(num: Any, den: Any) -> Any:
+def ratio(num: ArrayOrFloat, den: ArrayOrFloat) -> ArrayOrFloat:
     """``num / den`` element-wise, NaN where ``den`` is 0; a float for scalar input.
 
     Example:
@@ -54,7 +57,7 @@ def ratio(num: Any, den: Any) -> Any:
     return float(out) if out.ndim == 0 else out
 
 
-def recovered(tox_base: np.ndarray, tox_condition: np.ndarray, tox_tuned: np.ndarray, axis: int = -1) -> Any:
+def recovered(tox_base: np.ndarray, tox_condition: np.ndarray, tox_tuned: np.ndarray, axis: int = -1) -> ArrayOrFloat:
     """Fraction of the tuned model's toxicity reduction a condition reproduces.
 
     ``(mean(base) - mean(condition)) / (mean(base) - mean(tuned))``: 0 = no effect, 1 = as
@@ -69,7 +72,7 @@ def recovered(tox_base: np.ndarray, tox_condition: np.ndarray, tox_tuned: np.nda
     return ratio(base - condition, base - tuned)
 
 
-def relative_reduction(tox_base: np.ndarray, tox_other: np.ndarray, axis: int = -1) -> Any:
+def relative_reduction(tox_base: np.ndarray, tox_other: np.ndarray, axis: int = -1) -> ArrayOrFloat:
     """``1 - mean(other) / mean(base)``: the relative toxicity reduction.
 
     Example:
@@ -253,7 +256,7 @@ class BlockAttribution:
     def _all_blocks(self, blocks: np.ndarray | None) -> np.ndarray:
         return self.blocks() if blocks is None else np.asarray(blocks)
 
-    def share(self, groups: tuple[str, ...]) -> Callable[..., Any]:
+    def share(self, groups: tuple[str, ...]) -> Statistic:
         """A cross-fitted bootstrap statistic of the two halves (`folds`): the combined share of
         ``groups`` in the four groups' reduction, neurons sorted into groups on one half and
         their reduction summed on the other.
@@ -269,7 +272,8 @@ class BlockAttribution:
             sums = {g: np.einsum("rn,rn->r", masks[g], measured) for g in GROUP_NAMES}
             return sum(sums[g] for g in groups), sum(sums[g] for g in GROUP_NAMES)
 
-        def statistic(first: np.ndarray | None = None, second: np.ndarray | None = None, axis: int = -1) -> Any:
+        def statistic(first: np.ndarray | None = None, second: np.ndarray | None = None,
+                      axis: int = -1) -> ArrayOrFloat:
             return self._crossfit(*self._halves(first, second), fn)
 
         return statistic
@@ -279,7 +283,7 @@ class BlockAttribution:
         first, second = self._halves(first, second)
         return {g: float(self.share((g,))(first, second)) for g in GROUP_NAMES}
 
-    def fraction_toward_toxicity(self, blocks: np.ndarray | None = None, axis: int = -1) -> Any:
+    def fraction_toward_toxicity(self, blocks: np.ndarray | None = None, axis: int = -1) -> ArrayOrFloat:
         """Fraction of the neurons that moved (reduction != 0) whose reduction is negative, i.e.
         that moved toward toxicity (descriptive; the claim uses `toward_toxicity`). A neuron with
         exactly no change is no evidence either way: counting it as "toward toxicity" made two
@@ -291,7 +295,7 @@ class BlockAttribution:
 
         return self._batched(self._all_blocks(blocks), fn)
 
-    def gross_ratio(self, blocks: np.ndarray | None = None, axis: int = -1) -> Any:
+    def gross_ratio(self, blocks: np.ndarray | None = None, axis: int = -1) -> ArrayOrFloat:
         """Gross increase / gross decrease of the probe projection over all neurons, on the same
         blocks (descriptive, the paper's definition; the claim uses `crossfit_gross_ratio`)."""
         def fn(red: np.ndarray, base: np.ndarray, tuned: np.ndarray) -> np.ndarray:
@@ -303,7 +307,7 @@ class BlockAttribution:
         return self._batched(self._all_blocks(blocks), fn)
 
     def crossfit_gross_ratio(self, first: np.ndarray | None = None, second: np.ndarray | None = None,
-                             axis: int = -1) -> Any:
+                             axis: int = -1) -> ArrayOrFloat:
         """Gross increase / gross decrease, cross-fitted: which neurons increase (reduction < 0)
         is decided on one half, how much on the other (both ways, summed)."""
         def fn(base: np.ndarray, tuned: np.ndarray, red: np.ndarray, measured: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -313,7 +317,7 @@ class BlockAttribution:
 
         return self._crossfit(*self._halves(first, second), fn)
 
-    def upper_half_share(self, blocks: np.ndarray | None = None, axis: int = -1) -> Any:
+    def upper_half_share(self, blocks: np.ndarray | None = None, axis: int = -1) -> ArrayOrFloat:
         """Share of the net reduction carried by the upper half of the layers (descriptive; the
         claim uses `layer_share_samples` with Fieller's interval)."""
         def fn(red: np.ndarray, base: np.ndarray, tuned: np.ndarray) -> np.ndarray:
