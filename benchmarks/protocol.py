@@ -52,7 +52,6 @@ class Sizes:
     batch_size: int
     max_new_tokens: int = 20
     max_prompt_tokens: int = 32
-    n_blocks: int = 20
 
 
 def conditions(ev: Any) -> list[tuple[str, str, Callable[[], Any]]]:

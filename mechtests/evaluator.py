@@ -520,12 +520,13 @@ class Evaluator:
         from mechtests.metrics import perplexity_windows_many
 
         window = self.perplexity_window()
-        for group in self._groups(ivs, rows=self.batch_rows("perplexity", window)):
+        rows = self.batch_rows("perplexity", window)
+        for group in self._groups(ivs, rows=rows):
 
             def compute(group: list[Intervention] = group) -> list[tuple[np.ndarray, np.ndarray]]:
                 with torch.inference_mode():
                     return perplexity_windows_many(self.model(role), self.perplexity_text, group, window=window,
-                                                   batch_size=self.batch_rows("perplexity", window))
+                                                   batch_size=rows)
 
             results = self._timed(f"perplexity {role} x{len(group)} conditions together", 1, "text", compute)()
             for iv, (nll, n) in zip(group, results, strict=True):
