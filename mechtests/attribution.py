@@ -4,11 +4,11 @@ PAPER.md (A): ``proj_i(model) = mean a_i * (w_i . p_unit)``; ``reduction_i = pro
 proj_i(tuned)`` (positive = the tuned model writes less along the probe).
 
 Example:
-    >>> base_proj = neuron_projections(pair.base, probe, base_stats.mean_activation())  # doctest: +SKIP
-    >>> tuned_proj = neuron_projections(pair.tuned, probe, tuned_stats.mean_activation())  # doctest: +SKIP
-    >>> ga = group_attribution(cos, base_act, tuned_act, base_proj, tuned_proj)  # doctest: +SKIP
-    >>> ga.shares["TP_down"]  # doctest: +SKIP
-    0.318
+    >>> base_proj = neuron_projections(pair.base, probe, base_stats.mean_activation())
+    >>> tuned_proj = neuron_projections(pair.tuned, probe, tuned_stats.mean_activation())
+    >>> ga = group_attribution(cos, base_act, tuned_act, base_proj, tuned_proj)
+    >>> round(ga.shares["TP_down"], 3)  # on the tiny example pair (PAPER.md: 0.318 on GPT-2 medium)
+    0.314
 """
 
 from __future__ import annotations
@@ -83,8 +83,8 @@ def group_attribution(cosines: torch.Tensor, base_activation: torch.Tensor, tune
     """Group sums and shares of the per-neuron reduction (PAPER.md's table, all eight groups).
 
     Example:
-        >>> ga = group_attribution(cos, a_base, a_tuned, p_base, p_tuned)  # doctest: +SKIP
-        >>> sum(ga.shares[g] for g in GROUPS)  # doctest: +SKIP
+        >>> ga = group_attribution(cos, a_base, a_tuned, p_base, p_tuned)
+        >>> sum(ga.shares[g] for g in GROUPS)
         1.0
     """
     if base_projection.shape != tuned_projection.shape or base_projection.shape != cosines.shape:
@@ -187,8 +187,8 @@ def completeness(pair: ModelPair, probe: Probe, texts: TextSet | Sequence[str], 
     the forward pass itself rounds at ~1e-2, so run this check with ``dtype=torch.float32``.
 
     Example:
-        >>> c = completeness(pair, probe, texts)  # doctest: +SKIP
-        >>> c.relative_residual < 1e-4  # doctest: +SKIP
+        >>> c = completeness(pair, probe, texts)
+        >>> c.relative_residual < 1e-4
         True
     """
     items = list(texts.texts if isinstance(texts, TextSet) else texts)

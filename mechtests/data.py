@@ -477,7 +477,7 @@ def left_padded_batch(tokenizer: Any, texts: Sequence[str], *, max_tokens: int,
         DataError: a text with no tokens (an empty prompt cannot be continued or pooled).
 
     Example:
-        >>> ids, mask = left_padded_batch(tok, ["a b", "a"], max_tokens=32)  # doctest: +SKIP
+        >>> ids, mask = left_padded_batch(tok, ["a b", "a"], max_tokens=32)
     """
     if len(texts) == 0:
         raise UsageError("left_padded_batch got an empty list of texts; give at least one")

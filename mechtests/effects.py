@@ -262,8 +262,8 @@ class BlockAttribution:
         their reduction summed on the other.
 
         Example:
-            >>> attr.share(("TP_down",))(*attr.folds())  # doctest: +SKIP
-            0.59
+            >>> round(attr.share(("TP_down",))(*attr.folds()), 3)  # the tiny example pair
+            0.235
         """
         from mechtests.neurons import group_rule
 

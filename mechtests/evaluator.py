@@ -10,10 +10,10 @@ generation protocol, the scorer identity), so twenty claims that need the base m
 share one computation, and a changed checkpoint never reuses a stale result.
 
 Example:
-    >>> ev = Evaluator(pair, probe=probe, scorer=scorer, data=eval_data, config=cfg, cache=cache)  # doctest: +SKIP
-    >>> tox_base = ev.toxicity("base")                         # np.ndarray[N], one per prompt  # doctest: +SKIP
-    >>> tox_abl = ev.toxicity("base", ZeroAblation(neurons))   # one more generation pass  # doctest: +SKIP
-    >>> stats = ev.neuron_stats("base")                        # served by the first pass  # doctest: +SKIP
+    >>> ev = Evaluator(pair, probe=probe, scorer=scorer, data=eval_data, config=cfg, cache=cache)
+    >>> tox_base = ev.toxicity("base")                         # np.ndarray[N], one per prompt
+    >>> tox_abl = ev.toxicity("base", ZeroAblation(neurons))   # one more generation pass
+    >>> stats = ev.neuron_stats("base")                        # served by the first pass
 """
 
 from __future__ import annotations
@@ -251,7 +251,9 @@ class Evaluator:
         gets the same token budget (128 rows of 52 tokens: 6 windows of 1,024).
 
         Example:
-            >>> ev.batch_rows("perplexity", 1024)  # with --mt-batch-size 128  # doctest: +SKIP
+            >>> from mechtests.config import run_config
+            >>> fixed = Evaluator(pair, probe=probe, scorer=scorer, data=eval_data, config=run_config(batch_size=128))
+            >>> fixed.batch_rows("perplexity", 1024)  # --mt-batch-size 128: 128 rows of 52 tokens
             6
         """
         setting = self.config.batch_size
@@ -449,7 +451,7 @@ class Evaluator:
         neuron statistics), ``perplexity``, ``f1``.
 
         Example:
-            >>> ev.prefetch([("base", None), ("base", ZeroAblation(top100)), ("tuned", None)])  # doctest: +SKIP
+            >>> ev.prefetch([("base", None), ("base", ZeroAblation(top100)), ("tuned", None)])
         """
         from mechtests.interventions import row_batchable
 
@@ -557,7 +559,7 @@ class Evaluator:
         (``paper``: any of ``toxicity``, ``perplexity``, ``f1``). Labelling computes nothing.
 
         Example:
-            >>> ev.label_condition("base", ZeroAblation(top), "zero top-100", paper={"toxicity": 0.403})  # doctest: +SKIP
+            >>> ev.label_condition("base", ZeroAblation(top), "zero top-100", paper={"toxicity": 0.403})
         """
         self.conditions.label(role, self._intervention(intervention), label, paper=paper, order=order)
 
@@ -583,7 +585,8 @@ class Evaluator:
         the probe and the protocol version, e.g. a probe accuracy or a completeness check.
 
         Example:
-            >>> ev.cached("probe_accuracy", {"data": data.sha256}, lambda: compute())  # doctest: +SKIP
+            >>> ev.cached("probe_accuracy", {"data": data.sha256}, lambda: compute())
+            0.875
         """
         full = {"protocol": PROTOCOL_VERSION, "base": self.pair.base.fingerprint,
                 "tuned": self.pair.tuned.fingerprint, "probe": self.probe_key(), **dict(key)}

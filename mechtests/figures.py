@@ -343,8 +343,8 @@ def attribution_figures(attr: BlockAttribution, *, confidence: float = 0.95, n_r
     at ``confidence`` per bar.
 
     Example:
-        >>> figs = attribution_figures(attr)  # doctest: +SKIP
-        >>> [title for title, *_ in figs][:2]  # doctest: +SKIP
+        >>> figs = attribution_figures(attr)
+        >>> [title for title, *_ in figs][:2]
         ['Share of the probe-projected reduction per group', 'Reduction per layer']
     """
     from mechtests.errors import NumericalError

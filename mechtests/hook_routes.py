@@ -31,9 +31,9 @@ route and nobody else has hooks on the bridge, all on the bridge otherwise — o
 never runs half its hooks in each tree.
 
 Example:
-    >>> twin = weight_sharing_twin(hf_model)  # doctest: +SKIP
-    >>> handle = register(twin, "blocks.0.mlp.hook_post", lambda a: a * 0)  # doctest: +SKIP
-    >>> handle.remove()  # doctest: +SKIP
+    >>> twin = weight_sharing_twin(hf_model)
+    >>> handle = register(twin, "blocks.0.mlp.hook_post", lambda a: a * 0)
+    >>> handle.remove()
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ def weight_sharing_twin(hf_model: torch.nn.Module) -> torch.nn.Module:
     before ``TransformerBridge.boot_transformers`` wraps ``hf_model`` in place.
 
     Example:
-        >>> twin = weight_sharing_twin(hf)  # doctest: +SKIP
-        >>> all(a is b for a, b in zip(hf.parameters(), twin.parameters()))  # doctest: +SKIP
+        >>> twin = weight_sharing_twin(hf)
+        >>> all(a is b for a, b in zip(hf.parameters(), twin.parameters()))
         True
     """
     shared = {id(param): param for param in hf_model.parameters()}
@@ -99,7 +99,7 @@ def route(twin: Any, name: str) -> Route | None:
     """The route of hook ``name`` on ``twin``, or ``None`` when it has none (use the bridge).
 
     Example:
-        >>> route(twin, "blocks.1.hook_mlp_out").kind  # doctest: +SKIP
+        >>> route(twin, "blocks.1.hook_mlp_out").kind
         'output'
     """
     model_type = str(getattr(twin.config, "model_type", ""))
@@ -190,8 +190,8 @@ class HookPlacement:
     active hook in install order, so hooks at one point keep their order.
 
     Example:
-        >>> placement = HookPlacement(bridge, twin, source="ckpt")  # doctest: +SKIP
-        >>> with placement.installed([("blocks.0.mlp.hook_post", lambda a: a * 0)]):  # doctest: +SKIP
+        >>> placement = HookPlacement(bridge, twin, source="ckpt")
+        >>> with placement.installed([("blocks.0.mlp.hook_post", lambda a: a * 0)]):
         ...     placement.place()
         'plain'
     """

@@ -6,7 +6,7 @@ pre-activation, so using the same intervention three times in a row has the same
 times (PAPER.md's pitfalls: piled-up hooks, in-place ``x s^3`` scaling).
 
 Example:
-    >>> with ZeroAblation(top_neurons).applied(model):  # doctest: +SKIP
+    >>> with ZeroAblation(top_neurons).applied(model):
     ...     result = generate(model, prompts)
 """
 
@@ -424,8 +424,11 @@ def row_batched(model: LoadedModel, interventions: Sequence[Intervention | None]
     `row_batchable`.
 
     Example:
-        >>> with row_batched(model, [None, ZeroAblation(top)]) as layout:  # doctest: +SKIP
-        ...     layout.rows = 2 * n_prompts; model.forward(ids.repeat_interleave(2, dim=0))
+        >>> with row_batched(model, [None, ZeroAblation(top)]) as layout:
+        ...     layout.rows = 2 * n_prompts  # rows 0, 2, ... untouched; rows 1, 3, ... ablated
+        ...     logits = model.forward(ids.repeat_interleave(2, dim=0), mask.repeat_interleave(2, dim=0)).logits
+        >>> bool((logits[0::2] != logits[1::2]).any()), logits.shape[0] == 2 * n_prompts
+        (True, True)
     """
     for iv in interventions:
         if not row_batchable(iv):

@@ -19,8 +19,8 @@ while its own ``past_key_values`` / ``attention_mask`` / ``position_ids`` handli
 fast, batch-independent KV-cached greedy loop (see ``generation.py``).
 
 Example:
-    >>> pair = load_pair("ckpt/base", "ckpt/tuned", name="demo")  # doctest: +SKIP
-    >>> pair.base.neuron_hook(0)  # doctest: +SKIP
+    >>> pair = load_pair(base_dir, tuned_dir, name="demo")  # two checkpoint directories
+    >>> pair.base.neuron_hook(0)
     'blocks.0.mlp.hook_post'
 """
 
@@ -217,8 +217,8 @@ class LoadedModel:
         GPT-2's fused attention matrix, each tensor appears once, as saved (tied weights once).
 
         Example:
-            >>> sorted(model.named_weights())[:2]  # doctest: +SKIP
-            ['lm_head.weight', 'transformer.h.0.attn.c_attn.bias']
+            >>> sorted(model.named_weights())[:2]  # the tied lm_head is not saved: once, as wte
+            ['transformer.h.0.attn.c_attn.bias', 'transformer.h.0.attn.c_attn.weight']
         """
         if not self._checkpoint_weights:
             raise UsageError(f"{self.source}: no checkpoint weights recorded; load it with load_model()")
@@ -276,7 +276,7 @@ class LoadedModel:
         :class:`UsageError`.
 
         Example:
-            >>> with model.hooks([(model.neuron_hook(0), lambda a: a * 0)]):  # doctest: +SKIP
+            >>> with model.hooks([(model.neuron_hook(0), lambda a: a * 0)]):
             ...     logits = model.forward(ids, mask).logits
         """
         with self._placement.installed(fwd_hooks):
@@ -446,8 +446,8 @@ def load_model(source: str | os.PathLike[str] | ModelSource | Any, *, device: st
             its tokenizer cannot be read.
 
     Example:
-        >>> m = load_model("runs/base")  # doctest: +SKIP
-        >>> m.n_layers, m.d_mlp  # doctest: +SKIP
+        >>> m = load_model(base_dir)  # a checkpoint directory (or a hub name, a state-dict file)
+        >>> m.n_layers, m.d_mlp
         (2, 64)
     """
     from transformer_lens.config import TransformerBridgeConfig
@@ -521,11 +521,13 @@ def load_pair(base_source: str | os.PathLike[str] | Any, tuned_source: str | os.
     """Load base and tuned with identical flags and check they are comparable neuron by neuron.
 
     A state-dict file on one side is applied to the other side's config and tokenizer (or to
-    ``config_from``), as in Lee et al.'s ``gpt2-medium`` + ``dpo.pt``.
+    ``config_from``), as in Lee et al.'s ``gpt2-medium`` + ``dpo.pt``:
+    ``load_pair("gpt2-medium", "checkpoints/dpo.pt", name="lee")``.
 
     Example:
-        >>> pair = load_pair("runs/base", "runs/dpo", name="toy")  # doctest: +SKIP
-        >>> pair = load_pair("gpt2-medium", "checkpoints/dpo.pt", name="lee")  # doctest: +SKIP
+        >>> pair = load_pair(base_dir, tuned_dir, name="toy")
+        >>> pair.base.fingerprint != pair.tuned.fingerprint
+        True
     """
     from transformer_lens.config import TransformerBridgeConfig
 

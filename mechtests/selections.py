@@ -6,8 +6,8 @@ The plugin's ``selections`` fixture gives a `NeuronSelections` for the test's pa
         neurons = selections.top_toxic(selections.k(20))
 
 Example:
-    >>> sel = NeuronSelections(evaluator)  # doctest: +SKIP
-    >>> len(sel.top_toxic(7)), sorted(sel.groups())[:2]  # doctest: +SKIP
+    >>> sel = NeuronSelections(evaluator)
+    >>> len(sel.top_toxic(7)), sorted(sel.groups())[:2]
     (7, ['AN_down', 'AN_up'])
 """
 

@@ -9,8 +9,8 @@ seeded noise).
 
 Example:
     >>> from mechtests.testing import make_tiny_checkpoint, perturbed_copy
-    >>> base = make_tiny_checkpoint(tmp_path / "base")  # doctest: +SKIP
-    >>> tuned = perturbed_copy(base, tmp_path / "tuned", scale=1e-2)  # doctest: +SKIP
+    >>> base = make_tiny_checkpoint(tmp_path / "base")
+    >>> tuned = perturbed_copy(base, tmp_path / "tuned", scale=1e-2)
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def make_tiny_checkpoint(directory: str | os.PathLike[str], *, arch: Arch = "gpt
     """Save a random-init Hugging Face checkpoint (weights + byte-level tokenizer) and return its path.
 
     Example:
-        >>> path = make_tiny_checkpoint(tmp_path / "tiny", arch="llama")  # doctest: +SKIP
+        >>> path = make_tiny_checkpoint(tmp_path / "tiny", arch="llama")
     """
     from transformers import AutoModelForCausalLM
 
@@ -130,7 +130,7 @@ def perturbed_copy(src_dir: str | os.PathLike[str], dst_dir: str | os.PathLike[s
     A stand-in for a fine-tuned twin: same architecture and tokenizer, slightly different weights.
 
     Example:
-        >>> tuned = perturbed_copy(base, tmp_path / "tuned", scale=0.05)  # doctest: +SKIP
+        >>> tuned = perturbed_copy(base_dir, tmp_path / "tuned-copy", scale=0.05)
     """
     from safetensors.torch import load_file, save_file
 
@@ -211,9 +211,9 @@ def papers_standins(root: str | os.PathLike[str], *, base: str | os.PathLike[str
         name -> path for each of those.
 
     Example:
-        >>> paths = papers_standins(tmp_path, base=base_dir, tuned=tuned_dir)  # doctest: +SKIP
-        >>> sorted(paths)[:2]  # doctest: +SKIP
-        ['challenge_prompts', 'dpo']
+        >>> paths = papers_standins(tmp_path, base=base_dir, tuned=tuned_dir)
+        >>> paths["dpo"].relative_to(tmp_path).as_posix(), sorted(paths)[:2]
+        ('checkpoints/dpo.pt', ['challenge_prompts', 'coef'])
     """
     import csv
     import io
