@@ -42,6 +42,7 @@ from mechtests.effects import (  # noqa: F401 (claim statistics, re-exported whe
 )
 from mechtests.errors import UsageError
 from mechtests.scoring import scorer_identity
+from mechtests.thresholds import Direction, Threshold
 
 if TYPE_CHECKING:
     from mechtests.data import F1Items, TextSet
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from mechtests.models import LoadedModel, ModelPair
     from mechtests.probes import Probe
     from mechtests.scoring import ToxicityScorer
+    from mechtests.stats import Estimate, Estimator
     from mechtests.storage import Cache
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,7 @@ class PerplexityWindows:
         """Perplexity over all windows together: exp(total NLL / total tokens)."""
         return float(np.exp(self.nll_sum.sum() / self.n_tokens.sum()))
 
-    def increase_over(self, base: PerplexityWindows) -> Callable[..., Any]:
+    def increase_over(self, base: PerplexityWindows) -> Estimator:
         """An estimator (``claim(..., estimator=...)``) of ``ppl_self / ppl_base - 1`` on the same
         windows: ``exp(sum(nll_self - nll_base) / sum(tokens)) - 1``, Fieller's interval of the
         per-token log ratio (paired windows) mapped through ``exp(x) - 1``. A bootstrap of the
@@ -114,8 +116,9 @@ class PerplexityWindows:
                 raise UsageError(f"a perplexity ratio minus 1 is always > -1: threshold {t} cannot be crossed.")
             return math.log1p(t)
 
-        def estimator(confidence: float, threshold: Any, direction: Any) -> Any:
-            t = (log_scale(threshold[0]), log_scale(threshold[1])) if isinstance(threshold, tuple) else log_scale(threshold)
+        def estimator(confidence: float, threshold: Threshold, direction: Direction) -> Estimate:
+            t: Threshold = ((log_scale(threshold[0]), log_scale(threshold[1])) if isinstance(threshold, tuple)
+                            else log_scale(threshold))
             est = ratio_estimate(self.nll_sum - base.nll_sum, base.n_tokens.astype(np.float64), confidence=confidence,
                                  threshold=t, direction=direction)
             return transformed(est, math.expm1)
