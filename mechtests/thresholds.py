@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Literal, get_args
 
 from mechtests.errors import UsageError
@@ -59,7 +60,9 @@ def check_threshold(value: object, direction: str | None = None, *, where: str =
 
 
 def _finite(value: object, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+    # numbers.Real: Python and numpy scalars alike (np.float32 is no float); bool (and numpy's, which
+    # is no numbers.Real) is not a threshold
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
         raise UsageError(f"{where}: threshold {value!r} is not a number. Fix: a number, or [low, high] for 'within'.")
     try:
         f = float(value)

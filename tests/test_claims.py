@@ -105,6 +105,14 @@ def test_one_threshold_rule_for_claims_and_overrides(value: object, direction: s
         assert as_claim is None
 
 
+def test_numpy_scalars_are_thresholds_and_booleans_are_not() -> None:
+    assert validate_threshold(">", np.float32(0.25)) == 0.25 and validate_threshold("<", np.int64(2)) == 2.0
+    assert validate_threshold("within", (np.float64(0.1), np.float32(0.5)))[0] == 0.1
+    for flag in (True, np.True_):
+        with pytest.raises(UsageError, match="not a number"):
+            validate_threshold(">", flag)
+
+
 def test_exact_estimate_and_precomputed_estimate() -> None:
     r = evaluate_claim("identity", metric="residual", direction="<", threshold=1e-4, estimate=3e-8)
     assert (r.verdict, r.estimate.method, r.estimate.n, r.estimate.p_value) == ("pass", "exact", None, None)
