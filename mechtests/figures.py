@@ -6,7 +6,7 @@ Coordinates are computed here with a linear scale and "nice" ticks; text is XML-
 claims' own interval method, reduction per layer, change vs cosine, cumulative share);
 :func:`family_lines` draws recorded claim results as one line per family (a rows renderer for
 ``mt_figures.add_rows``). Nothing here knows a paper: the reference suite's figures, captions and
-values live in ``hypotheses/`` (``mt_figures.py``, ``mt_reference.py``).
+values live in ``hypotheses/`` (``mt_paper_figures.py``, ``mt_reference.py``).
 
 Example:
     >>> svg = bar_chart(["a", "b"], [0.3, 0.7], title="shares")
