@@ -69,7 +69,7 @@ def test_probe_detects_memory_that_grows_with_prompt_count(wide_checkpoint: Path
     # What makes the main test able to fail: the same 10% band rejects the hoarding run.
     assert hoarding["peak_rss_mib"] > 1.10 * small_run["peak_rss_mib"], (small_run, hoarding)
     # The peak grows past the warm-up's high-water mark by roughly what is kept: less when the
-    # hoard reuses pages the warm-up's temporaries had touched (measured 0.74-0.96x) or when the
+    # hoard reuses pages the warm-up's temporaries had touched (measured 0.74-0.96x) or, probably, when the
     # kernel's proactive reclaim (kdamond runs on this machine) pages out the hoard's cold pages
     # while a loaded machine runs the probe slowly (0.42x measured with two other jobs running),
     # more with heap fragmentation between the 512 KiB tensors (up to 1.6x).
