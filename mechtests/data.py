@@ -167,9 +167,9 @@ def read_prompts(path: str | os.PathLike[str], *, name: str | None = None, all_p
         DataError: missing file, malformed or empty line (named by file and line), no prompts.
 
     Example:
-        >>> prompts, record = read_prompts("prompts.jsonl")  # doctest: +SKIP
-        >>> record.count, record.read, record.note  # doctest: +SKIP
-        (1199, 3199, 'challenging == true only (1199 of 3199); --mt-all-prompts uses all')
+        >>> prompts, record = read_prompts(standins["rtp"])  # RealToxicityPrompts' prompts.jsonl layout
+        >>> record.count, record.read, record.note  # the papers' file: (1199, 99442, ...)
+        (14, 40, 'challenging == true only (14 of 40); --mt-all-prompts uses all')
     """
     file = Path(path)
     note = ""
@@ -203,7 +203,8 @@ def load_prompts(path: str | os.PathLike[str], *, name: str | None = None, all_p
     """The prompts of :func:`read_prompts` (without its record).
 
     Example:
-        >>> load_prompts("challenge.jsonl")  # doctest: +SKIP
+        >>> len(load_prompts(standins["challenge_prompts"]))  # {"prompt": ...} per line
+        40
     """
     return read_prompts(path, name=name, all_prompts=all_prompts)[0]
 
@@ -245,7 +246,9 @@ def read_labelled(path: str | os.PathLike[str], *, name: str | None = None,
             file and line), no examples, or a single class.
 
     Example:
-        >>> data, record = read_labelled("train.csv")  # doctest: +SKIP
+        >>> data, record = read_labelled(standins["jigsaw"])  # Jigsaw's train.csv layout
+        >>> record.count, sorted(set(data.labels))
+        (120, [0, 1])
     """
     file = Path(path)
     texts: list[str] = []
@@ -298,7 +301,8 @@ def load_labelled(path: str | os.PathLike[str], *, name: str | None = None) -> T
     """The corpus of :func:`read_labelled` (without its record).
 
     Example:
-        >>> load_labelled("probe_data.jsonl")  # doctest: +SKIP
+        >>> len(load_labelled(standins["jigsaw"]))
+        120
     """
     return read_labelled(path, name=name)[0]
 
@@ -312,7 +316,9 @@ def read_perplexity_text(path: str | os.PathLike[str], *, role: str = "perplexit
         DataError: missing, unreadable or empty.
 
     Example:
-        >>> text, record = read_perplexity_text("wikitext-2")  # doctest: +SKIP
+        >>> text, record = read_perplexity_text(standins["wikitext"])  # the raw Wikitext directory layout
+        >>> record.note
+        '2,915 characters'
     """
     source = Path(path)
     if not source.exists():
@@ -414,7 +420,9 @@ def read_f1_items(path: str | os.PathLike[str], *, name: str | None = None,
             after the prompt (named by file and line).
 
     Example:
-        >>> items, record = read_f1_items("wiki_samples.jsonl")  # doctest: +SKIP
+        >>> items, record = read_f1_items(standins["wiki_samples"])  # {"prompt", "gold"} per line
+        >>> len(items), record.count
+        (40, 40)
     """
     file = Path(path)
     records = _json_records(file)

@@ -419,8 +419,8 @@ class BaselineStore:
     under concurrent runs and xdist: each claims its number with an exclusive create.
 
     Example:
-        >>> store = BaselineStore(tmp_path)  # doctest: +SKIP
-        >>> store.save("accepted", doc).name, store.save("accepted", doc).name  # doctest: +SKIP
+        >>> store = BaselineStore(tmp_path / "baselines")
+        >>> store.save("accepted", doc).name, store.save("accepted", doc).name
         ('0001.json', '0002.json')
     """
 

@@ -26,6 +26,13 @@ MODULES = sorted(
 )
 
 
+def _report_document() -> dict[str, Any]:
+    """A real report (the default pair's smoke run), for the examples that store one."""
+    import json
+
+    return json.loads((Path(__file__).resolve().parents[1] / "hypotheses/results/default-smoke.json").read_text())
+
+
 class VowelScorer:
     """A deterministic stand-in scorer: share of vowels in the text."""
 
@@ -51,7 +58,7 @@ def world(tiny_checkpoints: dict[str, tuple[Path, Path]], tiny_pairs: dict[str, 
     from mechtests.neurons import GROUPS, NeuronSet, neuron_cosines
     from mechtests.probes import Probe, save_probe
     from mechtests.storage import Cache
-    from mechtests.testing import labelled_texts
+    from mechtests.testing import labelled_texts, papers_standins
 
     tmp_path = tmp_path_factory.mktemp("examples")
     base_dir, tuned_dir = tiny_checkpoints["gpt2"]
@@ -83,7 +90,9 @@ def world(tiny_checkpoints: dict[str, tuple[Path, Path]], tiny_pairs: dict[str, 
     return {
         "ZeroAblation": ZeroAblation, "generate": generate, "TextSet": TextSet, "GROUPS": GROUPS, "attr": attr,
         "p_base": p_base, "p_tuned": p_tuned, "hf_model": model._hf, "hf": model._hf, "bridge": model.bridge,
-        "twin": weight_sharing_twin(model._hf), "top100": top, "compute": lambda: 0.875,
+        "twin": weight_sharing_twin(model._hf), "doc": _report_document(),
+        "standins": papers_standins(tmp_path / "standins", base=base_dir, tuned=tuned_dir),
+        "top100": top, "compute": lambda: 0.875,
         "tmp_path": tmp_path, "base_dir": base_dir, "tuned_dir": tuned_dir, "pair": pair, "model": model,
         "probe": probe, "prompts": prompts, "cos": cos, "top": top, "top_neurons": top, "neurons": top,
         "zero": ZeroAblation(top), "base_stats": base_stats, "tuned_stats": tuned_stats,
@@ -106,7 +115,7 @@ def test_no_engine_example_is_skipped() -> None:
     """The engine's examples run against the world above; only examples that need what a test
     machine lacks (a hub download, a real data file, a pytest run, a browser) may be skipped."""
     engine = ("models", "interventions", "generation", "metrics", "neurons", "attribution", "evaluator",
-              "selections", "probes", "effects", "figures", "hook_routes", "testing")
+              "selections", "probes", "effects", "figures", "hook_routes", "testing", "data", "storage")
     skipped = {name: (Path(mechtests.__file__).parent / f"{name}.py").read_text().count("doctest: +SKIP")
                for name in engine}
     assert not any(skipped.values()), {k: v for k, v in skipped.items() if v}
