@@ -3,9 +3,9 @@
 The plugin provides ``model_pair``, ``evaluator``, ``claim``, ``probe``, ``eval_data`` and
 ``mt_config``, and for claim authors ``selections`` (the papers' neuron selections) and
 ``attribution`` (the block-bootstrap attribution inputs); this file turns the claims' results
-into the HTML report's figures (``mt_paper_figures.py``, fed through the plugin's ``pytest_mechtests_claim``
-hook) and names
-the papers' conditions in the interventions table (``pytest_mechtests_evaluator``).
+into the HTML report's figures (``mt_paper_figures.py``, fed through the plugin's
+``pytest_mechtests_claim`` hook) and names the papers' conditions in the interventions table
+(``pytest_mechtests_evaluator``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from mt_paper_figures import RECOVERY_CAPTION, RECOVERY_FAMILIES, RECOVERY_RENDER, RECOVERY_TITLE
-from mt_reference import FIGURE_NOTES
+from mt_paper_figures import FIGURE_NOTES, RECOVERY_CAPTION, RECOVERY_FAMILIES, RECOVERY_RENDER, RECOVERY_TITLE
 
 from mechtests.claims import ClaimResult
 from mechtests.effects import BlockAttribution

@@ -27,6 +27,13 @@ RECOVERY_RENDER = "mt_paper_figures:recovery_figure"  # resolved where the repor
 RECOVERY_CAPTION = ("Fraction of DPO's toxicity reduction reproduced by zeroing the top-k toxic neurons (all, or "
                     "positively activated only) and by patching groups to the tuned model's activations (k = group "
                     "size); bands: claim CIs. Paper A: ablation 0.07-0.55, TP↓ patch 0.48.")
+# The papers' values beside the attribution figures (``figures.attribution_figures(notes=...)``).
+FIGURE_NOTES = {
+    "Share of the probe-projected reduction per group": "Paper A (GPT-2 medium): TP↓ 31.8%, TN↓ 23.9%, AP↑ 7.0%, AN↑ 37.3%.",
+    "Reduction per layer": "Paper A: the reduction concentrates in later layers.",
+    "Cumulative share over ranked neurons": "Paper A: the top 1,720 of 98,304 carry ~99% of the net.",
+}
+
 # A ratio's interval explodes when the tuned model's reduction is small on some resamples: the
 # figure shows this range (1 = the tuned model; 0 = no recovery).
 RECOVERY_RANGE = (-1.0, 2.0)

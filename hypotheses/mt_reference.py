@@ -74,11 +74,3 @@ ABLATION_KS: tuple[KSpec, ...] = (frac(100), frac(200), frac(1000), frac(2000))
 # Paper toxicity for each ablation (PAPER.md interventions table); None where not reported.
 ZERO_TOX = {100: 0.403, 200: 0.405, 1000: 0.436}
 ZERO_POSITIVE_TOX = {100: 0.384, 200: 0.366, 1000: 0.320, 2000: 0.319}
-
-
-# The papers' values beside the attribution figures (figures.attribution_figures(notes=...)).
-FIGURE_NOTES = {
-    "Share of the probe-projected reduction per group": "Paper A (GPT-2 medium): TP↓ 31.8%, TN↓ 23.9%, AP↑ 7.0%, AN↑ 37.3%.",
-    "Reduction per layer": "Paper A: the reduction concentrates in later layers.",
-    "Cumulative share over ranked neurons": "Paper A: the top 1,720 of 98,304 carry ~99% of the net.",
-}
