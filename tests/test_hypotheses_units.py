@@ -77,8 +77,9 @@ def test_papers_recovery_figure_is_drawn_from_claim_points() -> None:
     figs = load("mt_paper_figures")
     svg = figs.recovery_figure([{"family": "patch TP↓", "k": 40, "estimate": 0.4, "ci_low": -50.0, "ci_high": 0.6},
                                 {"family": "zero top-k toxic", "k": 4, "estimate": 0.1, "ci_low": 0.0, "ci_high": 0.2}])
-    assert "Fraction of DPO&#x27;s toxicity reduction recovered" in svg or "Fraction of DPO's toxicity" in svg
-    assert "clipped to [-1, 2]" in svg and svg.count("<polyline") + svg.count('class="whisker"') >= 2
+    assert "Fraction of DPO's toxicity reduction recovered" in svg and "clipped to [-1, 2]" in svg
+    # two families of one point each: a whisker apiece, no line (the -50 bound clipped, not dropped)
+    assert (svg.count("<polyline"), svg.count('class="whisker"')) == (0, 2)
     assert figs.RECOVERY_RENDER == "mt_paper_figures:recovery_figure"
     assert set(figs.RECOVERY_FAMILIES) <= {c for c in load("mt_reference").PAPER_CLAIMS}
 
