@@ -85,6 +85,8 @@ class ClaimResult:
         n = f", n={e.n}" if e.n is not None else ""
         p = (f", p<{e.p_value:.2g} (threshold beyond every resample)" if e.p_value is not None and e.p_bound
              else f", p={e.p_value:.3g}" if e.p_value is not None else "")
+        if e.bias_allowance:
+            ci += f" incl. ±{e.bias_allowance:.2g} for bias"
         return (f"{self.name}{where}: {self.metric} = {e.value:.4g} ({ci}{n}{p}) "
                 f"{format_threshold(self.direction, self.threshold)} -> {self.verdict}")
 
@@ -152,6 +154,7 @@ class ClaimResult:
             "n": e.n,
             "p_value": e.p_value,
             "p_bound": e.p_bound,
+            "bias_allowance": e.bias_allowance,
             "p_adjusted": p_adjusted,
             "verdict": self.verdict,
             "outcome": outcome,
@@ -294,6 +297,7 @@ def evaluate_claim(
     unit_size: float = 1.0,
     estimator: Estimator | None = None,
     method: Literal["BCa", "percentile"] = "BCa",
+    plug_in: float | None = None,
 ) -> ClaimResult:
     """Compute a claim's estimate and verdict (usable outside pytest).
 
@@ -310,7 +314,9 @@ def evaluate_claim(
     called at the claim's (family-wise) confidence, e.g. `stats.sign_fraction_estimate` on a
     fraction of neurons whose activation drops (`BlockAttribution.fraction_dampened`).
     ``method``: the bootstrap interval, "BCa" (default) or "percentile" (docs/STATISTICS.md
-    compares them on the cross-fitted shares).
+    compares them on the cross-fitted shares). ``plug_in``: with a bootstrapped statistic that
+    is not its estimand's plug-in estimate (a cross-fitted share), the plug-in value on all the
+    samples: the interval is widened by the bootstrap's bias estimate (`stats.bootstrap_estimate`).
 
     Raises:
         UsageError: bad name/direction/threshold, both or neither of samples/estimate.
@@ -329,6 +335,9 @@ def evaluate_claim(
     params_c = canonical_params(params)
     if sum(x is not None for x in (samples, estimate, estimator)) != 1:
         raise UsageError(f"{where}: give exactly one of samples=..., estimate=... or estimator=....")
+    if plug_in is not None and (samples is None or proportion or ratio):
+        raise UsageError(f"{where}: plug_in= widens a bootstrap interval by the bootstrap's bias estimate; give it "
+                         "with samples= and a statistic, not with estimate=, estimator=, proportion= or ratio=.")
     if estimator is not None:
         if statistic is not None or proportion or ratio:
             raise UsageError(f"{where}: an estimator computes its own interval: drop statistic=, proportion= and "
@@ -375,7 +384,7 @@ def evaluate_claim(
             assert statistic is not None  # np.mean when none was given, checked above
             est = bootstrap_estimate(arrays, statistic, paired=paired, confidence=confidence,
                                      n_resamples=n_resamples, seed=claim_seed(seed, name, arrays),
-                                     threshold=threshold, direction=direction, method=method)
+                                     threshold=threshold, direction=direction, method=method, plug_in=plug_in)
     elif isinstance(estimate, Estimate):
         est = estimate
     else:

@@ -25,7 +25,7 @@ import pytest
 
 #: The fields each claim carries into JUnit, in this order.
 JUNIT_FIELDS = ("claim", "pair", "metric", "direction", "threshold", "estimate", "ci_low", "ci_high",
-                "confidence", "n", "p_value", "p_bound", "verdict")
+                "confidence", "n", "p_value", "p_bound", "bias_allowance", "verdict")
 
 
 def _text(value: Any) -> str:

@@ -509,14 +509,15 @@ class ClaimRecorder:
                  estimate: Estimate | float | None = None, reference: Reference | tuple[str, float] | None = None,
                  params: Mapping[str, Any] | None = None, paired: bool = True, proportion: bool = False,
                  ratio: bool = False, unit_size: float = 1.0, estimator: Estimator | None = None,
-                 method: Literal["BCa", "percentile"] = "BCa") -> ClaimResult:
+                 method: Literal["BCa", "percentile"] = "BCa", plug_in: float | None = None) -> ClaimResult:
         """State a claim; returns its `ClaimResult`; the test fails/skips per the verdict rules once its
         body returns (every claim of the test evaluated and reported first)
         (``proportion=True``: one sample of independent 0/1 outcomes, exact binomial interval;
         ``ratio=True``: samples=(numerator, denominator) per unit, Fieller interval of the ratio of
         means; ``unit_size``: prompts per sample element, e.g. ``attribution.prompts_per_block``;
         ``estimator``: ``(confidence, threshold, direction) -> Estimate``, called at this run's
-        per-claim confidence; ``method``: the bootstrap interval, "BCa" or "percentile")."""
+        per-claim confidence; ``method``: the bootstrap interval, "BCa" or "percentile"; ``plug_in``: the
+        plug-in value of a cross-fitted statistic, to widen its interval by the bootstrap's bias estimate)."""
         from mechtests.claims import evaluate_claim
         from mechtests.stats import Estimate, family_confidence, min_resamples
 
@@ -547,7 +548,7 @@ class ClaimRecorder:
                 threshold=override if override is not None else threshold, samples=samples, statistic=statistic,
                 estimate=estimate, reference=reference, params=params, pair=pair, paired=paired,
                 confidence=confidence, n_resamples=resamples, seed=run.seed, proportion=proportion,
-                ratio=ratio, unit_size=unit_size, estimator=estimator, method=method)
+                ratio=ratio, unit_size=unit_size, estimator=estimator, method=method, plug_in=plug_in)
         except MtUsageError as exc:
             if override is None:
                 raise

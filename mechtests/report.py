@@ -36,10 +36,11 @@ from mechtests.storage import REPORT_SCHEMA, BaselineStore, atomic_write_bytes
 ENV_KEYS = ("mechtests", "python", "torch", "transformer_lens", "device", "dtype", "git_commit")
 PAIR_MODEL_KEYS = ("source", "sha256")
 CLAIM_KEYS = ("nodeid", "claim", "pair", "params", "metric", "direction", "threshold", "estimate", "ci_low",
-              "ci_high", "confidence", "n", "p_value", "p_bound", "p_adjusted", "verdict", "outcome", "reference",
-              "seconds", "decisive_n", "reason")
+              "ci_high", "confidence", "n", "p_value", "p_bound", "bias_allowance", "p_adjusted", "verdict", "outcome",
+              "reference", "seconds", "decisive_n", "reason")
 VERDICTS = ("pass", "fail", "inconclusive")
-_CLAIM_DEFAULTS = {"p_bound": False}  # a record from before the key existed: p was not a bound
+# a record from before a key existed: p was not a bound, the interval not widened
+_CLAIM_DEFAULTS = {"p_bound": False, "bias_allowance": 0.0}
 #: The JSON Schema of `REPORT_SCHEMA` documents, shipped inside the package.
 SCHEMA_FILE = Path(__file__).parent / "schemas" / "mechtests-report-2.schema.json"
 

@@ -48,6 +48,8 @@ class Estimate:
         p_value: one-sided p-value of "the claim is false" (None without a threshold, or exact).
         method: "BCa", "percentile", "degenerate" (no spread) or "exact".
         standard_error: bootstrap standard error (0 for exact/degenerate), None if unknown.
+        bias_allowance: how far the interval was widened on each side for the estimator's bias
+            (`bootstrap_estimate`'s ``plug_in``); 0 when it was not.
     """
 
     value: float
@@ -59,6 +61,7 @@ class Estimate:
     method: str = "exact"
     standard_error: float | None = None
     p_bound: bool = False  # p_value is only an upper bound (the threshold lies beyond every resample)
+    bias_allowance: float = 0.0
 
     @classmethod
     def exact(cls, value: float, *, confidence: float = 0.95) -> Estimate:
@@ -244,6 +247,24 @@ def _degenerate_p(value: float, t: Threshold | None, direction: Direction | None
     return 0.0 if ok else 1.0
 
 
+def harder_threshold(t: Threshold, direction: Direction, allowance: float) -> Threshold:
+    """The threshold an interval widened by ``allowance`` on each side is tested at unwidened:
+    ``lo - w > t <=> lo > t + w`` (and the mirror for "<", both ends for "within").
+
+    Example:
+        >>> harder_threshold(0.5, ">", 0.125), harder_threshold(0.5, "<", 0.125)
+        (0.625, 0.375)
+        >>> harder_threshold((0.25, 0.75), "within", 0.125)
+        (0.375, 0.625)
+    """
+    if allowance == 0.0:
+        return t
+    if direction == "within":
+        a, b = t  # type: ignore[misc]
+        return (a + allowance, b - allowance)
+    return float(t) + allowance if direction == ">" else float(t) - allowance  # type: ignore[arg-type]
+
+
 def bootstrap_estimate(
     samples: tuple[np.ndarray, ...] | np.ndarray,
     statistic: Statistic = np.mean,
@@ -255,6 +276,7 @@ def bootstrap_estimate(
     threshold: Threshold | None = None,
     direction: Direction | None = None,
     method: Literal["BCa", "percentile"] = "BCa",
+    plug_in: float | None = None,
 ) -> Estimate:
     """Seeded bootstrap estimate of ``statistic(*samples)`` with a two-sided CI (scipy).
 
@@ -267,6 +289,13 @@ def bootstrap_estimate(
         seed: seed of the ``numpy.random.Generator`` driving the resampling.
         threshold, direction: when given, ``p_value`` is the one-sided p of "claim false".
         method: "BCa" (default; falls back to percentile when BCa is undefined) or "percentile".
+        plug_in: for a statistic that is not the plug-in estimate of its estimand (a cross-fitted
+            share: neurons sorted on one half, measured on the other), the plug-in value on all
+            the samples, i.e. the estimand of the bootstrap's world. The interval is then widened
+            on both sides by the bootstrap's estimate of the statistic's bias,
+            ``|mean(replicates) - plug_in|`` (a bias-aware interval: docs/STATISTICS.md measures
+            it), and the p-value tests the threshold moved by as much, so ``pass <=> p < alpha/2``
+            still holds.
 
     Returns:
         Estimate with ``n`` = number of resampled units (paired: the samples' common length;
@@ -291,10 +320,13 @@ def bootstrap_estimate(
     value = _finite_float(_call(statistic, [d[None, :] for d in data], vectorized)[0]
                           if vectorized else statistic(*data), "the statistic on the observed samples")
     n = data[0].size if paired else sum(d.size for d in data)  # units resampled: strata add up
+    allowance_from = None if plug_in is None else _finite_float(plug_in, "plug_in (the plug-in estimate)")
     if all(np.ptp(d) == 0.0 for d in data):
         # No spread: every resample gives the same value; BCa would divide by zero.
-        return Estimate(value, value, value, confidence, n, _degenerate_p(value, threshold, direction),
-                        "degenerate", 0.0)
+        w = 0.0 if allowance_from is None else abs(value - allowance_from)
+        tested = None if threshold is None or direction is None else harder_threshold(threshold, direction, w)
+        return Estimate(value, value - w, value + w, confidence, n, _degenerate_p(value, tested, direction),
+                        "degenerate", 0.0, bias_allowance=w)
     rng = np.random.default_rng(seed)
     with warnings.catch_warnings():
         # BCa on a statistic with a (near-)degenerate bootstrap distribution warns and
@@ -334,6 +366,10 @@ def bootstrap_estimate(
         alpha = (1.0 - confidence) / 2.0
         low, high = (float(v) for v in np.percentile(dist, [100 * alpha, 100 * (1 - alpha)]))
         used = "percentile"
+    # Bias-aware widening: the bootstrap's own estimate of the statistic's bias, as an allowance
+    # on both sides (correcting by it over-corrected: docs/STATISTICS.md).
+    allowance = 0.0 if allowance_from is None else abs(float(dist.mean()) - allowance_from)
+    low, high = min(low, high) - allowance, max(low, high) + allowance
     p = None
     if threshold is not None and direction is not None:
         z0 = a = 0.0
@@ -341,12 +377,12 @@ def bootstrap_estimate(
             frac = (np.count_nonzero(dist < value) + np.count_nonzero(dist <= value)) / (2.0 * dist.size)
             z0 = float(special.ndtri(frac))
             a = _acceleration(data, statistic, paired, vectorized)
-        p = one_sided_p(dist, threshold, direction, z0=z0, a=a, method=used)
-        bound = beyond_every_resample(dist, threshold, direction) and p < 0.5
+        tested = harder_threshold(threshold, direction, allowance)
+        p = one_sided_p(dist, tested, direction, z0=z0, a=a, method=used)
+        bound = beyond_every_resample(dist, tested, direction) and p < 0.5
     else:
         bound = False
-    return Estimate(value, min(low, high), max(low, high), confidence, n, p, used,
-                    float(res.standard_error), bound)
+    return Estimate(value, low, high, confidence, n, p, used, float(res.standard_error), bound, allowance)
 
 
 def _claim_p(p_at: Callable[[float, str], float], threshold: Threshold | None,

@@ -17,6 +17,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mechtests.claims import evaluate_claim
 from mechtests.config import run_config
 from mechtests.data import TextSet
 from mechtests.errors import UsageError
@@ -242,6 +243,8 @@ def test_block_attribution_known_answer() -> None:
     sums = attr.group_sums()
     assert sums["TN_down"] == 2.0 and sums["AP_up"] == 4.0 and sums["AN_up"] == 0.0 and sums["TP_down"] == 0.0
     assert attr.shares() == pytest.approx({"TP_down": 0.0, "TN_down": 1 / 3, "AP_up": 2 / 3, "AN_up": 0.0})
+    assert attr.plug_in_share(("TN_down", "AP_up")) == pytest.approx(1.0)
+    assert attr.plug_in_share(("AP_up",)) == pytest.approx(2 / 3)
     # neuron 0 did not move: no evidence either way (it counted as 'toward toxicity' before)
     assert attr.fraction_toward_toxicity() == 0.0
     assert attr.upper_half_share() == pytest.approx(4 / 6)
@@ -306,6 +309,27 @@ def test_batched_block_statistics_equal_one_resample_at_a_time() -> None:
     for i in range(3):
         shares = attr.crossfit_shares(a[i, 0], b[i, 0])
         assert crossfit["share"](a[i, 0], b[i, 0]) == pytest.approx(shares["TP_down"] + shares["AN_up"], rel=1e-9)
+
+
+def test_a_share_claim_allows_for_the_cross_fits_bias() -> None:
+    """With ``plug_in`` the share claim's interval is the plain one widened by the bootstrap's bias
+    estimate (replicates' mean minus the plug-in share), recorded in the report."""
+    rng = np.random.default_rng(8)
+    n_blocks, width = 40, 200
+    drift = rng.normal(0.0, 0.3, width)  # many neurons barely move: their groups are coin flips
+    base = rng.normal(1.0, 1.0, (n_blocks, width))
+    attr = BlockAttribution(base, base + drift + rng.normal(0, 1.0, (n_blocks, width)), np.ones(n_blocks),
+                            np.ones(n_blocks), cosines=rng.normal(size=width), base_alignment=rng.normal(size=width),
+                            tuned_alignment=rng.normal(size=width), n_layers=2)
+    kwargs = {"metric": "m", "direction": ">", "threshold": 0.0, "samples": attr.folds(), "paired": False,
+              "statistic": attr.share(("TP_down",)), "n_resamples": 999}
+    plain = evaluate_claim("every_group_contributes", **kwargs)  # type: ignore[arg-type]
+    wide = evaluate_claim("every_group_contributes", plug_in=attr.plug_in_share(("TP_down",)), **kwargs)  # type: ignore[arg-type]
+    w = wide.estimate.bias_allowance
+    assert w > 0 and wide.to_record(nodeid="t")["bias_allowance"] == w
+    assert wide.estimate.ci_low == pytest.approx(plain.estimate.ci_low - w, rel=1e-12)
+    assert wide.estimate.ci_high == pytest.approx(plain.estimate.ci_high + w, rel=1e-12)
+    assert wide.estimate.value == plain.estimate.value
 
 
 def test_claim_statistics_known_answers() -> None:

@@ -59,6 +59,19 @@ def test_report_has_exactly_the_schema() -> None:
     assert doc["figures"] == [] and doc["comparison"] is None and doc["pairs"]["default"]["inputs"] is None
 
 
+def test_a_report_from_before_the_bias_allowance_still_reads_and_is_rewritten_with_it() -> None:
+    doc = _doc()
+    for c in doc["claims"]:
+        del c["bias_allowance"]  # a baseline saved before the key existed
+    check_report(doc)
+    again = build_report(config=doc["config"], environment=doc["environment"], pairs=doc["pairs"],
+                         claims=doc["claims"], created=doc["created"])
+    assert [c["bias_allowance"] for c in again["claims"]] == [0.0, 0.0]
+    doc["claims"][0]["bias_allowance"] = -0.1
+    with pytest.raises(ValueError, match="bias_allowance"):
+        check_report(doc)
+
+
 def test_the_schema_ships_with_the_package() -> None:
     import importlib.resources
 

@@ -383,3 +383,80 @@ def test_perplexity_increase_is_the_log_ratio_interval_mapped_to_the_ratio() -> 
         tuned.increase_over(base)(0.95, -1.0, "<")
     with pytest.raises(UsageError, match="same windows"):
         tuned.increase_over(PerplexityWindows(base.nll_sum, tokens + 1))
+
+
+# ---- the bias allowance (plug_in): a bias-aware interval for cross-fitted statistics ----------
+
+def _skewed_two_samples(seed: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.exponential(1.0, 30), rng.exponential(1.5, 34)
+
+
+def _mean_ratio(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    return a.mean(axis=axis) / b.mean(axis=axis)
+
+
+def test_plug_in_widens_the_interval_by_the_bootstraps_bias_estimate_exactly() -> None:
+    a, b = _skewed_two_samples()
+    plain = bootstrap_estimate((a, b), _mean_ratio, paired=False, n_resamples=999, seed=3)
+    ref = sps.bootstrap((a, b), _mean_ratio, paired=False, n_resamples=999, method="BCa", rng=np.random.default_rng(3))
+    plug_in = 0.9 * plain.value  # a plug-in estimate below the statistic's value
+    bias = abs(float(np.mean(ref.bootstrap_distribution)) - plug_in)
+    wide = bootstrap_estimate((a, b), _mean_ratio, paired=False, n_resamples=999, seed=3, plug_in=plug_in)
+    assert wide.bias_allowance == pytest.approx(bias, rel=1e-12) and bias > 0.01
+    assert wide.ci_low == pytest.approx(plain.ci_low - bias, rel=1e-12)
+    assert wide.ci_high == pytest.approx(plain.ci_high + bias, rel=1e-12)
+    assert (wide.value, wide.standard_error) == (plain.value, plain.standard_error)
+    assert plain.bias_allowance == 0.0
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), offset=st.floats(-0.3, 0.3), position=st.floats(-1.5, 1.5),
+       direction=st.sampled_from([">", "<"]), method=st.sampled_from(["BCa", "percentile"]))
+def test_a_widened_interval_and_its_p_value_give_the_same_verdict(seed: int, offset: float, position: float,
+                                                                 direction: str, method: str) -> None:
+    """pass <=> p < alpha/2 still holds once the interval is widened: p tests the moved threshold."""
+    from mechtests.claims import verdict_for
+
+    a, b = _skewed_two_samples(seed % 1000)
+    probe = bootstrap_estimate((a, b), _mean_ratio, paired=False, n_resamples=400, seed=1, method=method,  # type: ignore[arg-type]
+                               plug_in=0.8 + offset)
+    edge = probe.ci_low if direction == ">" else probe.ci_high
+    t = edge + position * probe.standard_error
+    if abs(t - edge) < 0.02 * (probe.ci_high - probe.ci_low):
+        return  # within interpolation distance of a replicate: either answer is right
+    e = bootstrap_estimate((a, b), _mean_ratio, paired=False, n_resamples=400, seed=1, method=method,  # type: ignore[arg-type]
+                           plug_in=0.8 + offset, threshold=t, direction=direction)  # type: ignore[arg-type]
+    assert (e.ci_low, e.ci_high) == (probe.ci_low, probe.ci_high)
+    passed = verdict_for(e, t, direction) == "pass"  # type: ignore[arg-type]
+    assert (e.p_value <= 0.025) if passed else (e.p_value >= 0.025)
+
+
+def test_a_widened_within_claim_whose_band_closes_cannot_pass() -> None:
+    a, b = _skewed_two_samples()
+    e = bootstrap_estimate((a, b), _mean_ratio, paired=False, n_resamples=999, seed=3, plug_in=0.0,
+                           threshold=(0.5, 0.6), direction="within")
+    assert e.bias_allowance > 0.05  # a band 0.1 wide cannot hold an interval widened by more on each side
+    assert e.p_value >= 0.5
+
+
+def test_degenerate_samples_with_a_plug_in_get_the_gap_as_their_interval() -> None:
+    x = np.full(12, 0.25)
+    e = bootstrap_estimate((x,), np.mean, threshold=0.2, direction=">", plug_in=0.22)
+    assert (e.method, e.bias_allowance) == ("degenerate", pytest.approx(0.03))
+    assert (e.ci_low, e.ci_high) == (pytest.approx(0.22), pytest.approx(0.28))
+    assert e.p_value == 0.0  # 0.25 clears 0.2 + 0.03
+    assert bootstrap_estimate((x,), np.mean, threshold=0.24, direction=">", plug_in=0.22).p_value == 1.0
+
+
+def test_plug_in_must_be_a_number_and_only_goes_with_a_bootstrap() -> None:
+    x = np.random.default_rng(0).normal(size=30)
+    with pytest.raises(NumericalError, match="plug_in"):
+        bootstrap_estimate((x,), np.mean, n_resamples=400, plug_in=float("nan"))
+    for extra in ({"estimate": 0.3}, {"samples": (x, x + 1), "ratio": True},
+                  {"samples": ((x > 0).astype(float),), "proportion": True}):
+        with pytest.raises(UsageError, match="plug_in= widens a bootstrap interval"):
+            evaluate_claim("c", metric="m", direction=">", threshold=0.0, plug_in=0.1, **extra)  # type: ignore[arg-type]
+    r = evaluate_claim("c", metric="m", direction=">", threshold=-1.0, samples=(x,), n_resamples=400, plug_in=0.5)
+    assert r.to_record(nodeid="t")["bias_allowance"] == r.estimate.bias_allowance > 0
+    assert f"incl. ±{r.estimate.bias_allowance:.2g} for bias" in r.summary()
