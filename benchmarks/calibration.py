@@ -116,7 +116,8 @@ def _share_truth(groups: tuple[str, ...]) -> Callable[[Population], float]:
 
 def _share_now(groups: tuple[str, ...]) -> Callable[[Any, dict[str, Any]], dict[str, Any]]:
     def claim(attr: BlockAttribution, sizes: dict[str, Any]) -> dict[str, Any]:
-        return {"samples": attr.folds(), "paired": False, "statistic": attr.share(groups)}
+        return {"samples": attr.folds(), "paired": False, "statistic": attr.share(groups),
+                "plug_in": attr.plug_in_share(groups)}
     return claim
 
 
@@ -241,7 +242,8 @@ def families() -> list[Family]:
         out.append(Family(name, direction, "attribution", _share_before(groups), _share_truth(groups), before=True))
     out += [
         Family("adjustments_are_noisy_gross", ">", "attribution",
-               lambda a, s: {"samples": a.folds(), "paired": False, "statistic": a.crossfit_gross_ratio},
+               lambda a, s: {"samples": a.folds(), "paired": False, "statistic": a.crossfit_gross_ratio,
+                             "plug_in": float(a.gross_ratio())},
                _gross_truth),
         Family("adjustments_are_noisy_gross", ">", "attribution",
                lambda a, s: {"samples": (a.blocks(),), "statistic": a.gross_ratio}, _gross_truth, before=True),

@@ -44,6 +44,7 @@ def test_tp_down_is_a_minority(recorded_attribution: BlockAttribution, claim) ->
     claim("tp_down_is_a_minority", metric="TP↓ share of the four groups' reduction", direction="<", threshold=0.50,
           samples=attr.folds(), paired=False,
           unit_size=attr.prompts_per_block, statistic=attr.share(("TP_down",)),
+          plug_in=attr.plug_in_share(("TP_down",)),
           reference=ref("group table: TP↓ share 31.8% (A)", 0.318), params={"n_blocks": attr.n_blocks})
 
 
@@ -58,6 +59,7 @@ def test_every_group_contributes(group: str, recorded_attribution: BlockAttribut
     claim("every_group_contributes", metric=f"{LABELS[group]} share of the four groups' reduction", direction=">",
           threshold=0.05, samples=attr.folds(), paired=False,
           unit_size=attr.prompts_per_block, statistic=attr.share((group,)),
+          plug_in=attr.plug_in_share((group,)),
           reference=ref(f"group table: {LABELS[group]} share {PAPER_SHARES[group]:.1%} (A)", PAPER_SHARES[group]),
           params={"group": LABELS[group]})
 
@@ -72,6 +74,7 @@ def test_anti_toxic_promotion_matters(recorded_attribution: BlockAttribution, cl
     claim("anti_toxic_promotion_matters", metric="AP↑ + AN↑ share", direction=">", threshold=0.25,
           samples=attr.folds(), paired=False,
           unit_size=attr.prompts_per_block, statistic=attr.share(("AP_up", "AN_up")),
+          plug_in=attr.plug_in_share(("AP_up", "AN_up")),
           reference=ref("group table: AP↑ + AN↑ = 44.3% (A)", 0.443))
 
 
@@ -100,6 +103,7 @@ def test_adjustments_are_noisy_gross(recorded_attribution: BlockAttribution, cla
     claim("adjustments_are_noisy_gross", metric="gross increase / gross decrease", direction=">", threshold=0.50,
           samples=attr.folds(), paired=False,
           unit_size=attr.prompts_per_block, statistic=attr.crossfit_gross_ratio,
+          plug_in=float(attr.gross_ratio()),
           reference=ref("group table: 40.27 / 47.48 (A)", 0.85))
 
 

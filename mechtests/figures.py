@@ -340,7 +340,7 @@ def attribution_figures(attr: BlockAttribution, *, confidence: float = 0.95, n_r
 
     Group shares are the claims' cross-fitted shares (`BlockAttribution.share`) with the claims'
     interval: `stats.bootstrap_estimate` (BCa) of each half of the blocks resampled within itself,
-    at ``confidence`` per bar.
+    widened by the bootstrap's bias estimate (``plug_in``), at ``confidence`` per bar.
 
     Example:
         >>> figs = attribution_figures(attr)
@@ -354,7 +354,7 @@ def attribution_figures(attr: BlockAttribution, *, confidence: float = 0.95, n_r
     def interval(group: str) -> tuple[float, float]:
         try:
             e = bootstrap_estimate(attr.folds(), attr.share((group,)), paired=False, confidence=confidence,
-                                   n_resamples=n_resamples, seed=seed)
+                                   n_resamples=n_resamples, seed=seed, plug_in=attr.plug_in_share((group,)))
         except NumericalError:  # a resample with no reduction in the four groups: the bar has no whisker
             return math.nan, math.nan
         return e.ci_low, e.ci_high
@@ -366,8 +366,8 @@ def attribution_figures(attr: BlockAttribution, *, confidence: float = 0.95, n_r
              bar_chart(labels, values, lows=lows.tolist(), highs=highs.tolist(), title="Group shares of the reduction",
                        ylabel="share", colors=[GROUP_COLORS[label] for label in labels]),
              (f"Bars: share of the four groups' total reduction; whiskers: {confidence:.0%} block-bootstrap "
-              "interval (BCa, as the claims'); neurons sorted into groups on one half of the prompts, their "
-              "reduction summed on the other."),
+              "interval (BCa with the bias allowance, as the claims'); neurons sorted into groups on one half of the "
+              "prompts, their reduction summed on the other."),
              {"group": labels, "share": _rounded(values), "ci_low": _rounded(lows), "ci_high": _rounded(highs),
               "confidence": confidence, "n_resamples": n_resamples, "n_blocks": int(attr.n_blocks)})]
     red, base, tuned = attr.reduction()

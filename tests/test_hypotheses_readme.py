@@ -54,7 +54,8 @@ def test_the_kit_outside_hypotheses(selections, attribution, claim):
     assert len(selections.top_reduced(3)) == 3
     assert mt.NeuronSet.from_flat(top.flat(), n_layers=top.n_layers, d_mlp=top.d_mlp) == top
     claim("kit_share", metric="TP↓ share", direction="within", threshold=(-1e6, 1e6),
-          samples=attribution.folds(), paired=False, statistic=attribution.share(("TP_down",)))
+          samples=attribution.folds(), paired=False, statistic=attribution.share(("TP_down",)),
+          plug_in=attribution.plug_in_share(("TP_down",)))
     claim("kit_dampened", metric="fraction of top-5 dampened", direction="within", threshold=(-0.5, 1.5),
           estimator=attribution.fraction_dampened(top.to_mask().numpy()))
 '''
@@ -68,6 +69,7 @@ def test_a_claim_author_gets_selections_attribution_and_premises_from_the_plugin
     assert result.ret == 0, result.stdout.str()[-3000:]
     report = json.loads((pytester.path / "r.json").read_text())
     assert [c["claim"] for c in report["claims"]] == ["kit_share", "kit_dampened"]
+    assert report["claims"][0]["bias_allowance"] > 0 and report["claims"][1]["bias_allowance"] == 0
     assert report["config"]["family_size"] == 2
 
 
