@@ -34,6 +34,7 @@ from mechtests.stats import (
     Estimator,
     Statistic,
     bootstrap_estimate,
+    is_cross_fitted,
     min_resamples,
     n_to_decide,
     proportion_estimate,
@@ -316,7 +317,9 @@ def evaluate_claim(
     ``method``: the bootstrap interval, "BCa" (default) or "percentile" (docs/STATISTICS.md
     compares them on the cross-fitted shares). ``plug_in``: with a bootstrapped statistic that
     is not its estimand's plug-in estimate (a cross-fitted share), the plug-in value on all the
-    samples: the interval is widened by the bootstrap's bias estimate (`stats.bootstrap_estimate`).
+    samples: the interval is widened by the bootstrap's bias estimate (`stats.bootstrap_estimate`);
+    a statistic marked `stats.cross_fitted` (`BlockAttribution.share`, `crossfit_gross_ratio`) is
+    refused without it.
 
     Raises:
         UsageError: bad name/direction/threshold, both or neither of samples/estimate.
@@ -338,6 +341,12 @@ def evaluate_claim(
     if plug_in is not None and (samples is None or proportion or ratio):
         raise UsageError(f"{where}: plug_in= widens a bootstrap interval by the bootstrap's bias estimate; give it "
                          "with samples= and a statistic, not with estimate=, estimator=, proportion= or ratio=.")
+    if plug_in is None and statistic is not None and is_cross_fitted(statistic):
+        raise UsageError(f"{where}: the statistic is cross-fitted (sorted on one half of the blocks, measured on the "
+                         "other), so its bootstrap interval needs the bias allowance. Fix: pass its plug-in value on "
+                         "all blocks, e.g. plug_in=attribution.plug_in_share(groups) with "
+                         "statistic=attribution.share(groups), plug_in=attribution.gross_ratio() with "
+                         "statistic=attribution.crossfit_gross_ratio (docs/STATISTICS.md).")
     if estimator is not None:
         if statistic is not None or proportion or ratio:
             raise UsageError(f"{where}: an estimator computes its own interval: drop statistic=, proportion= and "

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mechtests.stats import cross_fitted
 from mechtests.thresholds import Direction, Threshold
 
 #: a statistic's value: one number, or one per resample when called with ``axis`` on stacked resamples
@@ -274,6 +275,7 @@ class BlockAttribution:
             sums = {g: np.einsum("rn,rn->r", masks[g], measured) for g in GROUP_NAMES}
             return sum(sums[g] for g in groups), sum(sums[g] for g in GROUP_NAMES)
 
+        @cross_fitted
         def statistic(first: np.ndarray | None = None, second: np.ndarray | None = None,
                       axis: int = -1) -> ArrayOrFloat:
             return self._crossfit(*self._halves(first, second), fn)
@@ -321,6 +323,7 @@ class BlockAttribution:
 
         return self._batched(self._all_blocks(blocks), fn)
 
+    @cross_fitted
     def crossfit_gross_ratio(self, first: np.ndarray | None = None, second: np.ndarray | None = None,
                              axis: int = -1) -> ArrayOrFloat:
         """Gross increase / gross decrease, cross-fitted: which neurons increase (reduction < 0)

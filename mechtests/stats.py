@@ -23,7 +23,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 from scipy import special, stats
@@ -34,6 +34,28 @@ from mechtests.thresholds import Direction, Threshold, satisfies
 Statistic = Callable[..., float | np.ndarray]
 #: ``(confidence, threshold, direction) -> Estimate``: an interval a claim computes itself.
 Estimator = Callable[[float, Threshold, Direction], "Estimate"]
+
+
+_F = TypeVar("_F", bound=Callable[..., object])
+
+
+def cross_fitted(statistic: _F) -> _F:
+    """Mark ``statistic`` as cross-fitted (items sorted on one part of the data, measured on the
+    other): not its estimand's plug-in estimate, so a claim on it must give ``plug_in=`` for the
+    bias allowance (`bootstrap_estimate`), and `claims.evaluate_claim` refuses it without one.
+
+    Example:
+        >>> is_cross_fitted(cross_fitted(lambda a, b: 0.0)), is_cross_fitted(np.mean)
+        (True, False)
+    """
+    # on a function's own attributes, so a method marked in its class is marked on every bound copy
+    statistic.__dict__["mechtests_cross_fitted"] = True
+    return statistic
+
+
+def is_cross_fitted(statistic: object) -> bool:
+    """Whether `cross_fitted` marked ``statistic`` (or, for a bound method, its function)."""
+    return bool(getattr(statistic, "mechtests_cross_fitted", False))
 
 
 @dataclass(frozen=True)
