@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -342,6 +343,9 @@ def bootstrap_estimate(
     value = _finite_float(_call(statistic, [d[None, :] for d in data], vectorized)[0]
                           if vectorized else statistic(*data), "the statistic on the observed samples")
     n = data[0].size if paired else sum(d.size for d in data)  # units resampled: strata add up
+    if plug_in is not None and (isinstance(plug_in, (bool, np.bool_)) or not isinstance(plug_in, numbers.Real)):
+        raise UsageError(f"plug_in must be the statistic's plug-in value (a number), got {plug_in!r}. "
+                         "Fix: e.g. plug_in=attribution.plug_in_share(groups).")
     allowance_from = None if plug_in is None else _finite_float(plug_in, "plug_in (the plug-in estimate)")
     if all(np.ptp(d) == 0.0 for d in data):
         # No spread: every resample gives the same value; BCa would divide by zero.

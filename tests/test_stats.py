@@ -453,6 +453,9 @@ def test_plug_in_must_be_a_number_and_only_goes_with_a_bootstrap() -> None:
     x = np.random.default_rng(0).normal(size=30)
     with pytest.raises(NumericalError, match="plug_in"):
         bootstrap_estimate((x,), np.mean, n_resamples=400, plug_in=float("nan"))
+    for wrong in (True, np.bool_(False), "0.5"):
+        with pytest.raises(UsageError, match="plug_in"):
+            bootstrap_estimate((x,), np.mean, n_resamples=400, plug_in=wrong)  # type: ignore[arg-type]
     for extra in ({"estimate": 0.3}, {"samples": (x, x + 1), "ratio": True},
                   {"samples": ((x > 0).astype(float),), "proportion": True}):
         with pytest.raises(UsageError, match="plug_in= widens a bootstrap interval"):
