@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "Estimate": "mechtests.stats", "bootstrap_estimate": "mechtests.stats", "proportion_estimate": "mechtests.stats",
     "ratio_estimate": "mechtests.stats", "mean_estimate": "mechtests.stats", "sign_fraction_estimate": "mechtests.stats",
     "transformed": "mechtests.stats", "family_confidence": "mechtests.stats", "holm": "mechtests.stats",
+    "cross_fitted": "mechtests.stats",
     # running conditions; effects on a pair (torch-free claim statistics)
     "Evaluator": "mechtests.evaluator", "PerplexityWindows": "mechtests.evaluator",
     "BlockAttribution": "mechtests.effects", "recovered": "mechtests.effects",
