@@ -415,13 +415,17 @@ def load_tokenizer(location: str, n_embeddings: int | None = None) -> Any:
 def expected_parameters(config: Any) -> tuple[dict[str, tuple[int, ...]], dict[str, str], str]:
     """``(parameter name -> shape, tied name -> partner, base_model_prefix)`` of the model a config builds
     (on the meta device: no memory, no initialisation)."""
+    model = _meta_model(config)
+    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    return shapes, _tied_names(model), str(getattr(model, "base_model_prefix", "") or "")
+
+
+def _meta_model(config: Any) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    return shapes, _tied_names(model), str(getattr(model, "base_model_prefix", "") or "")
+        return AutoModelForCausalLM.from_config(config)
 
 
 def _tied_names(model: Any) -> dict[str, str]:
@@ -434,6 +438,38 @@ def _tied_names(model: Any) -> dict[str, str]:
         else:
             seen[id(param)] = name
     return tied
+
+
+def transformers_key_renames(model: Any, keys: Iterable[str], where: object) -> dict[str, str]:
+    """``{file key: model key}`` for the keys transformers itself renames when it loads this model
+    (its checkpoint conversion mapping: e.g. EXAONE's ``transformer.h.*`` -> ``model.layers.*``,
+    legacy ``LayerNorm.gamma`` -> ``.weight``), so the strict key check reads such a checkpoint as
+    ``from_pretrained`` does instead of refusing it.
+
+    Raises:
+        CheckpointError: a key that transformers would merge or split with others (a converter, not
+            a renaming): its tensors cannot be checked key by key.
+    """
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+    except ImportError:  # a transformers without conversion mappings renames nothing
+        return {}
+    transforms = get_model_conversion_mapping(model)
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+    converters = [t for t in transforms if isinstance(t, WeightConverter)]
+    renames: dict[str, str] = {}
+    for key in keys:
+        new, converter = rename_source_key(key, renamings, converters)
+        if converter is not None:
+            raise CheckpointError(where, f"key {key!r} is one that transformers merges or splits with others when it "
+                                  f"loads a {getattr(model.config, 'model_type', '?')} checkpoint, so its weights "
+                                  "cannot be checked key by key",
+                                  "pass the checkpoint directory without nesting (transformers converts it when "
+                                  "loading, checked strictly), or save torch.save(model.state_dict()) of the loaded model")
+        if new != key:
+            renames[key] = new
+    return renames
 
 
 # ---- weight files of a directory ------------------------------------------------------------------
@@ -459,6 +495,21 @@ def directory_weight_files(directory: Path) -> list[Path]:
             return [directory / single]
     raise CheckpointError(directory, "holds no weights (model.safetensors or pytorch_model.bin)",
                           "save the model with model.save_pretrained(DIR)")
+
+
+def _renamed(entries: Mapping[str, Any], renames: Mapping[str, str], where: object) -> dict[str, Any]:
+    """``entries`` under their renamed keys; two file keys landing on one name are refused (one
+    of them would be silently dropped)."""
+    out: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for key, value in entries.items():
+        name = renames.get(key, key)
+        if name in out:
+            raise CheckpointError(where, f"keys {origin[name]!r} and {key!r} both load as {name!r} (transformers renames "
+                                  "old key names on load), so one of them would be silently dropped",
+                                  "re-save the checkpoint with model.save_pretrained(DIR) so each weight appears once")
+        out[name], origin[name] = value, key
+    return out
 
 
 def _file_entries(files: list[Path], *, lazy: bool) -> tuple[dict[str, Any], str | None]:
@@ -499,6 +550,36 @@ def _config_int(config: Any, *names: str, default: int | None = None) -> int:
     if default is None:
         raise UsageError(f"config of model type {getattr(config, 'model_type', '?')} has none of {names}")
     return default
+
+
+# Config fields that count a mixture-of-experts MLP's experts (Mixtral, Granite-MoE, GPT-OSS, Llama-4:
+# num_local_experts; Qwen-MoE, OLMoE: num_experts; DeepSeek: n_routed_experts).
+MOE_EXPERT_FIELDS: tuple[str, ...] = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
+
+
+def refuse_mixture_of_experts(config: Any, location: str) -> None:
+    """Refuse a config whose MLPs are routed experts: a neuron index names no unit every token uses,
+    and the papers' neuron analysis (rows of one ``W_out`` per layer) is not defined for it.
+
+    Checked from the config alone, before any weights (a MoE checkpoint's saved keys would
+    otherwise be refused as a mismatch, with the wrong fix).
+
+    Example:
+        >>> from transformers import MixtralConfig
+        >>> refuse_mixture_of_experts(MixtralConfig(num_local_experts=8), "mixtral")
+        Traceback (most recent call last):
+        ...
+        mechtests.errors.UsageError: mixtral: a mixture-of-experts model (mixtral, num_local_experts=8)...
+    """
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for name in MOE_EXPERT_FIELDS:
+        value = getattr(text, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 1:
+            raise UsageError(
+                f"{location}: a mixture-of-experts model ({getattr(config, 'model_type', '?')}, {name}={value}). Its MLPs "
+                "are routed experts, so a neuron index does not name one unit of the model and mechtests' per-neuron "
+                "statistics (activations, value vectors, ablations) are not defined for it. Fix: compare dense models "
+                "(GPT-2, Llama, Mistral, Qwen2, ...)")
 
 
 def tokenizer_signature(tokenizer: Any) -> str:
@@ -555,6 +636,7 @@ def inspect_source(source: ModelSource) -> Inspection:
         CheckpointError: any problem, naming the path and the fix.
     """
     config = load_config(source.config_location)
+    refuse_mixture_of_experts(config, source.location)
     tokenizer = load_tokenizer(source.config_location)
     facts = facts_from(config, tokenizer)
     if facts.tokenizer_size > facts.d_vocab:
@@ -565,6 +647,8 @@ def inspect_source(source: ModelSource) -> Inspection:
     files = directory_weight_files(Path(source.location)) if source.kind == "directory" else [Path(source.location)]
     entries, nested = _file_entries(files, lazy=True)
     shapes, tied, prefix = expected_parameters(config)
+    entries = _renamed(entries, transformers_key_renames(_meta_model(config), entries, source.location),
+                       source.location)
     _, check = match_keys(entries, shapes, tied=tied, prefix=prefix)
     check.raise_if_bad(source.location, config_from=source.config_from)
     for file in files:
@@ -609,6 +693,7 @@ def load_hf_model(source: ModelSource, dtype: Any) -> tuple[Any, Any, LoadRecord
     from transformers import AutoModelForCausalLM
 
     config = load_config(source.config_location)
+    refuse_mixture_of_experts(config, source.location)
     if source.kind == "directory":
         files = directory_weight_files(Path(source.location))
         entries, nested = _file_entries(files, lazy=True)
@@ -622,6 +707,7 @@ def load_hf_model(source: ModelSource, dtype: Any) -> tuple[Any, Any, LoadRecord
         with torch.random.fork_rng(devices=[]):
             model = AutoModelForCausalLM.from_config(config, dtype=dtype)
         shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+        entries = _renamed(entries, transformers_key_renames(model, entries, source.location), source.location)
         renamed, check = match_keys(entries, shapes, tied=_tied_names(model),
                                     prefix=str(getattr(model, "base_model_prefix", "") or ""))
         check.raise_if_bad(source.location, config_from=source.config_from)

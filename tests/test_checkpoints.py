@@ -176,3 +176,40 @@ def test_inspection_sees_incompatible_configs_without_loading(ckpts: dict[str, P
     wide = inspect_source(ModelSource(str(ckpts["wide"]), "directory"))
     with pytest.raises(IncompatiblePairError, match="d_mlp: base has 64, tuned has 128"):
         compare_facts(base.facts, wide.facts, where="test")
+
+
+def test_keys_transformers_renames_on_load_are_read_as_it_reads_them(tmp_path: Path) -> None:
+    """EXAONE's checkpoints keep GPT-2-style names (``transformer.h.*``) that transformers maps to
+    ``model.layers.*`` when loading: the strict key check applies the same renaming, so the directory
+    and its weight file as a state dict both load to the very weights save_pretrained wrote; a file
+    holding one weight under both names is refused (one would be dropped)."""
+    from transformers import AutoModelForCausalLM, ExaoneConfig
+
+    from mechtests.models import weights_fingerprint
+    from mechtests.testing import byte_tokenizer
+
+    config = ExaoneConfig(vocab_size=257, hidden_size=32, intermediate_size=64, num_layers=2, num_attention_heads=2,
+                          num_key_value_heads=2, max_position_embeddings=64, bos_token_id=256, eos_token_id=256,
+                          pad_token_id=256)
+    torch.manual_seed(0)
+    hf = AutoModelForCausalLM.from_config(config)
+    directory = tmp_path / "exaone"
+    hf.save_pretrained(directory)
+    byte_tokenizer().save_pretrained(directory)
+    on_disk = _state(directory)
+    assert any(k.startswith("transformer.h.0.") for k in on_disk) and not any(k.startswith("model.") for k in on_disk)
+
+    assert inspect_source(ModelSource(str(directory), "directory")).check.missing == ()
+    expected = weights_fingerprint(dict(hf.named_parameters()))
+    assert load_model(directory).fingerprint == expected
+    as_file = load_model(directory / "model.safetensors", config_from=str(directory))
+    assert as_file.fingerprint == expected
+    assert as_file.load_record is not None and as_file.load_record.n_tensors == len(on_disk)
+
+    twice = dict(on_disk)
+    twice["model.embed_tokens.weight"] = on_disk["transformer.wte.weight"].clone()
+    save_file(twice, str(tmp_path / "twice.safetensors"))
+    with pytest.raises(CheckpointError, match=r"keys '(model.embed_tokens|transformer.wte).weight' and "
+                                              r"'(transformer.wte|model.embed_tokens).weight' both load as "
+                                              r"'model.embed_tokens.weight'.*silently dropped"):
+        inspect_source(ModelSource(str(tmp_path / "twice.safetensors"), "state_dict", config_from=str(directory)))
