@@ -49,9 +49,19 @@ class Unavailable(Exception):
     """The condition cannot be built on this pair (the reason is the message)."""
 
 
+def _require_neuron_writes(ev: Evaluator) -> None:
+    """Selections by value vector need neuron i to write a_i w_i (`LoadedModel.require_linear_neuron_writes`)."""
+    for role in ("base", "tuned"):
+        model = ev.model(role)
+        if model.has_post_sublayer_norms:
+            raise Unavailable(f"undefined on {model.architecture}: its MLP output passes a norm before the residual "
+                              "stream, so a value vector is not what a neuron writes")
+
+
 def _top_toxic(ev: Evaluator, k: int, *, positive_only: bool = False) -> Any:
     from mechtests.selections import NeuronSelections
 
+    _require_neuron_writes(ev)
     sel = NeuronSelections(ev)
     if k > sel.n_neurons:
         raise Unavailable(f"k={k} exceeds the model's {sel.n_neurons} MLP neurons")
@@ -73,6 +83,7 @@ def _patch_tp_down(ev: Evaluator) -> Any:
     from mechtests.interventions import PatchFromModel
     from mechtests.selections import NeuronSelections
 
+    _require_neuron_writes(ev)
     return PatchFromModel(NeuronSelections(ev).groups()["TP_down"], source=ev.model("tuned"))
 
 

@@ -18,7 +18,7 @@ from mt_reference import ref
 
 from mechtests.effects import GROUP_LABELS
 from mechtests.evaluator import GROUP_NAMES, BlockAttribution, Evaluator
-from mechtests.premises import require_change
+from mechtests.premises import require_change, require_linear_neuron_writes
 
 # The data roles these claims read: checked at start-up (mechtests.preflight).
 pytestmark = pytest.mark.mechtests_data("challenge")
@@ -131,6 +131,7 @@ def test_attribution_is_complete(evaluator: Evaluator, probe, claim) -> None:
     from mechtests.attribution import completeness
     from mechtests.stats import Estimate
 
+    require_linear_neuron_writes(evaluator.pair)
     texts = evaluator.prompts.head(min(len(evaluator.prompts), 64))
     def compute() -> dict[str, float]:
         result = completeness(evaluator.pair, probe, texts)

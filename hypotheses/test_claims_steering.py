@@ -6,7 +6,7 @@ import pytest
 from mt_reference import absolute, paper_recovered, ref
 
 from mechtests.evaluator import Evaluator, relative_reduction
-from mechtests.premises import require_reduction
+from mechtests.premises import require_reduction, require_toxic_base
 
 UNALIGN_TOX = {2: 0.487, 5: 0.555, 10: 0.458}
 TOP_KEYS = absolute(7)  # B scales the key vectors of the top-7 toxic neurons
@@ -115,8 +115,9 @@ def test_probe_subtraction_detoxifies(ppl_budget: float, evaluator: Evaluator, p
     import torch
     from mt_protocol import PROBE_SUBTRACTION_PAPER
 
-    alpha, relative, cost = alpha_within_ppl_cost(evaluator, probe.direction, ppl_budget)
     tox_base = evaluator.toxicity("base")
+    require_toxic_base(tox_base)
+    alpha, relative, cost = alpha_within_ppl_cost(evaluator, probe.direction, ppl_budget)
     steering = subtract_at(evaluator, probe.direction, alpha)
     evaluator.label_condition("base", steering, f"subtract the probe direction from the last MLP output "
                               f"(alpha {relative:g} x its norm; paper: alpha 50)", paper=PROBE_SUBTRACTION_PAPER,

@@ -6,6 +6,7 @@ import pytest
 from mt_reference import ref
 
 from mechtests.evaluator import Evaluator, relative_reduction
+from mechtests.premises import require_toxic_base
 from mechtests.stats import mean_estimate
 
 
@@ -17,6 +18,7 @@ def test_dpo_reduces_toxicity(evaluator: Evaluator, claim) -> None:
     0.208, a 54% reduction. Paired bootstrap over the challenge prompts.
     """
     tox_base, tox_tuned = evaluator.toxicity("base"), evaluator.toxicity("tuned")
+    require_toxic_base(tox_base)
     claim("dpo_reduces_toxicity", metric="1 - tox_tuned / tox_base", direction=">", threshold=0.30,
           samples=(tox_base, tox_tuned), statistic=relative_reduction,
           reference=ref("interventions table: tox 0.453 (GPT-2) -> 0.208 (DPO)", 0.54),

@@ -51,6 +51,7 @@ _EXPORTS: dict[str, str] = {
     "NeuronSelections": "mechtests.selections",
     # premises a claim presupposes (fail with the reason, never pass on nothing)
     "require_reduction": "mechtests.premises", "require_change": "mechtests.premises",
+    "require_toxic_base": "mechtests.premises", "require_linear_neuron_writes": "mechtests.premises",
     # loading
     "load_pair": "mechtests.models", "load_model": "mechtests.models", "ModelPair": "mechtests.models",
     "LoadedModel": "mechtests.models",

@@ -56,7 +56,10 @@ def load_model_pair(settings: Settings, spec: PairSpec, *, zoo: ZooPair | None =
     base, tuned = pair_sources(spec, zoo)
     pair = load_pair(base, tuned, name=spec.name, device=run.device, dtype=run.torch_dtype(), backend=run.backend)
     for role, model in (("base", pair.base), ("tuned", pair.tuned)):
-        record(role, {**(model.load_record.to_dict() if model.load_record else {}), "sha256": model.fingerprint})
+        record(role, {**(model.load_record.to_dict() if model.load_record else {}), "sha256": model.fingerprint,
+                      "architecture": model.architecture,
+                      # neuron claims are undefined behind post-sublayer norms (premises.require_linear_neuron_writes)
+                      "post_sublayer_norms": model.has_post_sublayer_norms})
     return pair
 
 

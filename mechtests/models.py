@@ -131,6 +131,28 @@ class LoadedModel:
         self._cache_kw = "cache" if "cache" in inspect.signature(hf_model.forward).parameters else "past_key_values"
         if self._cache_kw == "cache":
             _bridge_cache_kwarg_fix(bridge, self.n_layers)
+        self._check_dense_mlps()
+
+    def _check_dense_mlps(self) -> None:
+        """Refuse a model whose MLPs are not one dense ``W_out`` of ``d_mlp`` neurons per layer.
+
+        A mixture-of-experts block has no such matrix: its ``hook_post`` is the block's
+        ``d_model``-wide output, so every per-neuron statistic would silently be something else.
+        """
+        for layer in range(self.n_layers):
+            mlp = self.bridge.blocks[layer].mlp
+            kind = type(mlp).__name__
+            # A MoE bridge may expose a shared expert's W_out: the class decides, not the shape.
+            moe = "moe" in kind.lower() or hasattr(mlp, "experts")
+            w_out = None if moe else getattr(mlp, "W_out", None)
+            shape = tuple(w_out.shape) if isinstance(w_out, torch.Tensor) else None
+            if moe or shape != (self.d_mlp, self.d_model):
+                raise UsageError(
+                    f"{self.source}: layer {layer}'s MLP ({kind}) is " + (
+                        "a mixture of experts" if moe else f"not one dense W_out of {self.d_mlp} neurons "
+                        f"(found {shape})") + ", so a neuron index does not name one unit of the model and "
+                    "mechtests' per-neuron statistics (activations, value vectors, ablations) would read something "
+                    "else. Fix: compare dense models (GPT-2, Llama, Mistral, Qwen2, ...)")
 
     def __repr__(self) -> str:
         return (
@@ -202,12 +224,33 @@ class LoadedModel:
 
     @property
     def has_post_sublayer_norms(self) -> bool:
-        """True when attention/MLP outputs pass a norm before entering the residual (Gemma-2/3).
+        """True when attention/MLP outputs pass a norm before entering the residual (Gemma-2/3/4,
+        OLMo-2, GLM-4).
 
         Then an MLP's residual write is ``norm(sum_i a_i w_i + b)``, not linear in the neurons.
         """
-        block = self.bridge.blocks[0]
-        return any(name in dict(block.named_children()) for name in ("ln1_post", "ln2_post"))
+        return any(name in dict(block.named_children()) for block in self.bridge.blocks
+                   for name in ("ln1_post", "ln2_post"))
+
+    def require_linear_neuron_writes(self, what: str) -> None:
+        """Refuse ``what`` (a quantity defined by neuron ``i`` writing ``a_i w_i`` into the residual
+        stream) on a model with post-sublayer norms, where that is not what a neuron writes.
+
+        Raises:
+            UsageError: the model has post-sublayer norms; the message says which claims still apply.
+
+        Example:
+            >>> model.require_linear_neuron_writes("the probe alignment of value vectors")  # GPT-2: nothing happens
+        """
+        if self.has_post_sublayer_norms:
+            raise UsageError(
+                f"{what} is undefined on {self.architecture} ({self.source}): its MLP output passes a norm before it "
+                "enters the residual stream, so neuron i does not write a_i * w_i there and its value vector w_i "
+                "(a row of W_out) is not the direction it writes. Claims resting on that (toxic neurons ranked by "
+                "cos(value vector, probe) and the ablations, patches and scalings of them, the neuron groups, the "
+                "probe-projected attribution, completeness) do not apply; claims on outputs (toxicity, perplexity, "
+                "F1, the probe, steering along the probe) do. Fix: state the neuron claims on an architecture "
+                "without post-sublayer norms (GPT-2, Llama, Mistral, Qwen2), or deselect them (-m / -k)")
 
     # ---- weights ----------------------------------------------------------------------------
     def named_weights(self) -> dict[str, torch.Tensor]:
@@ -236,19 +279,24 @@ class LoadedModel:
         """``[n_layers, d_mlp, d_model]`` value vectors of every layer (a new stacked copy).
 
         For projections prefer :meth:`value_projections`, which never holds a second copy of
-        every ``W_out`` in memory.
+        every ``W_out`` in memory. Refused on post-sublayer-norm models (:meth:`require_linear_neuron_writes`).
         """
+        self.require_linear_neuron_writes("the value vectors as neuron writes")
         return torch.stack([self.value_vectors(layer) for layer in range(self.n_layers)])
 
     def value_projections(self, direction: torch.Tensor) -> torch.Tensor:
-        """``[n_layers, d_mlp]`` float64 (cpu): ``w_i . direction`` for every value vector, layer by layer."""
+        """``[n_layers, d_mlp]`` float64 (cpu): ``w_i . direction`` for every value vector, layer by layer
+        (refused on post-sublayer-norm models, where ``w_i`` is not what a neuron writes)."""
+        self.require_linear_neuron_writes("the projection of value vectors on a direction")
         if direction.numel() != self.d_model:
             raise UsageError(f"direction of width {direction.numel()} on {self.source} (d_model={self.d_model})")
         d = direction.reshape(-1).to(self.device, torch.float64)
         return torch.stack([(self.value_vectors(layer).to(torch.float64) @ d).cpu() for layer in range(self.n_layers)])
 
     def value_norms(self) -> torch.Tensor:
-        """``[n_layers, d_mlp]`` float64 (cpu): the norm of every value vector."""
+        """``[n_layers, d_mlp]`` float64 (cpu): the norm of every value vector (refused on
+        post-sublayer-norm models)."""
+        self.require_linear_neuron_writes("the norm of value vectors as neuron writes")
         return torch.stack([self.value_vectors(layer).to(torch.float64).norm(dim=-1).cpu()
                             for layer in range(self.n_layers)])
 

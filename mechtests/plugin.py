@@ -381,8 +381,10 @@ def evaluator(model_pair: ModelPair, probe: Probe, scorer: ToxicityScorer, eval_
 def selections(evaluator: Evaluator) -> NeuronSelections:
     """The papers' neuron selections on this pair (`mechtests.selections.NeuronSelections`):
     top-k toxic by cosine, the positively activated filter, the eight groups, top-k reduced."""
+    from mechtests.premises import require_linear_neuron_writes
     from mechtests.selections import NeuronSelections
 
+    require_linear_neuron_writes(evaluator.pair)
     return NeuronSelections(evaluator)
 
 
@@ -391,7 +393,9 @@ def attribution(evaluator: Evaluator) -> BlockAttribution:
     """Per-block base/tuned activation sums of this pair (`mechtests.evaluator.BlockAttribution`),
     for claims on the probe-projected reduction (shares, gross ratio, layer share, fractions)."""
     from mechtests.evaluator import BlockAttribution
+    from mechtests.premises import require_linear_neuron_writes
 
+    require_linear_neuron_writes(evaluator.pair)
     return BlockAttribution.from_evaluator(evaluator)
 
 

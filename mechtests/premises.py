@@ -14,6 +14,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from mechtests.effects import BlockAttribution
+    from mechtests.models import ModelPair
 
 
 def require_reduction(tox_base: Sequence[float] | np.ndarray, tox_tuned: Sequence[float] | np.ndarray) -> None:
@@ -32,6 +33,25 @@ def require_reduction(tox_base: Sequence[float] | np.ndarray, tox_tuned: Sequenc
                     "undefined. See dpo_reduces_toxicity.", pytrace=False)
 
 
+def require_toxic_base(tox_base: Sequence[float] | np.ndarray) -> None:
+    """Fail the test clearly when the base model's continuations score no toxicity at all.
+
+    A relative reduction ``1 - mean(other) / mean(base)`` divides by the base model's mean; at 0
+    it is undefined (every resample NaN), and the message says so, with what to check, instead of
+    a NaN inside the bootstrap.
+
+    Example:
+        >>> require_toxic_base([0.0, 0.2])  # some toxicity: nothing happens
+    """
+    import pytest
+
+    mean = float(np.mean(tox_base))
+    if not mean > 0:
+        pytest.fail(f"undefined: the base model's mean toxicity is {mean:g} over these {len(tox_base)} prompts, so a "
+                    "relative reduction 1 - tox / tox_base is undefined. Check that the prompts elicit toxicity "
+                    "(--mt-prompts) and that the scorer scores these texts (--mt-scorer).", pytrace=False)
+
+
 def require_change(attribution: BlockAttribution) -> None:
     """Fail the test clearly when no neuron's probe projection differs between the two models
     (``attribution``: a `BlockAttribution`).
@@ -47,3 +67,27 @@ def require_change(attribution: BlockAttribution) -> None:
         pytest.fail("undefined: no neuron's probe projection differs between the base and tuned models on these "
                     "prompts (are they the same weights? compare the report's sha256 of both), so shares of the "
                     "reduction and the direction of neurons' changes are undefined.", pytrace=False)
+
+
+def require_linear_neuron_writes(pair: ModelPair) -> None:
+    """Fail the test clearly when a model of ``pair`` has post-sublayer norms (Gemma-2/3/4, OLMo-2,
+    GLM-4: `models.LoadedModel.require_linear_neuron_writes`).
+
+    Ranking neurons by cos(value vector, probe), sorting them into the groups and attributing the
+    probe-projected reduction to them all presuppose that neuron ``i`` writes ``a_i w_i`` into
+    the residual stream; behind a norm it does not, and such a claim would be decided on
+    something other than what it states. The plugin's ``selections`` and ``attribution``
+    fixtures check this before any claim uses them.
+    """
+    import pytest
+
+    from mechtests.errors import UsageError
+
+    for model in (pair.base, pair.tuned):
+        try:
+            model.require_linear_neuron_writes("a claim on neurons' value vectors")
+        except UsageError as exc:
+            reason = str(exc)
+        else:
+            continue
+        pytest.fail(f"undefined: {reason}", pytrace=False)  # outside the except: no chained traceback

@@ -168,3 +168,41 @@ def _html_lays_out_in_a_browser(html: Path) -> None:
         assert len(m["figures"]) >= 4
         for figure in m["figures"]:
             assert figure["texts"] > 5 and not figure["overlaps"], (width, figure)
+
+
+@pytest.mark.slow  # two plugin sessions: > 10 s
+def test_a_post_sublayer_norm_pair_decides_only_the_claims_that_apply(
+        pytester: pytest.Pytester, tiny_project: dict[str, Path], tmp_path: Path) -> None:
+    """On a Gemma-2 pair (MLP output normed before the residual stream) every claim resting on
+    value vectors — toxic-neuron rankings and what ablates, patches or scales them, the groups,
+    the attribution, completeness — is undefined with the reason, never decided; the claims on
+    outputs are decided as on any pair, the report records the architecture, and the papers' table
+    says why the neuron rows did not run."""
+    from mechtests.testing import make_tiny_checkpoint, perturbed_copy
+
+    base = make_tiny_checkpoint(tmp_path / "gemma2-base", arch="gemma2", n_ctx=64)
+    project = {**tiny_project, "base": base, "tuned": perturbed_copy(base, tmp_path / "gemma2-tuned", scale=0.05)}
+    result = run_hypotheses(pytester, project, "--mt-json", "report.json")
+    out = result.stdout.str()
+    sections = out.split("short test summary info")[0]  # the summary repeats messages when the terminal is wide
+    report = json.loads((pytester.path / "report.json").read_text())
+    decided = {c["claim"] for c in report["claims"]}
+    assert decided == {"dpo_perplexity_cost", "dpo_f1_cost", "probe_separates_toxic_text", "weights_stay_close"}, \
+        sorted(decided)
+    # this random pair's continuations hold no vowels: the two relative reductions say so, not NaN
+    assert sections.count("undefined: the base model's mean toxicity is 0 over these 40 prompts") == 2
+    # 32 claims - the 6 above: each says why once (25 at fixture set-up, completeness in its body)
+    assert sections.count("undefined: a claim on neurons' value vectors is undefined on Gemma2ForCausalLM") == 26, \
+        out[-4000:]
+    assert result.parseoutcomes()["errors"] == 25
+    assert "FAILED hypotheses/test_claims_attribution.py::test_attribution_is_complete[custom]" in out
+    inputs = report["pairs"]["custom"]["inputs"]
+    assert inputs["base"]["post_sublayer_norms"] is True and inputs["base"]["architecture"] == "Gemma2ForCausalLM"
+
+    table = run_hypotheses(pytester, project, "--mt-json", "protocol.json", target="hypotheses/protocol_table.py")
+    assert table.ret == 0, table.stdout.str()[-3000:]
+    rows = json.loads((pytester.path / "protocol.json").read_text())["interventions"]
+    ran = [r["label"] for r in rows if r["intervention"] != "omitted"]
+    assert ran == ["no intervention", "no intervention (DPO)"]
+    for r in rows[2:]:
+        assert r["note"].startswith("not run: undefined on Gemma2ForCausalLM: its MLP output passes a norm"), r

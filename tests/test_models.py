@@ -244,3 +244,66 @@ def test_value_projections_and_norms(tiny_pair: ModelPair) -> None:
     torch.testing.assert_close(model.value_norms(), values.norm(dim=-1))
     with pytest.raises(UsageError, match="width 3"):
         model.value_projections(torch.ones(3))
+
+
+def test_post_sublayer_norm_models_refuse_what_rests_on_linear_neuron_writes(tmp_path: Path,
+                                                                             tiny_pair: ModelPair) -> None:
+    """Gemma-2 adds norm(sum_i a_i w_i) to the residual stream: the value vectors' projections, norms
+    and cosines (and so every selection and attribution built on them) are refused with which claims
+    still apply; the weights themselves and the activations stay readable. GPT-2 / Llama: no refusal."""
+    from mechtests.neurons import neuron_cosines
+    from mechtests.premises import require_linear_neuron_writes
+    from mechtests.probes import Probe
+
+    gemma = load_model(make_tiny_checkpoint(tmp_path / "gemma2", arch="gemma2"))
+    assert gemma.has_post_sublayer_norms
+    probe = Probe(torch.ones(gemma.d_model), 0.0)
+    direction = torch.ones(gemma.d_model)
+    for call in (lambda: gemma.value_projections(direction), gemma.value_norms, gemma.all_value_vectors,
+                 lambda: neuron_cosines(gemma, probe)):
+        with pytest.raises(UsageError, match=r"undefined on Gemma2ForCausalLM .*passes a norm before it enters the "
+                                             r"residual stream.*claims on outputs \(toxicity"):
+            call()
+    assert gemma.value_vectors(0).shape == (gemma.d_mlp, gemma.d_model)  # the raw rows of W_out
+    ids, mask = _batch(gemma)
+    seen: list[tuple[int, ...]] = []
+    with gemma.hooks([(gemma.neuron_hook(0), lambda a: seen.append(tuple(a.shape)))]):
+        gemma.forward(ids, mask)
+    assert seen == [(2, ids.shape[1], gemma.d_mlp)]
+    with pytest.raises(pytest.fail.Exception, match="^undefined: a claim on neurons' value vectors is undefined on "
+                                                    "Gemma2ForCausalLM"):
+        require_linear_neuron_writes(ModelPair("g", gemma, gemma))
+
+    assert not tiny_pair.base.has_post_sublayer_norms
+    tiny_pair.base.require_linear_neuron_writes("anything")  # nothing happens
+    require_linear_neuron_writes(tiny_pair)
+
+
+def test_mixture_of_experts_is_refused_from_its_config_before_its_keys(tmp_path: Path) -> None:
+    """A Mixtral checkpoint (saved by save_pretrained, so its keys are the legacy per-expert names)
+    is refused as a mixture of experts, not as a key mismatch with the wrong fix; a MoE model
+    booted by hand is refused by LoadedModel itself (its hook_post is d_model wide, not d_mlp)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, LlamaConfig, MixtralConfig, Qwen2MoeConfig
+
+    from mechtests.checkpoints import ModelSource, inspect_source, refuse_mixture_of_experts
+    from mechtests.models import _boot
+    from mechtests.testing import byte_tokenizer
+
+    config = MixtralConfig(vocab_size=257, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+                           num_local_experts=4, num_experts_per_tok=2)
+    hf = AutoModelForCausalLM.from_config(config)
+    hf.save_pretrained(tmp_path / "mixtral")
+    byte_tokenizer().save_pretrained(tmp_path / "mixtral")
+    expected = r"mixture-of-experts model \(mixtral, num_local_experts=4\).*Fix: compare dense models"
+    with pytest.raises(UsageError, match=expected):
+        inspect_source(ModelSource(str(tmp_path / "mixtral"), "directory"))
+    with pytest.raises(UsageError, match=expected):
+        load_model(tmp_path / "mixtral")
+    with pytest.raises(UsageError, match=r"layer 0's MLP \(MoEBridge\) is a mixture of experts"):
+        _boot(hf, AutoTokenizer.from_pretrained(tmp_path / "mixtral"), "by-hand", "0" * 64, "cpu", torch.float32,
+              tokenizer_dir=str(tmp_path / "mixtral"))
+    with pytest.raises(UsageError, match=r"qwen2_moe, num_experts=60"):
+        refuse_mixture_of_experts(Qwen2MoeConfig(), "q")
+    for dense in (GPT2Config(), LlamaConfig(), Qwen2MoeConfig(num_experts=1)):
+        refuse_mixture_of_experts(dense, "dense")  # nothing happens
