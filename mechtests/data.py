@@ -9,8 +9,10 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -115,15 +117,29 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _read_lines(path: Path) -> list[str]:
+def _read_text(path: Path) -> str:
+    """A data file's text exactly as written: UTF-8 (a leading byte-order mark, an encoding marker
+    and not content, removed), line ends untouched (no universal-newline translation)."""
     if not path.exists():
         raise DataError(f"{path}: no such file. Fix: check the path given for the prompts/corpus")
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a file. Fix: give the file itself")
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            return fh.read()
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc}). Fix: re-encode the file as UTF-8") from exc
+
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def _read_lines(path: Path) -> list[str]:
+    """The file's lines, split at line ends only (``\\n``, ``\\r\\n``, ``\\r``). ``str.splitlines`` also
+    splits at form feeds, U+2028 and other separators, which a prompt, a comment or a JSON string
+    may hold: it would cut one prompt in two, or a valid JSON line into two invalid ones."""
+    lines = _LINE_END.split(_read_text(path))
+    return lines[:-1] if lines and lines[-1] == "" else lines
 
 
 def _json_line(path: Path, number: int, line: str) -> dict[str, Any]:
@@ -256,8 +272,9 @@ def read_labelled(path: str | os.PathLike[str], *, name: str | None = None,
     if file.suffix == ".csv":
         import csv
 
-        lines = _read_lines(file)
-        reader = csv.DictReader(lines)
+        # The csv module reads the text itself: a quoted field may span lines (Jigsaw's comments do),
+        # and its line breaks are part of the text.
+        reader = csv.DictReader(io.StringIO(_read_text(file), newline=""))
         if reader.fieldnames is None:
             raise DataError(f"{file}: empty CSV (no header). Fix: a header row naming the text and label columns")
         header = {n: n for n in reader.fieldnames}
@@ -328,8 +345,7 @@ def read_perplexity_text(path: str | os.PathLike[str], *, role: str = "perplexit
     if source.is_dir():
         text, read, fmt = _dataset_text(source)
     else:
-        _read_lines(source)  # the same checks (exists, a file, UTF-8) as every text file
-        text = source.read_text(encoding="utf-8")  # exactly as written: line ends and all
+        text = _read_text(source)  # exactly as written: line ends and all
         read, fmt = 1, "text file"
     if not text.strip():
         raise DataError(f"{source}: the perplexity text is empty. Fix: give a held-out text (e.g. wiki.test.raw)")

@@ -215,3 +215,47 @@ def test_perplexity_text_from_raw_files_and_datasets_directories(tmp_path: Path)
     (tmp_path / "empty.txt").write_text("  \n", encoding="utf-8")
     with pytest.raises(DataError, match=r"empty.txt: the perplexity text is empty"):
         read_perplexity_text(tmp_path / "empty.txt")
+
+
+def test_text_is_read_as_written_whatever_its_line_ends_marks_and_separators(tmp_path: Path) -> None:
+    """Jigsaw's comments span lines inside quoted CSV fields; web text holds form feeds and U+2028
+    (raw inside a JSON string is valid JSON); editors add a byte-order mark and CRLF line ends.
+    Every text is read exactly as written: a multi-line comment keeps its line breaks (they were
+    dropped, gluing "line" and "second"), one prompt stays one prompt, the mark is not content, and
+    error messages name the physical line."""
+    import csv
+    import io
+
+    from mechtests.data import read_f1_items, read_labelled, read_perplexity_text, read_prompts
+
+    weird = "a\u2028b, c\x0cd \x85e"
+    table = ('id,comment_text,toxic\r\n1,"first line\n\nsecond line",1\r\n'
+             f'2,"{weird}",0\r\n3,"said ""hi""\r\nthen left",0\r\n')
+    csv_path = tmp_path / "train.csv"
+    csv_path.write_bytes(b"\xef\xbb\xbf" + table.encode())  # Excel's UTF-8 export
+    data, record = read_labelled(csv_path)
+    truth = [row["comment_text"] for row in csv.DictReader(io.StringIO(table, newline=""))]
+    assert list(data.texts) == truth == ["first line\n\nsecond line", weird, 'said "hi"\r\nthen left']
+    assert data.labels == (1, 0, 0) and record.count == 3 and record.format == "csv comment_text/toxic"
+    csv_path.write_text(table + '4,"two\nlines",maybe\r\n', encoding="utf-8", newline="")
+    with pytest.raises(DataError, match=r"train.csv:9: \"toxic\" must be 0 or 1, got 'maybe'"):
+        read_labelled(csv_path)  # line 9: the row's last physical line
+
+    rows = [{"prompt": weird}, {"prompt": {"text": "line\u2029two"}, "challenging": True}]
+    jsonl = tmp_path / "prompts.jsonl"
+    jsonl.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(json.dumps(r, ensure_ascii=False) for r in rows).encode())
+    prompts, record = read_prompts(jsonl, all_prompts=True)
+    assert prompts.texts == (weird, "line\u2029two") and record.read == 2
+
+    txt = tmp_path / "prompts.txt"
+    txt.write_bytes(b"\xef\xbb\xbf" + f"one {weird}\r\ntwo\rthree\n\nfour".encode())
+    assert read_prompts(txt)[0].texts == (f"one {weird}", "two", "three", "four")
+
+    f1 = tmp_path / "wiki_samples.jsonl"
+    f1.write_text(json.dumps({"prompt": "The\u2028cat", "gold": " sat"}, ensure_ascii=False) + "\r\n", encoding="utf-8")
+    assert read_f1_items(f1)[0].prompts == ("The\u2028cat",)
+
+    raw = tmp_path / "wiki.test.raw"
+    raw.write_bytes(b"\xef\xbb\xbf = Title = \r\n\r\n Some\x0ctext .\r\n")
+    text, _ = read_perplexity_text(raw)
+    assert text == " = Title = \r\n\r\n Some\x0ctext .\r\n"  # line ends as written, the mark gone
