@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from mechtests.data import TextSet, left_padded_batch, masked_mean
+from mechtests.data import TextSet, left_padded_batch, masked_mean, start_tokens, without_start_tokens
 from mechtests.errors import NumericalError, UsageError
 from mechtests.neurons import GROUPS, MIRRORS, NeuronSet, group_masks
 
@@ -148,13 +148,16 @@ def _decomposed_projection(model: LoadedModel, probe: Probe, texts: Sequence[str
     names.update({f"neurons:{layer}": model.neuron_hook(layer) for layer in range(model.n_layers)})
     names["final"] = model.final_resid_hook
     sums = {"total": 0.0, "embed": 0.0, "pos_embed": 0.0, "attention": 0.0, "neurons": 0.0}
+    n_start = len(start_tokens(model.tokenizer))
     with torch.inference_mode(), model.hooks([(hook, grab(key)) for key, hook in names.items()]):
         for start in range(0, len(texts), batch_size):
             ids, mask = left_padded_batch(model.tokenizer, texts[start : start + batch_size], max_tokens=max_tokens,
                                           device=model.device)
             model.forward(ids, mask, last_only=True)
 
-            def pooled(key: str, mask: torch.Tensor = mask) -> torch.Tensor:
+            text = without_start_tokens(mask, n_start)  # pooled like the probe: the text's own tokens
+
+            def pooled(key: str, mask: torch.Tensor = text) -> torch.Tensor:
                 return masked_mean(captured[key].to(torch.float64), mask)
 
             sums["total"] += float((pooled("final") @ direction).sum())
@@ -201,7 +204,7 @@ def completeness(pair: ModelPair, probe: Probe, texts: TextSet | Sequence[str], 
                 "outputs pass a norm before the residual stream, so the residual is not a sum of neuron writes. "
                 "Fix: run the completeness claim on architectures without post-sublayer norms (GPT-2, Llama, Mistral)"
             )
-    max_tokens = max_tokens or min(pair.base.n_ctx, 128)
+    max_tokens = max_tokens or min(pair.base.n_ctx - len(start_tokens(pair.base.tokenizer)), 128)
     base_total, base_parts = _decomposed_projection(pair.base, probe, items, batch_size=batch_size, max_tokens=max_tokens)
     tuned_total, tuned_parts = _decomposed_projection(pair.tuned, probe, items, batch_size=batch_size,
                                                       max_tokens=max_tokens)

@@ -58,6 +58,9 @@ def load_model_pair(settings: Settings, spec: PairSpec, *, zoo: ZooPair | None =
     for role, model in (("base", pair.base), ("tuned", pair.tuned)):
         record(role, {**(model.load_record.to_dict() if model.load_record else {}), "sha256": model.fingerprint,
                       "architecture": model.architecture,
+                      # what every prompt, perplexity window and probe text starts with (a BOS; none for GPT-2)
+                      "start_tokens": model.tokenizer.convert_ids_to_tokens(list(model.start_tokens)),
+                      "tokenizer_sha256": model.tokenizer_fingerprint,
                       # neuron claims are undefined behind post-sublayer norms (premises.require_linear_neuron_writes)
                       "post_sublayer_norms": model.has_post_sublayer_norms})
     return pair
@@ -87,7 +90,8 @@ def load_probe_for(settings: Settings, spec: PairSpec, pair: ModelPair, data: Ev
     base = pair.base
     if path is None:
         texts = data.probe_data  # only needed (and read) to train one
-        key = {"protocol": "train_probe/1", "base": base.fingerprint, "data": texts.sha256, "seed": run.seed}
+        key = {"protocol": "train_probe/1", "base": base.fingerprint, "tokenizer": base.tokenizer_fingerprint,
+               "data": texts.sha256, "seed": run.seed}
         trained = cache.get_or_compute("probe", key, lambda: train_probe(base, texts, seed=run.seed).probe)
         record("probe", {"source": None, "trained": {"data": texts.name, "sha256": texts.sha256, "n": len(texts),
                                                      "seed": run.seed},
@@ -98,7 +102,8 @@ def load_probe_for(settings: Settings, spec: PairSpec, pair: ModelPair, data: Ev
     labelled = data.probe_data if data.available("probe") else None
 
     def scores(p: Any, texts: Any) -> Any:
-        key = {"protocol": "probe_scores/1", "base": base.fingerprint, "probe": loaded.metadata["sha256"],
+        key = {"protocol": "probe_scores/1", "base": base.fingerprint, "tokenizer": base.tokenizer_fingerprint,
+               "probe": loaded.metadata["sha256"],
                "hook": p.hook(base), "pooling": p.pooling, "data": texts.sha256}
         return cache.get_or_compute("probe_scores", key, lambda: probe_scores(base, p, texts))
 

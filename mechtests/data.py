@@ -488,10 +488,42 @@ def truncate(ids: Sequence[int], max_tokens: int, keep: Truncation = "first") ->
     return list(ids[:max_tokens] if keep == "first" else ids[-max_tokens:])
 
 
+def start_tokens(tokenizer: Any) -> tuple[int, ...]:
+    """The ids a tokenizer puts before every text by default: Llama's ``<s>``, Gemma's ``<bos>``;
+    none for GPT-2 (the papers' tokenizer call adds nothing). A model trained with them expects
+    them, so every batch starts with them; a trailing special token (an EOS some tokenizers append)
+    is never added to a prompt.
+
+    Example:
+        >>> start_tokens(tok)  # GPT-2's byte-level BPE adds nothing
+        ()
+    """
+    with_specials = list(tokenizer("a")["input_ids"])
+    plain = list(tokenizer("a", add_special_tokens=False)["input_ids"])
+    for at in range(len(with_specials) - len(plain) + 1):
+        if with_specials[at : at + len(plain)] == plain:
+            return tuple(int(i) for i in with_specials[:at])
+    return ()
+
+
+def without_start_tokens(mask: torch.Tensor, n: int) -> torch.Tensor:
+    """``mask [b, pos]`` with each row's first ``n`` real positions (its start tokens) cleared: pooling
+    over a text's own tokens, not over a BOS whose residual is the same for every text.
+
+    Example:
+        >>> without_start_tokens(torch.tensor([[0, 1, 1, 1]]), 1)
+        tensor([[0, 0, 1, 1]])
+    """
+    if n == 0:
+        return mask
+    first = (mask.cumsum(dim=1) <= n) & (mask > 0)
+    return mask * (~first).to(mask.dtype)
+
+
 def left_padded_batch(tokenizer: Any, texts: Sequence[str], *, max_tokens: int,
                       device: str | torch.device = "cpu", keep: Truncation = "first") -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokenise ``texts``, keep each one's first (or, ``keep="last"``, last) ``max_tokens`` tokens, and
-    left-pad to a batch.
+    """Tokenise ``texts``, keep each one's first (or, ``keep="last"``, last) ``max_tokens`` tokens, put
+    the tokenizer's `start_tokens` (a BOS, where it adds one) before them, and left-pad to a batch.
 
     Returns:
         ``(input_ids [b, pos], attention_mask [b, pos])`` with real tokens flush right.
@@ -508,11 +540,12 @@ def left_padded_batch(tokenizer: Any, texts: Sequence[str], *, max_tokens: int,
     if max_tokens < 1:
         raise UsageError(f"max_tokens must be >= 1, got {max_tokens}")
     encoded = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    prefix = list(start_tokens(tokenizer))
     rows: list[list[int]] = []
     for i, ids in enumerate(encoded):
         if not ids:
             raise DataError(f"text {i} ({texts[i]!r}) has no tokens; remove empty prompts")
-        rows.append(truncate(ids, max_tokens, keep))
+        rows.append(prefix + truncate(ids, max_tokens, keep))
     width = max(len(row) for row in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     input_ids = torch.full((len(rows), width), int(pad), dtype=torch.long)

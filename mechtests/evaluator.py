@@ -325,7 +325,9 @@ class Evaluator:
         model = self.model(role)
         # The backends agree to float rounding, which can still flip a greedy token: keep apart.
         # The device too: CPU and CUDA kernels round differently, which can flip a greedy token.
-        return {"protocol": PROTOCOL_VERSION, "model": model.fingerprint, "dtype": str(getattr(model, "dtype", "")),
+        # The tokenizer too: the same weights behind another tokenizer (or a BOS) see other ids.
+        return {"protocol": PROTOCOL_VERSION, "model": model.fingerprint,
+                "tokenizer": getattr(model, "tokenizer_fingerprint", None), "dtype": str(getattr(model, "dtype", "")),
                 "device": str(getattr(model, "device", "")),
                 "backend": getattr(model, "backend", "bridge"), "intervention": intervention.key(), **extra}
 
@@ -592,7 +594,8 @@ class Evaluator:
             0.875
         """
         full = {"protocol": PROTOCOL_VERSION, "base": self.pair.base.fingerprint,
-                "tuned": self.pair.tuned.fingerprint, "probe": self.probe_key(), **dict(key)}
+                "tuned": self.pair.tuned.fingerprint, "tokenizer": getattr(self.pair.base, "tokenizer_fingerprint", None),
+                "probe": self.probe_key(), **dict(key)}
         return self._cached(kind, full, compute)
 
     # ------------------------------------------------------------------ derived, memory only

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from mechtests.config import N_BLOCKS
-from mechtests.data import TRUNCATIONS, TextSet, Truncation, left_padded_batch
+from mechtests.data import TRUNCATIONS, TextSet, Truncation, left_padded_batch, start_tokens
 from mechtests.errors import DataError, NumericalError, UsageError
 
 if TYPE_CHECKING:
@@ -202,11 +202,13 @@ def auto_batch_rows(model: LoadedModel, tokens: int, *, kind: str = "generation"
 
 
 def check_fits_context(model: LoadedModel, config: GenerationConfig) -> None:
-    """Raise :class:`UsageError` when prompt + continuation cannot fit the model's context."""
-    needed = config.max_prompt_tokens + config.max_new_tokens
+    """Raise :class:`UsageError` when start tokens + prompt + continuation cannot fit the model's context."""
+    n_start = len(start_tokens(model.tokenizer))
+    needed = n_start + config.max_prompt_tokens + config.max_new_tokens
     if needed > model.n_ctx:
+        start = f"{n_start} start token(s) + " if n_start else ""
         raise UsageError(
-            f"{model.source}: max_prompt_tokens ({config.max_prompt_tokens}) + max_new_tokens "
+            f"{model.source}: {start}max_prompt_tokens ({config.max_prompt_tokens}) + max_new_tokens "
             f"({config.max_new_tokens}) = {needed} exceeds the context length n_ctx={model.n_ctx}. "
             "Fix: lower max_prompt_tokens or max_new_tokens"
         )

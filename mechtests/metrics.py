@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from mechtests.data import F1Items, TextSet
+from mechtests.data import F1Items, TextSet, start_tokens
 from mechtests.errors import DataError, NumericalError, UsageError
 
 if TYPE_CHECKING:
@@ -62,9 +62,11 @@ def perplexity_windows(model: LoadedModel, text: str, *, window: int, interventi
     """Summed next-token NLL and predicted-token count per non-overlapping window of ``text``.
 
     The text is tokenized once and cut into consecutive windows of ``window`` tokens (the last
-    one may be shorter; a last window of one token predicts nothing and is dropped). Inside a
-    window, token ``t`` is predicted from tokens ``< t`` of the same window, as in the papers'
-    Wikitext-2 evaluation with stride = window.
+    one may be shorter; a last window of one token is dropped). Inside a window, token ``t`` is
+    predicted from tokens ``< t`` of the same window, as in the papers' Wikitext-2 evaluation with
+    stride = window. A tokenizer that adds start tokens (`mechtests.data.start_tokens`: Llama's
+    BOS) gets them at the head of every window, within ``window``: its first text token is then
+    predicted from them (GPT-2's adds none: the papers' windows exactly).
 
     Args:
         model: the model (``LoadedModel``).
@@ -108,8 +110,14 @@ def perplexity_windows_many(model: LoadedModel, text: str, interventions: Sequen
     ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) < 2:
         raise DataError(f"perplexity text has {len(ids)} token(s); give a text of at least 2 tokens")
-    windows = [ids[i : i + window] for i in range(0, len(ids), window)]
-    windows = [w for w in windows if len(w) >= 2]
+    # A tokenizer's start tokens (a BOS) open every window, as every input the model was trained
+    # on: context, never scored; the window's first text token is then predicted from them.
+    prefix = list(start_tokens(model.tokenizer))
+    span = window - len(prefix)
+    if span < 2:
+        raise UsageError(f"perplexity window {window} leaves {span} text token(s) after {len(prefix)} start token(s)")
+    windows = [prefix + ids[i : i + span] for i in range(0, len(ids), span)]
+    windows = [w for w in windows if len(w) - len(prefix) >= 2]
     conditions = len(interventions)
     per_batch = max(1, batch_size // conditions)
     nll_sum = np.zeros((conditions, len(windows)), dtype=np.float64)
@@ -137,6 +145,7 @@ def perplexity_windows_many(model: LoadedModel, text: str, interventions: Sequen
                 raise NumericalError(f"{model.source}: non-finite logits in the perplexity pass")
             nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), x[:, 1:], reduction="none")
             real = mask[:, 1:].to(nll.dtype)
+            real[:, : max(len(prefix) - 1, 0)] = 0  # a start token is context, never a prediction
             sums = (nll * real).sum(dim=1).double().cpu().view(len(chunk), conditions).T
             counts = real.sum(dim=1).double().cpu().view(len(chunk), conditions).T
             nll_sum[:, start : start + len(chunk)] = sums.numpy()

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import inspect
 import os
@@ -49,6 +50,7 @@ from mechtests.checkpoints import (
     facts_from,
     load_hf_model,
     resolve_pair_sources,
+    tokenizer_signature,
 )
 from mechtests.config import BACKENDS, Backend
 from mechtests.errors import IncompatiblePairError, UsageError
@@ -159,6 +161,25 @@ class LoadedModel:
             f"LoadedModel({self.source!r}, {self.architecture}, layers={self.n_layers}, "
             f"d_model={self.d_model}, d_mlp={self.d_mlp}, mlp={self.mlp_kind}, sha256={self.fingerprint[:12]})"
         )
+
+    @functools.cached_property
+    def tokenizer_fingerprint(self) -> str:
+        """sha256 prefix of how this model's text becomes ids: the tokenizer's whole definition (a fast
+        tokenizer's JSON: vocabulary, merges, normalizer, pre-tokenizer, post-processor) and its
+        start tokens. Part of every cache key: the weights' fingerprint alone would hand one
+        tokenizer's results to another."""
+        digest = hashlib.sha256()
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        digest.update((backend.to_str() if backend is not None else tokenizer_signature(self.tokenizer)).encode())
+        digest.update(repr(self.start_tokens).encode())
+        return digest.hexdigest()[:16]
+
+    @property
+    def start_tokens(self) -> tuple[int, ...]:
+        """The ids put before every text (`mechtests.data.start_tokens`: a BOS; none for GPT-2)."""
+        from mechtests.data import start_tokens
+
+        return start_tokens(self.tokenizer)
 
     def facts(self) -> ModelFacts:
         """Config and tokenizer facts compared between the two models of a pair."""

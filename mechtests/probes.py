@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from mechtests.data import TextSet, left_padded_batch, masked_mean
+from mechtests.data import TextSet, left_padded_batch, masked_mean, start_tokens, without_start_tokens
 from mechtests.errors import DataError, NumericalError, UsageError
 
 if TYPE_CHECKING:
@@ -145,9 +145,11 @@ def pooled_residual(model: LoadedModel, texts: TextSet | list[str] | tuple[str, 
     items = list(texts.texts if isinstance(texts, TextSet) else texts)
     if not items:
         raise UsageError("pooled_residual got no texts")
-    max_tokens = model.n_ctx if max_tokens is None else max_tokens
-    if max_tokens > model.n_ctx:
-        raise UsageError(f"max_tokens={max_tokens} exceeds the context length n_ctx={model.n_ctx} of {model.source}")
+    n_start = len(start_tokens(model.tokenizer))
+    max_tokens = model.n_ctx - n_start if max_tokens is None else max_tokens
+    if max_tokens + n_start > model.n_ctx:
+        raise UsageError(f"max_tokens={max_tokens} (+ {n_start} start token(s)) exceeds the context length "
+                         f"n_ctx={model.n_ctx} of {model.source}")
     if pooling not in POOLINGS:
         raise UsageError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     name = resolve_probe_hook(model, hook_name)
@@ -164,7 +166,9 @@ def pooled_residual(model: LoadedModel, texts: TextSet | list[str] | tuple[str, 
             model.forward(ids, mask, last_only=True)
             resid = captured.pop("resid").to(torch.float32)
             # Left padding: the last position is every row's last real token.
-            out.append((masked_mean(resid, mask) if pooling == "mean" else resid[:, -1, :]).cpu())
+            # The mean is over the text's own tokens: a BOS's residual is the same for every text.
+            text = without_start_tokens(mask, n_start)
+            out.append((masked_mean(resid, text) if pooling == "mean" else resid[:, -1, :]).cpu())
     pooled = torch.cat(out)
     if not bool(torch.isfinite(pooled).all()):
         raise NumericalError(f"{model.source}: NaN/inf in the residual stream at {name}")
