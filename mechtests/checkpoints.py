@@ -537,8 +537,10 @@ class ModelFacts:
     n_ctx: int
     tokenizer_size: int
     tokenizer_vocab: str
+    tokenizer_start: tuple[int, ...] = ()  # the ids put before every text (`data.start_tokens`: a BOS)
 
-    COMPARED = ("model_type", "n_layers", "d_model", "d_mlp", "d_vocab", "n_ctx", "tokenizer_size", "tokenizer_vocab")
+    COMPARED = ("model_type", "n_layers", "d_model", "d_mlp", "d_vocab", "n_ctx", "tokenizer_size", "tokenizer_vocab",
+                "tokenizer_start")
 
 
 def _config_int(config: Any, *names: str, default: int | None = None) -> int:
@@ -594,6 +596,8 @@ def tokenizer_signature(tokenizer: Any) -> str:
 
 def facts_from(config: Any, tokenizer: Any) -> ModelFacts:
     """:class:`ModelFacts` of a config and tokenizer."""
+    from mechtests.data import start_tokens
+
     d_model = _config_int(config, "hidden_size", "n_embd", "d_model")
     return ModelFacts(
         model_type=str(getattr(config, "model_type", "")),
@@ -604,12 +608,15 @@ def facts_from(config: Any, tokenizer: Any) -> ModelFacts:
         n_ctx=_config_int(config, "max_position_embeddings", "n_positions", "n_ctx"),
         tokenizer_size=len(tokenizer),
         tokenizer_vocab=tokenizer_signature(tokenizer),
+        tokenizer_start=start_tokens(tokenizer),
     )
 
 
 def compare_facts(base: ModelFacts, tuned: ModelFacts, *, where: str) -> None:
     """Raise :class:`IncompatiblePairError` naming the first field the two models differ in."""
-    labels = {"tokenizer_size": "tokenizer vocabulary size", "tokenizer_vocab": "tokenizer vocabulary (sha256 prefix)"}
+    labels = {"tokenizer_size": "tokenizer vocabulary size", "tokenizer_vocab": "tokenizer vocabulary (sha256 prefix)",
+              # each model reads the prompts with its own tokenizer: a BOS on one side only would confound the pair
+              "tokenizer_start": "tokens the tokenizer puts before every text (a BOS)"}
     for name in ModelFacts.COMPARED:
         b, t = getattr(base, name), getattr(tuned, name)
         if b != t:

@@ -183,6 +183,26 @@ def test_mismatched_tokenizer_is_named(tmp_path: Path, tiny_checkpoints: dict[st
         load_pair(base_dir, other)
 
 
+def test_a_bos_on_one_side_only_is_refused_before_and_after_loading(tmp_path: Path,
+                                                                    tiny_checkpoints: dict[str, tuple[Path, Path]]) -> None:
+    """Each model reads the prompts with its own tokenizer: a tuned tokenizer saved adding a BOS the
+    base one does not add would give the two models other inputs, confounded with the fine-tune."""
+    from mechtests.checkpoints import ModelSource, compare_facts, inspect_source
+    from mechtests.testing import byte_tokenizer
+
+    base_dir, _ = tiny_checkpoints["gpt2"]
+    other = perturbed_copy(base_dir, tmp_path / "with-bos", scale=0.0)
+    tokenizer = byte_tokenizer()
+    tokenizer.add_bos_token = True
+    tokenizer.save_pretrained(other)
+    match = r"differ in tokens the tokenizer puts before every text \(a BOS\): base has \(\), tuned has \(256,\)"
+    with pytest.raises(IncompatiblePairError, match=match):
+        compare_facts(inspect_source(ModelSource(str(base_dir), "directory")).facts,
+                      inspect_source(ModelSource(str(other), "directory")).facts, where="start-up")
+    with pytest.raises(IncompatiblePairError, match=match):
+        load_pair(base_dir, other)
+
+
 def test_check_compatible_accepts_twins(tiny_pair: ModelPair) -> None:
     check_compatible(tiny_pair.base, tiny_pair.tuned)
     assert tiny_pair.role("base") is tiny_pair.base and tiny_pair.role("tuned") is tiny_pair.tuned
