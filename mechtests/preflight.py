@@ -71,7 +71,9 @@ def _describe(role: str, ins: Inspection) -> str:
             + f" on the config and tokenizer of {src.config_from}") if src.kind == "state_dict" else (
         f"{src.kind} {src.location}" + (f" (weights nested under {ins.nested_under!r})" if ins.nested_under else ""))
     dropped = f"; {len(ins.check.dropped)} old GPT-2 attention buffer(s) dropped" if ins.check.dropped else ""
-    return f"  {role}: {what} ({f.model_type}, {f.n_layers} layers, d_model {f.d_model}, d_mlp {f.d_mlp}){dropped}"
+    start = f"; every text starts with token id(s) {list(f.tokenizer_start)} (the tokenizer's BOS)" if f.tokenizer_start else ""
+    return (f"  {role}: {what} ({f.model_type}, {f.n_layers} layers, d_model {f.d_model}, d_mlp {f.d_mlp})"
+            f"{dropped}{start}")
 
 
 def _inspect(source: ModelSource, memo: dict[ModelSource, Inspection]) -> Inspection:

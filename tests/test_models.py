@@ -196,9 +196,12 @@ def test_a_bos_on_one_side_only_is_refused_before_and_after_loading(tmp_path: Pa
     tokenizer.add_bos_token = True
     tokenizer.save_pretrained(other)
     match = r"differ in tokens the tokenizer puts before every text \(a BOS\): base has \(\), tuned has \(256,\)"
+    with_bos = inspect_source(ModelSource(str(other), "directory"))
     with pytest.raises(IncompatiblePairError, match=match):
-        compare_facts(inspect_source(ModelSource(str(base_dir), "directory")).facts,
-                      inspect_source(ModelSource(str(other), "directory")).facts, where="start-up")
+        compare_facts(inspect_source(ModelSource(str(base_dir), "directory")).facts, with_bos.facts, where="start-up")
+    from mechtests.preflight import _describe
+
+    assert _describe("tuned", with_bos).endswith("; every text starts with token id(s) [256] (the tokenizer's BOS)")
     with pytest.raises(IncompatiblePairError, match=match):
         load_pair(base_dir, other)
 
