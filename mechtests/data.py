@@ -324,6 +324,10 @@ def load_labelled(path: str | os.PathLike[str], *, name: str | None = None) -> T
     return read_labelled(path, name=name)[0]
 
 
+# Files whose text is markup around the data: never scored as held-out prose.
+STRUCTURED_SUFFIXES: tuple[str, ...] = (".json", ".jsonl", ".csv", ".tsv")
+
+
 def read_perplexity_text(path: str | os.PathLike[str], *, role: str = "perplexity") -> tuple[str, FileRecord]:
     """Held-out text for perplexity: a text file (``.txt``, Wikitext's ``wiki.test.raw``), a
     directory holding ``wiki.test.raw``, or a local ``datasets`` dataset directory (``save_to_disk``
@@ -344,6 +348,11 @@ def read_perplexity_text(path: str | os.PathLike[str], *, role: str = "perplexit
         source = source / "wiki.test.raw"
     if source.is_dir():
         text, read, fmt = _dataset_text(source)
+    elif source.suffix.lower() in STRUCTURED_SUFFIXES:
+        # Read as text, its syntax (braces, quotes, field names, commas) would be scored as prose.
+        raise DataError(f"{source}: a {source.suffix} file is structured data, not held-out text; its syntax would be "
+                        "scored as text. Fix: give the plain text (e.g. wiki.test.raw or a .txt file), or a "
+                        "`datasets` directory saved with save_to_disk (its test split's 'text' rows are joined)")
     else:
         text = _read_text(source)  # exactly as written: line ends and all
         read, fmt = 1, "text file"

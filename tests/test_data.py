@@ -215,6 +215,10 @@ def test_perplexity_text_from_raw_files_and_datasets_directories(tmp_path: Path)
     (tmp_path / "empty.txt").write_text("  \n", encoding="utf-8")
     with pytest.raises(DataError, match=r"empty.txt: the perplexity text is empty"):
         read_perplexity_text(tmp_path / "empty.txt")
+    for suffix in (".jsonl", ".json", ".csv", ".TSV"):  # read as text, their syntax would be scored as prose
+        (tmp_path / f"wiki{suffix}").write_text('{"text": "Some text ."}\n', encoding="utf-8")
+        with pytest.raises(DataError, match=rf"wiki\{suffix}: a \{suffix} file is structured data, not held-out text"):
+            read_perplexity_text(tmp_path / f"wiki{suffix}")
 
 
 def test_text_is_read_as_written_whatever_its_line_ends_marks_and_separators(tmp_path: Path) -> None:
