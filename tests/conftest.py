@@ -20,6 +20,14 @@ from urllib.parse import urlparse
 import pytest
 from hypothesis import settings
 
+# In-process pytester runs restore sys.modules afterwards. `datasets` (imported by transformer_lens)
+# registers pyarrow extension types when first imported, which pyarrow refuses twice per process:
+# imported here, before any inner run, it is never imported (and dropped) inside one.
+try:
+    import datasets  # noqa: F401
+except ImportError:  # an environment without datasets has nothing to register
+    pass
+
 pytest_plugins = ["pytester"]
 
 # CI must be reproducible: under CI=true hypothesis replays the same examples every run

@@ -9,10 +9,6 @@ from typing import Any
 
 import pytest
 
-# Pre-import what the inner (in-process) run loads lazily: pytester restores sys.modules after it,
-# and datasets (imported by transformer_lens) cannot register its pyarrow types twice in one process.
-import transformer_lens.model_bridge  # noqa: F401
-
 import mechtests.perspective
 import mechtests.scoring  # noqa: F401
 from mechtests.testing import make_tiny_checkpoint, perturbed_copy
