@@ -211,6 +211,7 @@ class Evaluator:
             prompts = challenge.head(n_prompts) if n_prompts and n_prompts < len(challenge) else challenge
             if len(prompts) == 0:
                 raise UsageError("the challenge prompt set is empty. Fix: pass --mt-prompts with at least one prompt.")
+            self.pair.check_same_tokenization(prompts.texts, "challenge prompt")
             return prompts
 
         return self.memo("prompts", compute)
@@ -222,7 +223,10 @@ class Evaluator:
         def compute() -> TextSet | F1Items:
             n_f1 = self.config.n_f1
             f1 = self.data.f1_sentences
-            return f1.head(n_f1) if n_f1 and n_f1 < len(f1) else f1
+            items = f1.head(n_f1) if n_f1 and n_f1 < len(f1) else f1
+            golds = [g for g in getattr(items, "golds", ()) if g]  # Lee et al.'s true continuations
+            self.pair.check_same_tokenization([*items.texts, *golds], "F1 text")
+            return items
 
         return self.memo("f1_sentences", compute)
 
@@ -298,12 +302,13 @@ class Evaluator:
         """The perplexity text, cut to ``n_perplexity_windows`` windows when the profile says so.
 
         Cut in tokens (base tokenizer) and decoded back, so the windows are whole; both models
-        share the tokenizer (checked at load), so both see the same text.
+        tokenize it alike (`ModelPair.check_same_tokenization`), so both see the same windows.
         """
 
         def compute() -> str:
             n = self.config.n_perplexity_windows
             text = self.data.perplexity_text
+            self.pair.check_same_tokenization([text], "perplexity text")
             if not n:
                 return text
             tokenizer = self.model("base").tokenizer

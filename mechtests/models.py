@@ -449,6 +449,32 @@ class ModelPair:
             return self.tuned
         raise UsageError(f"role must be 'base' or 'tuned', got {role!r}")
 
+    def check_same_tokenization(self, texts: Sequence[str], what: str) -> None:
+        """Refuse ``texts`` that the two models' tokenizers turn into different ids.
+
+        Each model reads a text with its own tokenizer; `check_compatible` compares their
+        vocabularies and start tokens, but a normalizer or pre-tokenizer setting (GPT-2's
+        ``add_prefix_space``) can still split the same text otherwise, and the pair would then be
+        compared on other inputs. Free when both tokenizers are the same definition.
+
+        Raises:
+            IncompatiblePairError: naming the first text that differs and both token sequences.
+
+        Example:
+            >>> pair.check_same_tokenization(["a prompt"], "challenge prompt")  # one tokenizer: nothing happens
+        """
+        if self.base.tokenizer_fingerprint == self.tuned.tokenizer_fingerprint:
+            return
+        items = list(texts)
+        base = self.base.tokenizer(items, add_special_tokens=False)["input_ids"]
+        tuned = self.tuned.tokenizer(items, add_special_tokens=False)["input_ids"]
+        for i, (b, t) in enumerate(zip(base, tuned, strict=True)):
+            if list(b) != list(t):
+                at = next((j for j, (x, y) in enumerate(zip(b, t, strict=False)) if x != y), min(len(b), len(t)))
+                raise IncompatiblePairError(
+                    f"the tokenization of {what} {i} ({items[i][:60]!r}) from token {at} on",
+                    list(b)[at : at + 6], list(t)[at : at + 6], f"{self.base.source} vs {self.tuned.source}")
+
 
 # ---- loading ---------------------------------------------------------------------------------
 def weights_fingerprint(state: dict[str, torch.Tensor]) -> str:

@@ -500,3 +500,30 @@ def test_the_interventions_table_holds_every_condition_served(pair: Any, probe: 
     if np.ptp(tox_zero) == 0:  # no variation: a value, and no interval claimed
         assert ablated["toxicity"]["ci_low"] is None and ablated["toxicity"]["ci_high"] is None
     assert rows[("tuned", "tuned, untouched")]["f1"]["value"] == pytest.approx(f1.mean())
+
+
+def test_texts_the_two_tokenizers_split_otherwise_are_refused(tmp_path: Path, probe: Any) -> None:
+    """Same vocabulary and start tokens, but the tuned tokenizer saved with ``add_prefix_space``: the
+    pair would read the prompts, the perplexity text and the F1 texts as other ids. Each is refused
+    on first use, naming the text and where the ids part; one tokenizer costs nothing."""
+    from mechtests.errors import IncompatiblePairError
+    from mechtests.models import load_pair
+    from mechtests.testing import byte_tokenizer, make_tiny_checkpoint, perturbed_copy
+
+    base = make_tiny_checkpoint(tmp_path / "base", n_ctx=64)
+    tuned = perturbed_copy(base, tmp_path / "tuned", scale=0.01)
+    spaced = byte_tokenizer()
+    spaced.add_prefix_space = True  # saved to tokenizer_config.json: " hello" where the base reads "hello"
+    spaced.save_pretrained(tuned)
+    pair = load_pair(base, tuned)  # vocabulary and start tokens agree
+    ev = make_evaluator(pair, probe)
+    first = PROMPTS[0]
+    with pytest.raises(IncompatiblePairError, match=rf"the tokenization of challenge prompt 0 \({first[:60]!r}\) from "
+                                                    r"token 0 on: base has \[\d+(, \d+)*\], tuned has \[32(, \d+)*\]"):
+        ev.prompts  # noqa: B018
+    with pytest.raises(IncompatiblePairError, match="the tokenization of perplexity text 0"):
+        ev.perplexity_text  # noqa: B018
+    with pytest.raises(IncompatiblePairError, match="the tokenization of F1 text 0"):
+        ev.f1_sentences  # noqa: B018
+    same = load_pair(base, perturbed_copy(base, tmp_path / "twin", scale=0.01))
+    assert make_evaluator(same, probe).prompts.texts == PROMPTS
