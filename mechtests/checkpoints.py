@@ -415,7 +415,10 @@ def load_tokenizer(location: str, n_embeddings: int | None = None) -> Any:
 def expected_parameters(config: Any) -> tuple[dict[str, tuple[int, ...]], dict[str, str], str]:
     """``(parameter name -> shape, tied name -> partner, base_model_prefix)`` of the model a config builds
     (on the meta device: no memory, no initialisation)."""
-    model = _meta_model(config)
+    return _expected(_meta_model(config))
+
+
+def _expected(model: Any) -> tuple[dict[str, tuple[int, ...]], dict[str, str], str]:
     shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     return shapes, _tied_names(model), str(getattr(model, "base_model_prefix", "") or "")
 
@@ -653,9 +656,9 @@ def inspect_source(source: ModelSource) -> Inspection:
         return Inspection(source, facts, (), None, KeyCheck())
     files = directory_weight_files(Path(source.location)) if source.kind == "directory" else [Path(source.location)]
     entries, nested = _file_entries(files, lazy=True)
-    shapes, tied, prefix = expected_parameters(config)
-    entries = _renamed(entries, transformers_key_renames(_meta_model(config), entries, source.location),
-                       source.location)
+    meta = _meta_model(config)
+    shapes, tied, prefix = _expected(meta)
+    entries = _renamed(entries, transformers_key_renames(meta, entries, source.location), source.location)
     _, check = match_keys(entries, shapes, tied=tied, prefix=prefix)
     check.raise_if_bad(source.location, config_from=source.config_from)
     for file in files:
