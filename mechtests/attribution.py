@@ -197,13 +197,8 @@ def completeness(pair: ModelPair, probe: Probe, texts: TextSet | Sequence[str], 
     items = list(texts.texts if isinstance(texts, TextSet) else texts)
     if not items:
         raise UsageError("completeness needs at least one text")
-    for model in (pair.base, pair.tuned):
-        if model.has_post_sublayer_norms:
-            raise UsageError(
-                f"completeness does not apply to {model.architecture} ({model.source}): its attention and MLP "
-                "outputs pass a norm before the residual stream, so the residual is not a sum of neuron writes. "
-                "Fix: run the completeness claim on architectures without post-sublayer norms (GPT-2, Llama, Mistral)"
-            )
+    for model in (pair.base, pair.tuned):  # the residual is a sum of neuron writes only without post-sublayer norms
+        model.require_linear_neuron_writes("completeness")
     max_tokens = max_tokens or min(pair.base.n_ctx - len(start_tokens(pair.base.tokenizer)), 128)
     base_total, base_parts = _decomposed_projection(pair.base, probe, items, batch_size=batch_size, max_tokens=max_tokens)
     tuned_total, tuned_parts = _decomposed_projection(pair.tuned, probe, items, batch_size=batch_size,

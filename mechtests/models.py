@@ -258,14 +258,27 @@ class LoadedModel:
         stream) on a model with post-sublayer norms, where that is not what a neuron writes.
 
         Raises:
-            UsageError: the model has post-sublayer norms; the message says which claims still apply.
+            UsageError: the model has post-sublayer norms; the message (`neuron_writes_problem`) says
+                which claims still apply.
 
         Example:
             >>> model.require_linear_neuron_writes("the probe alignment of value vectors")  # GPT-2: nothing happens
         """
-        if self.has_post_sublayer_norms:
-            raise UsageError(
-                f"{what} is undefined on {self.architecture} ({self.source}): its MLP output passes a norm before it "
+        problem = self.neuron_writes_problem(what)
+        if problem is not None:
+            raise UsageError(problem)
+
+    def neuron_writes_problem(self, what: str) -> str | None:
+        """Why ``what`` is undefined on this model (post-sublayer norms), or ``None`` when neuron ``i``
+        writes ``a_i w_i``.
+
+        Example:
+            >>> model.neuron_writes_problem("a claim on value vectors") is None  # GPT-2
+            True
+        """
+        if not self.has_post_sublayer_norms:
+            return None
+        return (f"{what} is undefined on {self.architecture} ({self.source}): its MLP output passes a norm before it "
                 "enters the residual stream, so neuron i does not write a_i * w_i there and its value vector w_i "
                 "(a row of W_out) is not the direction it writes. Claims resting on that (toxic neurons ranked by "
                 "cos(value vector, probe) and the ablations, patches and scalings of them, the neuron groups, the "

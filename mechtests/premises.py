@@ -81,13 +81,7 @@ def require_linear_neuron_writes(pair: ModelPair) -> None:
     """
     import pytest
 
-    from mechtests.errors import UsageError
-
     for model in (pair.base, pair.tuned):
-        try:
-            model.require_linear_neuron_writes("a claim on neurons' value vectors")
-        except UsageError as exc:
-            reason = str(exc)
-        else:
-            continue
-        pytest.fail(f"undefined: {reason}", pytrace=False)  # outside the except: no chained traceback
+        problem = model.neuron_writes_problem("a claim on neurons' value vectors")
+        if problem is not None:
+            pytest.fail(f"undefined: {problem}", pytrace=False)
